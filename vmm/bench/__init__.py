@@ -1,0 +1,13 @@
+"""Benchmarks that print figures, baseline ratios and VM exit counts."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def run_benchmark(case: str, runs: int) -> int:
+    if case == "boot":
+        from .boot import bench_boot
+
+        return bench_boot(runs)
+    raise ConfigError(f"unknown benchmark {case!r}")

@@ -1,0 +1,183 @@
+"""The `vmm` command: argument parsing, terminal plumbing and exit statuses.
+
+Every failure reaches the user as one line, `vmm: <message>`, and a status:
+2 for bad input, the guest's own status (0-127) when it powers off, and the
+VMM's statuses from vmm.errors otherwise. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+
+from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig
+from .console import HELP, EscapeFilter, RawTerminal
+from .errors import EXIT_USAGE, VmmError
+
+INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"vmm: {message} (see 'vmm --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _disk(text: str) -> DiskConfig:
+    path, _, options = text.partition(",")
+    if not path:
+        raise argparse.ArgumentTypeError("empty disk path")
+    if options not in ("", "ro", "rw"):
+        raise argparse.ArgumentTypeError(f"unknown disk option {options!r} (use PATH or PATH,ro)")
+    return DiskConfig(path, read_only=options == "ro")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vmm", description="A minimal KVM virtual machine monitor.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser("run", help="boot a guest with its serial console on this terminal")
+    run.add_argument("--kernel", metavar="ELF", help="PVH ELF kernel (default: the bundled guest)")
+    run.add_argument("--cmdline", metavar="STR", help="kernel command line (default: console=ttyS0)")
+    run.add_argument("--initrd", metavar="PATH", help="initial ramdisk, passed as the first PVH module")
+    run.add_argument("--mem", metavar="MIB", type=_positive_int, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB (default {DEFAULT_MEM_MIB})")
+    run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
+    run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
+    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help=argparse.SUPPRESS)
+    run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
+
+    bench = commands.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument("case", choices=["boot"], help="which benchmark")
+    bench.add_argument("--runs", type=_positive_int, default=5, help="rounds per contender (default 5)")
+    return parser
+
+
+def _config(args) -> VmConfig:
+    return VmConfig(
+        kernel=args.kernel,
+        cmdline=args.cmdline,
+        initrd=args.initrd,
+        mem_mib=args.mem,
+        timeout=args.timeout,
+        serial_log=args.serial_log,
+        disks=tuple(args.disk),
+    )
+
+
+def _write_stdout(data: bytes) -> None:
+    try:
+        os.write(1, data)
+    except BlockingIOError:
+        pass  # a full non-blocking terminal: drop console echo rather than stall the vCPU
+    except OSError:
+        pass  # stdout closed: the guest keeps running, its output goes nowhere
+
+
+def _pump_input(vm, interactive: bool) -> None:
+    """Feed stdin to the guest until the VM stops; handle the Ctrl-A escape on a tty."""
+    escape = EscapeFilter()
+    stdin_open = True
+    while not vm.is_finished():
+        watch = [vm.finished_fd]
+        if stdin_open and vm.input_backlog < INPUT_BACKLOG_LIMIT:
+            watch.append(0)
+        ready, _, _ = select.select(watch, [], [], 0.2)
+        if 0 not in ready:
+            if stdin_open and vm.input_backlog >= INPUT_BACKLOG_LIMIT:
+                vm.wait_input_space(0.2)
+            continue
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            stdin_open = False
+            continue
+        commands: list[str] = []
+        if interactive:
+            data, commands = escape.feed(data)
+        if data:
+            vm.send(data)
+        if "help" in commands:
+            _write_stdout(HELP.encode())
+        if "quit" in commands:
+            vm.stop()
+
+
+def cmd_run(args) -> int:
+    from .machine import MicroVM, VmOutcome
+
+    vm = MicroVM(_config(args), output=_write_stdout, capture=False)
+    interactive = os.isatty(0)
+
+    def terminate(signum, frame):
+        vm.stop(VmOutcome(128 + signum, "quit", f"stopped by signal {signal.Signals(signum).name}"))
+
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with RawTerminal(0):
+            vm.start()
+            try:
+                _pump_input(vm, interactive)
+            except KeyboardInterrupt:
+                vm.stop(VmOutcome(130, "quit", "interrupted"))
+            outcome = vm.wait()
+    finally:
+        vm.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interactive:
+        _write_stdout(b"\r\n")
+    if args.stats:
+        counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
+        print(f"vmm: exits: {counts}", file=sys.stderr)
+    if outcome.reason != "poweroff" and outcome.message:
+        print(f"vmm: {outcome.message}", file=sys.stderr)
+    return outcome.status
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_benchmark
+
+    return run_benchmark(args.case, runs=args.runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_bench(args)
+    except VmmError as err:
+        print(f"vmm: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("vmm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

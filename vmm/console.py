@@ -1,0 +1,66 @@
+"""The host terminal side of the serial console.
+
+`EscapeFilter` is a sans-IO state machine for the QEMU-style escape: Ctrl-A x
+quits, Ctrl-A Ctrl-A (or Ctrl-A a) sends one Ctrl-A, Ctrl-A h prints help.
+`RawTerminal` puts a tty in raw mode and always restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import termios
+import tty
+
+ESCAPE = 0x01  # Ctrl-A
+HELP = (
+    "\r\nC-a x    quit the VM\r\n"
+    "C-a C-a  send C-a to the guest\r\n"
+    "C-a h    this help\r\n"
+)
+
+
+class EscapeFilter:
+    def __init__(self):
+        self._pending_escape = False
+
+    def feed(self, data: bytes) -> tuple[bytes, list[str]]:
+        """Returns (bytes for the guest, host commands: 'quit' or 'help')."""
+        to_guest = bytearray()
+        commands: list[str] = []
+        for byte in data:
+            if self._pending_escape:
+                self._pending_escape = False
+                if byte in (ord("x"), ord("X")):
+                    commands.append("quit")
+                    break
+                if byte in (ESCAPE, ord("a")):
+                    to_guest.append(ESCAPE)
+                elif byte in (ord("h"), ord("?")):
+                    commands.append("help")
+                else:  # not an escape after all: pass both through
+                    to_guest += bytes((ESCAPE, byte))
+            elif byte == ESCAPE:
+                self._pending_escape = True
+            else:
+                to_guest.append(byte)
+        return bytes(to_guest), commands
+
+
+class RawTerminal:
+    """Context manager: raw mode on a tty fd (no echo, no signals), restored on exit."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._saved = None
+
+    def __enter__(self):
+        if os.isatty(self.fd):
+            self._saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd, termios.TCSANOW)
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
+        return False

@@ -1,0 +1,241 @@
+"""Thin typed wrappers around the /dev/kvm, VM and vCPU file descriptors.
+
+The only module that issues ioctls. Policy (which CPUID bits, which MSRs,
+which registers at entry) lives in vmm.x86; this layer just moves structures
+in and out and turns a failing ioctl into a KvmError naming it and the errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import signal
+
+from ..errors import KvmError, KvmUnavailableError
+from ._kvm_cffi import ffi, lib
+
+KVM_DEVICE = "/dev/kvm"
+# The signal that kicks a vCPU thread out of KVM_RUN (Firecracker uses SIGRTMIN too).
+KICK_SIGNAL = signal.SIGRTMIN
+
+
+def _check(name: str, result: int, detail: str = "") -> int:
+    if result < 0:
+        raise KvmError(name, -result, detail)
+    return result
+
+
+class Kvm:
+    """The system file descriptor: capabilities and host-wide queries."""
+
+    def __init__(self, path: str = KVM_DEVICE):
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KvmUnavailableError(
+                f"{path} does not exist: KVM is not available on this host"
+            ) from None
+        except PermissionError:
+            raise KvmUnavailableError(
+                f"no permission to open {path} (add yourself to the 'kvm' group)"
+            ) from None
+        except OSError as err:
+            raise KvmUnavailableError(f"cannot open {path}: {err.strerror}") from None
+        version = _check("KVM_GET_API_VERSION", lib.vmm_ioctl_value(self.fd, lib.KVM_GET_API_VERSION, 0))
+        if version != lib.KVM_API_VERSION:
+            os.close(self.fd)
+            raise KvmUnavailableError(f"unsupported KVM API version {version}")
+        self.vcpu_mmap_size = _check(
+            "KVM_GET_VCPU_MMAP_SIZE", lib.vmm_ioctl_value(self.fd, lib.KVM_GET_VCPU_MMAP_SIZE, 0)
+        )
+
+    def check_extension(self, cap: int) -> int:
+        return max(0, lib.vmm_ioctl_value(self.fd, lib.KVM_CHECK_EXTENSION, cap))
+
+    def supported_cpuid(self) -> list[tuple[int, int, int, int, int, int, int]]:
+        """Entries as (function, index, flags, eax, ebx, ecx, edx)."""
+        count = 128
+        while True:
+            cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": count, "entries": count})
+            result = lib.vmm_ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid)
+            if result == -errno.E2BIG and count < 4096:
+                count *= 2
+                continue
+            _check("KVM_GET_SUPPORTED_CPUID", result)
+            return [
+                (e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+                for e in cpuid.entries[0 : cpuid.nent]
+            ]
+
+    def msr_index_list(self) -> list[int]:
+        probe = ffi.new("struct kvm_msr_list *", {"nmsrs": 0, "indices": 0})
+        lib.vmm_ioctl(self.fd, lib.KVM_GET_MSR_INDEX_LIST, probe)  # E2BIG, sets nmsrs
+        count = probe.nmsrs
+        msrs = ffi.new("struct kvm_msr_list *", {"nmsrs": count, "indices": count})
+        _check("KVM_GET_MSR_INDEX_LIST", lib.vmm_ioctl(self.fd, lib.KVM_GET_MSR_INDEX_LIST, msrs))
+        return list(msrs.indices[0 : msrs.nmsrs])
+
+    def create_vm(self) -> "Vm":
+        fd = _check("KVM_CREATE_VM", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VM, 0))
+        return Vm(self, fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Vm:
+    """A VM file descriptor: memory slots, interrupt controller, vCPUs."""
+
+    def __init__(self, kvm: Kvm, fd: int):
+        self.kvm = kvm
+        self.fd = fd
+        self._next_slot = 0
+
+    def add_memory(self, guest_addr: int, size: int, host_addr: int) -> None:
+        region = ffi.new(
+            "struct kvm_userspace_memory_region *",
+            {
+                "slot": self._next_slot,
+                "flags": 0,
+                "guest_phys_addr": guest_addr,
+                "memory_size": size,
+                "userspace_addr": host_addr,
+            },
+        )
+        _check(
+            "KVM_SET_USER_MEMORY_REGION",
+            lib.vmm_ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region),
+            f"slot {self._next_slot} at 0x{guest_addr:x}+0x{size:x}",
+        )
+        self._next_slot += 1
+
+    def set_tss_addr(self, addr: int) -> None:
+        _check("KVM_SET_TSS_ADDR", lib.vmm_ioctl_value(self.fd, lib.KVM_SET_TSS_ADDR, addr))
+
+    def create_irqchip(self) -> None:
+        _check("KVM_CREATE_IRQCHIP", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_IRQCHIP, 0))
+
+    def set_irq_line(self, irq: int, level: bool) -> None:
+        line = ffi.new("struct kvm_irq_level *", {"irq": irq, "level": int(level)})
+        _check("KVM_IRQ_LINE", lib.vmm_ioctl(self.fd, lib.KVM_IRQ_LINE, line), f"irq {irq}")
+
+    def add_irqfd(self, eventfd: int, gsi: int) -> None:
+        irqfd = ffi.new("struct kvm_irqfd *", {"fd": eventfd, "gsi": gsi, "flags": 0})
+        _check("KVM_IRQFD", lib.vmm_ioctl(self.fd, lib.KVM_IRQFD, irqfd), f"gsi {gsi}")
+
+    def add_ioeventfd(self, eventfd: int, addr: int, length: int, *, pio: bool = False) -> None:
+        flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
+        ioeventfd = ffi.new(
+            "struct kvm_ioeventfd *", {"addr": addr, "len": length, "fd": eventfd, "flags": flags}
+        )
+        _check("KVM_IOEVENTFD", lib.vmm_ioctl(self.fd, lib.KVM_IOEVENTFD, ioeventfd), f"at 0x{addr:x}")
+
+    def create_vcpu(self, index: int) -> "Vcpu":
+        fd = _check("KVM_CREATE_VCPU", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VCPU, index))
+        return Vcpu(self, fd, index)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Vcpu:
+    """A vCPU: its registers, CPUID, MSRs, FPU, and KVM_RUN."""
+
+    def __init__(self, vm: Vm, fd: int, index: int):
+        self.vm = vm
+        self.fd = fd
+        self.index = index
+        self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.run_struct = ffi.cast("struct kvm_run *", ffi.from_buffer(self._run_map))
+        self.exit = ffi.new("struct vmm_exit *")
+
+    # --- registers -------------------------------------------------------
+    def get_regs(self):
+        regs = ffi.new("struct kvm_regs *")
+        _check("KVM_GET_REGS", lib.vmm_ioctl(self.fd, lib.KVM_GET_REGS, regs))
+        return regs
+
+    def set_regs(self, regs) -> None:
+        _check("KVM_SET_REGS", lib.vmm_ioctl(self.fd, lib.KVM_SET_REGS, regs))
+
+    def get_sregs(self):
+        sregs = ffi.new("struct kvm_sregs *")
+        _check("KVM_GET_SREGS", lib.vmm_ioctl(self.fd, lib.KVM_GET_SREGS, sregs))
+        return sregs
+
+    def set_sregs(self, sregs) -> None:
+        _check("KVM_SET_SREGS", lib.vmm_ioctl(self.fd, lib.KVM_SET_SREGS, sregs))
+
+    def set_cpuid(self, entries: list[tuple[int, int, int, int, int, int, int]]) -> None:
+        cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": len(entries), "entries": len(entries)})
+        for slot, (function, index, flags, eax, ebx, ecx, edx) in zip(cpuid.entries, entries):
+            slot.function, slot.index, slot.flags = function, index, flags
+            slot.eax, slot.ebx, slot.ecx, slot.edx = eax, ebx, ecx, edx
+        _check("KVM_SET_CPUID2", lib.vmm_ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid))
+
+    def set_msrs(self, msrs: dict[int, int]) -> None:
+        table = ffi.new("struct kvm_msrs *", {"nmsrs": len(msrs), "entries": len(msrs)})
+        for slot, (index, value) in zip(table.entries, msrs.items()):
+            slot.index, slot.data = index, value
+        done = _check("KVM_SET_MSRS", lib.vmm_ioctl(self.fd, lib.KVM_SET_MSRS, table))
+        if done != len(msrs):
+            failed = list(msrs)[done]
+            raise KvmError("KVM_SET_MSRS", errno.EINVAL, f"MSR 0x{failed:x} refused")
+
+    def get_msr(self, index: int) -> int:
+        table = ffi.new("struct kvm_msrs *", {"nmsrs": 1, "entries": 1})
+        table.entries[0].index = index
+        if _check("KVM_GET_MSRS", lib.vmm_ioctl(self.fd, lib.KVM_GET_MSRS, table)) != 1:
+            raise KvmError("KVM_GET_MSRS", errno.EINVAL, f"MSR 0x{index:x}")
+        return table.entries[0].data
+
+    def set_fpu(self, fcw: int, mxcsr: int) -> None:
+        fpu = ffi.new("struct kvm_fpu *")
+        fpu.fcw, fpu.mxcsr = fcw, mxcsr
+        _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
+
+    def set_xcr0(self, value: int) -> None:
+        xcrs = ffi.new("struct kvm_xcrs *")
+        xcrs.nr_xcrs = 1
+        xcrs.xcrs[0].xcr, xcrs.xcrs[0].value = 0, value
+        _check("KVM_SET_XCRS", lib.vmm_ioctl(self.fd, lib.KVM_SET_XCRS, xcrs))
+
+    def tsc_khz(self) -> int:
+        return max(0, lib.vmm_ioctl_value(self.fd, lib.KVM_GET_TSC_KHZ, 0))
+
+    # --- running ---------------------------------------------------------
+    def run(self) -> int:
+        """KVM_RUN once; returns 0, or -errno (EINTR after a kick). Decoded exit in self.exit."""
+        return lib.vmm_run(self.fd, self.run_struct, self.exit)
+
+    def complete_read(self, value: int) -> None:
+        lib.vmm_complete_read(self.run_struct, value)
+
+    def io_data(self, length: int) -> memoryview:
+        """The kvm_run data area of a string PIO exit (count > 1)."""
+        offset = lib.vmm_io_data_offset(self.run_struct)
+        if offset + length > len(self._run_map):
+            raise KvmError("KVM_RUN", errno.EINVAL, "PIO data outside the kvm_run area")
+        return memoryview(self._run_map)[offset : offset + length]
+
+    def set_immediate_exit(self, value: bool) -> None:
+        self.run_struct.immediate_exit = int(value)
+
+    def close(self) -> None:
+        self.run_struct = None
+        if self.fd >= 0:
+            try:
+                self._run_map.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with the process
+            os.close(self.fd)
+            self.fd = -1
+
+
+def install_kick_handler() -> None:
+    _check("sigaction", lib.vmm_install_kick_handler(int(KICK_SIGNAL)))

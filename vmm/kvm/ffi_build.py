@@ -1,0 +1,248 @@
+"""cffi builder (out-of-line API mode) for the KVM bindings.
+
+Built when the package is installed. Structure layouts and ioctl numbers come
+from the kernel's own <linux/kvm.h> through the C compiler: the declarations
+below name only the fields we use and end in ``...;`` so cffi asks the
+compiler for the real offsets and sizes.
+"""
+
+from cffi import FFI
+
+CDEF = r"""
+#define KVM_API_VERSION ...
+#define KVM_GET_API_VERSION ...
+#define KVM_CREATE_VM ...
+#define KVM_CHECK_EXTENSION ...
+#define KVM_GET_VCPU_MMAP_SIZE ...
+#define KVM_GET_SUPPORTED_CPUID ...
+#define KVM_GET_MSR_INDEX_LIST ...
+#define KVM_SET_USER_MEMORY_REGION ...
+#define KVM_CREATE_VCPU ...
+#define KVM_SET_TSS_ADDR ...
+#define KVM_SET_IDENTITY_MAP_ADDR ...
+#define KVM_CREATE_IRQCHIP ...
+#define KVM_CREATE_PIT2 ...
+#define KVM_IRQ_LINE ...
+#define KVM_IRQFD ...
+#define KVM_IOEVENTFD ...
+#define KVM_RUN ...
+#define KVM_GET_REGS ...
+#define KVM_SET_REGS ...
+#define KVM_GET_SREGS ...
+#define KVM_SET_SREGS ...
+#define KVM_SET_CPUID2 ...
+#define KVM_SET_MSRS ...
+#define KVM_GET_MSRS ...
+#define KVM_SET_FPU ...
+#define KVM_SET_XCRS ...
+#define KVM_GET_XCRS ...
+#define KVM_GET_TSC_KHZ ...
+
+#define KVM_CAP_IRQCHIP ...
+#define KVM_CAP_IOEVENTFD ...
+#define KVM_CAP_IRQFD ...
+#define KVM_CAP_IMMEDIATE_EXIT ...
+#define KVM_CAP_NR_MEMSLOTS ...
+#define KVM_CAP_XCRS ...
+#define KVM_CAP_GET_TSC_KHZ ...
+#define KVM_CAP_PIT2 ...
+
+#define KVM_EXIT_UNKNOWN ...
+#define KVM_EXIT_EXCEPTION ...
+#define KVM_EXIT_IO ...
+#define KVM_EXIT_HYPERCALL ...
+#define KVM_EXIT_DEBUG ...
+#define KVM_EXIT_HLT ...
+#define KVM_EXIT_MMIO ...
+#define KVM_EXIT_IRQ_WINDOW_OPEN ...
+#define KVM_EXIT_SHUTDOWN ...
+#define KVM_EXIT_FAIL_ENTRY ...
+#define KVM_EXIT_INTR ...
+#define KVM_EXIT_NMI ...
+#define KVM_EXIT_INTERNAL_ERROR ...
+#define KVM_EXIT_SYSTEM_EVENT ...
+#define KVM_EXIT_IO_IN ...
+#define KVM_EXIT_IO_OUT ...
+#define KVM_IOEVENTFD_FLAG_PIO ...
+#define KVM_IOEVENTFD_FLAG_DATAMATCH ...
+#define KVM_IOEVENTFD_FLAG_DEASSIGN ...
+
+struct kvm_userspace_memory_region {
+    uint32_t slot; uint32_t flags; uint64_t guest_phys_addr; uint64_t memory_size; uint64_t userspace_addr; ...;
+};
+struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
+struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };
+struct kvm_ioeventfd { uint64_t datamatch; uint64_t addr; uint32_t len; int32_t fd; uint32_t flags; ...; };
+struct kvm_pit_config { uint32_t flags; ...; };
+
+struct kvm_regs {
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+    uint64_t rip, rflags;
+    ...;
+};
+struct kvm_segment {
+    uint64_t base; uint32_t limit; uint16_t selector; uint8_t type;
+    uint8_t present, dpl, db, s, l, g, avl; uint8_t unusable; ...;
+};
+struct kvm_dtable { uint64_t base; uint16_t limit; ...; };
+struct kvm_sregs {
+    struct kvm_segment cs, ds, es, fs, gs, ss, tr, ldt;
+    struct kvm_dtable gdt, idt;
+    uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+    ...;
+};
+struct kvm_fpu { uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint32_t mxcsr; ...; };
+struct kvm_xcr { uint32_t xcr; uint64_t value; ...; };
+struct kvm_xcrs { uint32_t nr_xcrs; uint32_t flags; struct kvm_xcr xcrs[16]; ...; };
+struct kvm_msr_entry { uint32_t index; uint64_t data; ...; };
+struct kvm_msrs { uint32_t nmsrs; struct kvm_msr_entry entries[]; ...; };
+struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; ...; };
+struct kvm_cpuid_entry2 {
+    uint32_t function; uint32_t index; uint32_t flags; uint32_t eax; uint32_t ebx; uint32_t ecx; uint32_t edx; ...;
+};
+struct kvm_cpuid2 { uint32_t nent; struct kvm_cpuid_entry2 entries[]; ...; };
+
+struct kvm_run {
+    uint8_t request_interrupt_window;
+    uint8_t immediate_exit;
+    uint32_t exit_reason;
+    uint8_t if_flag;
+    ...;
+};
+
+/* One decoded exit: what the run loop needs, filled in by C after KVM_RUN. */
+struct vmm_exit {
+    uint32_t reason;
+    uint32_t is_write;
+    uint64_t addr;
+    uint32_t size;
+    uint32_t count;
+    uint64_t value;
+    uint64_t detail[4];
+};
+
+int vmm_ioctl(int fd, unsigned long request, void *arg);
+int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg);
+int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit);
+void vmm_complete_read(struct kvm_run *run, uint64_t value);
+size_t vmm_io_data_offset(struct kvm_run *run);
+int vmm_install_kick_handler(int signo);
+"""
+
+SOURCE = r"""
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <linux/kvm.h>
+
+/* Every wrapper returns the ioctl's result, or -errno on failure. */
+static int vmm_ioctl(int fd, unsigned long request, void *arg)
+{
+    int r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+
+static int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg)
+{
+    int r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+
+struct vmm_exit {
+    uint32_t reason;
+    uint32_t is_write;
+    uint64_t addr;
+    uint32_t size;
+    uint32_t count;
+    uint64_t value;
+    uint64_t detail[4];
+};
+
+/* KVM_RUN, then decode the exit in C: the Python run loop then reads a few
+   plain fields instead of walking the kvm_run unions. */
+static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e)
+{
+    if (ioctl(fd, KVM_RUN, 0) < 0) {
+        e->reason = KVM_EXIT_INTR;
+        return -errno;
+    }
+    e->reason = run->exit_reason;
+    e->value = 0;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        e->is_write = run->io.direction == KVM_EXIT_IO_OUT;
+        e->addr = run->io.port;
+        e->size = run->io.size;
+        e->count = run->io.count;
+        if (e->is_write && e->count == 1 && e->size <= 8)
+            memcpy(&e->value, (char *)run + run->io.data_offset, e->size);
+        break;
+    case KVM_EXIT_MMIO:
+        e->is_write = run->mmio.is_write;
+        e->addr = run->mmio.phys_addr;
+        e->size = run->mmio.len <= 8 ? run->mmio.len : 8;
+        e->count = 1;
+        if (e->is_write)
+            memcpy(&e->value, run->mmio.data, e->size);
+        break;
+    case KVM_EXIT_FAIL_ENTRY:
+        e->detail[0] = run->fail_entry.hardware_entry_failure_reason;
+        e->detail[1] = run->fail_entry.cpu;
+        break;
+    case KVM_EXIT_INTERNAL_ERROR:
+        e->detail[0] = run->internal.suberror;
+        e->detail[1] = run->internal.ndata;
+        e->detail[2] = run->internal.ndata > 0 ? run->internal.data[0] : 0;
+        e->detail[3] = run->internal.ndata > 1 ? run->internal.data[1] : 0;
+        break;
+    case KVM_EXIT_SYSTEM_EVENT:
+        e->detail[0] = run->system_event.type;
+        break;
+    case KVM_EXIT_UNKNOWN:
+        e->detail[0] = run->hw.hardware_exit_reason;
+        break;
+    case KVM_EXIT_EXCEPTION:
+        e->detail[0] = run->ex.exception;
+        e->detail[1] = run->ex.error_code;
+        break;
+    }
+    return 0;
+}
+
+/* Hand the result of a guest read back to KVM for the next KVM_RUN. */
+static void vmm_complete_read(struct kvm_run *run, uint64_t value)
+{
+    if (run->exit_reason == KVM_EXIT_IO && run->io.count == 1 && run->io.size <= 8)
+        memcpy((char *)run + run->io.data_offset, &value, run->io.size);
+    else if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.len <= 8)
+        memcpy(run->mmio.data, &value, run->mmio.len);
+}
+
+static size_t vmm_io_data_offset(struct kvm_run *run)
+{
+    return run->io.data_offset;
+}
+
+static void vmm_kick(int signo) { (void)signo; }
+
+/* The vCPU kick: a no-op handler without SA_RESTART, so a signal sent to the
+   vCPU thread makes KVM_RUN return EINTR (together with immediate_exit). */
+static int vmm_install_kick_handler(int signo)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = vmm_kick;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source("vmm.kvm._kvm_cffi", SOURCE)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

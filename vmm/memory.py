@@ -1,0 +1,106 @@
+"""Guest RAM: anonymous mappings behind one bounds-checked object.
+
+Nothing else in the VMM indexes the mappings. Every guest-supplied address goes
+through :meth:`GuestMemory.view` (or a helper built on it), which refuses any
+range that is not wholly inside one RAM region, so a hostile guest can never
+make the VMM touch host memory outside its RAM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from dataclasses import dataclass
+
+from .errors import GuestMemoryError
+
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+@dataclass(frozen=True)
+class MemoryRegion:
+    guest_addr: int
+    size: int
+    mapping: mmap.mmap
+    host_addr: int
+
+    @property
+    def end(self) -> int:
+        return self.guest_addr + self.size
+
+
+class GuestMemory:
+    """Guest physical memory made of non-overlapping, page-aligned regions."""
+
+    def __init__(self, layout: list[tuple[int, int]]):
+        """``layout`` is a list of ``(guest_addr, size)``; each gets its own mapping."""
+        regions = []
+        for guest_addr, size in sorted(layout):
+            if size <= 0 or guest_addr % mmap.PAGESIZE or size % mmap.PAGESIZE:
+                raise ValueError(f"bad RAM region 0x{guest_addr:x}+0x{size:x}")
+            if regions and guest_addr < regions[-1].end:
+                raise ValueError("overlapping RAM regions")
+            mapping = mmap.mmap(
+                -1,
+                size,
+                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+            host_addr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+            regions.append(MemoryRegion(guest_addr, size, mapping, host_addr))
+        self.regions: tuple[MemoryRegion, ...] = tuple(regions)
+        self._views = tuple(memoryview(r.mapping) for r in regions)
+
+    @classmethod
+    def from_bytes(cls, guest_addr: int, data: bytes) -> "GuestMemory":
+        """A single region holding ``data`` (tests build fake guests this way)."""
+        size = max(mmap.PAGESIZE, -(-len(data) // mmap.PAGESIZE) * mmap.PAGESIZE)
+        mem = cls([(guest_addr, size)])
+        mem.write(guest_addr, data)
+        return mem
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.regions)
+
+    def _locate(self, addr: int, length: int) -> tuple[int, int]:
+        """Index of the region holding [addr, addr+length) and the offset in it."""
+        if length < 0 or addr < 0:
+            raise GuestMemoryError(f"bad guest memory range 0x{addr:x}+{length}")
+        for index, region in enumerate(self.regions):
+            if region.guest_addr <= addr and addr + length <= region.end:
+                return index, addr - region.guest_addr
+        raise GuestMemoryError(
+            f"guest range 0x{addr:x}+0x{length:x} lies outside guest RAM"
+        )
+
+    def contains(self, addr: int, length: int) -> bool:
+        try:
+            self._locate(addr, length)
+        except GuestMemoryError:
+            return False
+        return True
+
+    def view(self, addr: int, length: int) -> memoryview:
+        """A writable view of [addr, addr+length); raises GuestMemoryError if out of RAM."""
+        index, offset = self._locate(addr, length)
+        return self._views[index][offset : offset + length]
+
+    def read(self, addr: int, length: int) -> bytes:
+        return bytes(self.view(addr, length))
+
+    def write(self, addr: int, data) -> None:
+        data = memoryview(data).cast("B")
+        self.view(addr, len(data))[:] = data
+
+    def read_int(self, addr: int, size: int) -> int:
+        return int.from_bytes(self.view(addr, size), "little")
+
+    def write_int(self, addr: int, size: int, value: int) -> None:
+        self.view(addr, size)[:] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def close(self) -> None:
+        for v in self._views:
+            v.release()
+        for r in self.regions:
+            r.mapping.close()

@@ -1,0 +1,113 @@
+"""x86-64 vCPU policy: CPUID, MSRs, FPU, and the PVH entry state."""
+
+from __future__ import annotations
+
+from ..kvm import Vcpu
+
+# CPUID
+HYPERVISOR_BASE = 0x40000000
+HYPERVISOR_TIMING = 0x40000010  # EAX: TSC kHz, EBX: APIC bus kHz (VMware/QEMU convention)
+CPUID_1_ECX_HYPERVISOR = 1 << 31
+CPUID_1_ECX_TSC_DEADLINE = 1 << 24
+KVM_APIC_BUS_KHZ = 1_000_000  # KVM's emulated local APIC timer runs at 1 GHz
+
+# MSRs
+MSR_IA32_SYSENTER_CS = 0x174
+MSR_IA32_SYSENTER_ESP = 0x175
+MSR_IA32_SYSENTER_EIP = 0x176
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_MTRR_DEF_TYPE = 0x2FF
+MSR_STAR = 0xC0000081
+MSR_LSTAR = 0xC0000082
+MSR_CSTAR = 0xC0000083
+MSR_SYSCALL_MASK = 0xC0000084
+MSR_KERNEL_GS_BASE = 0xC0000102
+MISC_ENABLE_FAST_STRING = 1
+MTRR_ENABLE_WRITEBACK = (1 << 11) | 6
+
+# Control registers / flags
+CR0_PE = 1 << 0
+CR0_ET = 1 << 4
+RFLAGS_RESERVED = 1 << 1
+X87_FCW_RESET = 0x37F
+MXCSR_RESET = 0x1F80
+XCR0_X87 = 1
+
+
+def guest_cpuid(supported: list[tuple], vcpu_index: int, vcpu_count: int, tsc_khz: int) -> list[tuple]:
+    """KVM's supported CPUID with what a VMM must fill in for its guest."""
+    entries = []
+    for function, index, flags, eax, ebx, ecx, edx in supported:
+        if function == 1:
+            ecx |= CPUID_1_ECX_HYPERVISOR
+            # initial APIC id, logical processor count, CLFLUSH line size (8 * 8 bytes)
+            ebx = (vcpu_index << 24) | (max(vcpu_count, 1) << 16) | (8 << 8) | (ebx & 0xFF)
+        elif function in (0xB, 0x1F):
+            edx = vcpu_index  # x2APIC id
+        elif function == 0xA:
+            eax = ebx = ecx = edx = 0  # no virtual PMU: guests must not program counters
+        elif function == HYPERVISOR_BASE:
+            eax = max(eax, HYPERVISOR_TIMING)
+        elif function == HYPERVISOR_TIMING:
+            continue  # replaced below
+        entries.append((function, index, flags, eax, ebx, ecx, edx))
+    if tsc_khz:
+        entries.append((HYPERVISOR_TIMING, 0, 0, tsc_khz, KVM_APIC_BUS_KHZ, 0, 0))
+    return entries
+
+
+def boot_msrs(supported: set[int]) -> dict[int, int]:
+    """MSR values at power-on, limited to those this KVM lets us set."""
+    wanted = {
+        MSR_IA32_SYSENTER_CS: 0,
+        MSR_IA32_SYSENTER_ESP: 0,
+        MSR_IA32_SYSENTER_EIP: 0,
+        MSR_STAR: 0,
+        MSR_CSTAR: 0,
+        MSR_KERNEL_GS_BASE: 0,
+        MSR_SYSCALL_MASK: 0,
+        MSR_LSTAR: 0,
+        MSR_IA32_MISC_ENABLE: MISC_ENABLE_FAST_STRING,
+        MSR_MTRR_DEF_TYPE: MTRR_ENABLE_WRITEBACK,
+    }
+    return {index: value for index, value in wanted.items() if index in supported}
+
+
+def _flat_segment(segment, selector: int, code: bool) -> None:
+    segment.base, segment.limit, segment.selector = 0, 0xFFFFFFFF, selector
+    segment.type = 0xB if code else 0x3  # execute/read or read/write, accessed
+    segment.present, segment.dpl, segment.db, segment.s, segment.l, segment.g = 1, 0, 1, 1, 0, 1
+    segment.avl, segment.unusable = 0, 0
+
+
+def set_pvh_entry_state(vcpu: Vcpu, entry: int, start_info_addr: int) -> None:
+    """Registers as the PVH ABI defines them at the 32-bit entry point.
+
+    32-bit protected mode, paging off, flat 4 GiB CS (execute/read) and data
+    segments, %ebx = start info, CR0 = PE|ET, CR4 = 0, EFER = 0, and a 32-bit
+    TSS loaded in TR.
+    """
+    sregs = vcpu.get_sregs()
+    _flat_segment(sregs.cs, 0x10, code=True)
+    for segment in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        _flat_segment(segment, 0x18, code=False)
+    tr = sregs.tr
+    tr.base, tr.limit, tr.selector, tr.type = 0, 0x67, 0x20, 0xB  # busy 32-bit TSS
+    tr.present, tr.dpl, tr.db, tr.s, tr.l, tr.g, tr.unusable = 1, 0, 0, 0, 0, 0, 0
+    sregs.cr0 = CR0_PE | CR0_ET
+    sregs.cr3 = sregs.cr4 = sregs.efer = 0
+    vcpu.set_sregs(sregs)
+
+    regs = vcpu.get_regs()
+    for name in ("rax", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
+        setattr(regs, name, 0)
+    regs.rip, regs.rbx, regs.rflags = entry, start_info_addr, RFLAGS_RESERVED
+    vcpu.set_regs(regs)
+
+
+def configure_vcpu(vcpu: Vcpu, *, supported_cpuid, supported_msrs: set[int], vcpu_count: int, has_xcrs: bool) -> None:
+    vcpu.set_cpuid(guest_cpuid(supported_cpuid, vcpu.index, vcpu_count, vcpu.tsc_khz()))
+    vcpu.set_msrs(boot_msrs(supported_msrs))
+    vcpu.set_fpu(X87_FCW_RESET, MXCSR_RESET)
+    if has_xcrs:
+        vcpu.set_xcr0(XCR0_X87)
