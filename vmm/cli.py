@@ -66,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mem", metavar="MIB", type=_positive_int, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB (default {DEFAULT_MEM_MIB})")
     run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
-    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help=argparse.SUPPRESS)
+    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only")
+    run.add_argument("--ioeventfd", action="store_true", help="take virtio queue notifications by ioeventfd on an I/O thread")
     run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
 
+    mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")
+    mkdisk.add_argument("directory", metavar="DIR")
+    mkdisk.add_argument("-o", "--output", metavar="IMAGE", required=True, help="the image file to write")
+    mkdisk.add_argument("--size", metavar="MIB", type=_positive_int, help="pad the image to MIB MiB (default: the archive plus 1 MiB, rounded up)")
+
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("case", choices=["boot"], help="which benchmark")
+    bench.add_argument("case", choices=["boot", "blk"], help="which benchmark")
     bench.add_argument("--runs", type=_positive_int, default=5, help="rounds per contender (default 5)")
     return parser
 
@@ -84,6 +90,7 @@ def _config(args) -> VmConfig:
         timeout=args.timeout,
         serial_log=args.serial_log,
         disks=tuple(args.disk),
+        ioeventfd=args.ioeventfd,
     )
 
 
@@ -159,6 +166,14 @@ def cmd_run(args) -> int:
     return outcome.status
 
 
+def cmd_mkdisk(args) -> int:
+    from .disk_image import build_disk_image
+
+    size = build_disk_image(args.directory, args.output, args.size)
+    print(f"{args.output}: {size >> 20} MiB ustar disk image of {args.directory}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_benchmark
 
@@ -170,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "mkdisk":
+            return cmd_mkdisk(args)
         return cmd_bench(args)
     except VmmError as err:
         print(f"vmm: {err}", file=sys.stderr)

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
 import threading
 import time
@@ -26,6 +27,9 @@ from .config import VmConfig
 from .devices.bus import MmioBus, NullDevice, PioBus
 from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice, GuestFault
 from .devices.serial import Uart16550
+from .devices.virtio.block import VirtioBlock
+from .devices.virtio.constants import MMIO_QUEUE_NOTIFY as QUEUE_NOTIFY_OFFSET
+from .devices.virtio.mmio import VirtioMmioTransport
 from .errors import (
     EXIT_GUEST_CRASHED,
     EXIT_TIMEOUT,
@@ -101,6 +105,10 @@ class MicroVM:
         self.exit_counts = [0] * 64
         self.created_at: float | None = None
         self._kvm = self._vm = self._vcpu = self.memory = None
+        self._eventfds: list[int] = []
+        self.virtio_transports: list[VirtioMmioTransport] = []
+        self._notifiers: dict[int, tuple[VirtioMmioTransport, int]] = {}  # ioeventfd -> queue
+        self._io_thread: threading.Thread | None = None
         self._prepare()
 
     # --- assembly --------------------------------------------------------
@@ -123,6 +131,13 @@ class MicroVM:
                     self._initrd = f.read()
             except OSError as err:
                 raise ConfigError(f"cannot read initrd {cfg.initrd}: {err.strerror}") from None
+        self._disks: list[VirtioBlock] = []
+        try:
+            for disk in cfg.disks:
+                self._disks.append(VirtioBlock(disk.path, read_only=disk.read_only))
+        except BaseException:
+            self._close_disks()
+            raise
         if cfg.serial_log is not None:
             try:
                 self._serial_log = open(cfg.serial_log, "ab", buffering=0)
@@ -152,7 +167,10 @@ class MicroVM:
         self.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(self.memory, self._guest_power_off, self._guest_fault, self._guest_idle))
         self.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
-        start_info = load_pvh(self.memory, self._kernel, self._kernel_path, self.config.base_cmdline(), self._initrd)
+        cmdline = self.config.base_cmdline()
+        for index, block in enumerate(self._disks):
+            cmdline += " " + self._add_virtio_device(index, block)
+        start_info = load_pvh(self.memory, self._kernel, self._kernel_path, cmdline, self._initrd)
         self._vcpu = vcpu = vm.create_vcpu(0)
         configure_vcpu(
             vcpu,
@@ -163,6 +181,37 @@ class MicroVM:
         )
         set_pvh_entry_state(vcpu, self._kernel.pvh_entry, start_info)
 
+    def _add_virtio_device(self, index: int, device) -> str:
+        """Place a virtio-mmio device in the index-th slot; returns its command-line entry.
+
+        The used-buffer interrupt goes through an irqfd: KVM injects it
+        without the vCPU thread or a KVM_IRQ_LINE ioctl per interrupt.
+        """
+        addr, irq = layout.virtio_mmio_slot(index)
+        irq_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._eventfds.append(irq_fd)
+        self._vm.add_irqfd(irq_fd, irq)
+
+        def interrupt(level: bool, fd=irq_fd) -> None:
+            if level:
+                os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
+
+        transport = VirtioMmioTransport(device, self.memory, interrupt)
+        self.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
+        if self.config.ioeventfd:
+            for queue_index in range(len(device.queue_max_sizes)):
+                notify_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                self._eventfds.append(notify_fd)
+                self._vm.add_ioeventfd(notify_fd, addr + QUEUE_NOTIFY_OFFSET, 4, datamatch=queue_index)
+                self._notifiers[notify_fd] = (transport, queue_index)
+        self.virtio_transports.append(transport)
+        return f"virtio_mmio.device={layout.VIRTIO_MMIO_SIZE // 1024}K@0x{addr:x}:{irq}"
+
+    def _close_disks(self) -> None:
+        for block in self._disks:
+            block.close()
+        self._disks = []
+
     # --- lifecycle -------------------------------------------------------
     def start(self) -> "MicroVM":
         install_kick_handler()
@@ -171,6 +220,9 @@ class MicroVM:
         except BaseException:
             self.close()
             raise
+        if self._notifiers:
+            self._io_thread = threading.Thread(target=self._io_main, name="virtio-io", daemon=True)
+            self._io_thread.start()
         self._thread = threading.Thread(target=self._vcpu_main, name="vcpu0", daemon=True)
         self._vcpu_running = True
         self._thread.start()
@@ -221,9 +273,17 @@ class MicroVM:
             self._thread.join()
         if self._timer is not None:
             self._timer.cancel()
+        if self._io_thread is not None:
+            self._finish(VmOutcome(0, "quit", "stopped by the host"))
+            self._io_thread.join()
         for thing in (self._vcpu, self._vm, self._kvm):
             if thing is not None:
                 thing.close()
+        self._vcpu = self._vm = self._kvm = None
+        for fd in self._eventfds:
+            os.close(fd)
+        self._eventfds = []
+        self._close_disks()
         if self.memory is not None:
             self.memory.close()
             self.memory = None
@@ -333,6 +393,31 @@ class MicroVM:
 
     def _crash(self, what: str) -> None:
         self._finish(VmOutcome(EXIT_GUEST_CRASHED, "crash", f"{what}: {self._register_dump()}"))
+
+    # --- the I/O thread (ioeventfd notifications) --------------------------
+    def _io_main(self) -> None:
+        """Process queues when the guest's QueueNotify writes land on ioeventfds."""
+        poller = select.epoll()
+        for fd in self._notifiers:
+            poller.register(fd, select.EPOLLIN)
+        poller.register(self.finished_fd, select.EPOLLIN)
+        try:
+            while not self._finished.is_set():
+                for fd, _ in poller.poll():
+                    if fd == self.finished_fd:
+                        return
+                    try:
+                        os.eventfd_read(fd)
+                    except BlockingIOError:
+                        continue
+                    transport, queue_index = self._notifiers[fd]
+                    transport.notify(queue_index)
+                    self._wake.set()  # a guest idling while it waits for this request
+        except Exception as err:  # a VMM bug: stop the VM with one line
+            log.debug("I/O thread failed", exc_info=True)
+            self.stop(VmOutcome(EXIT_VMM_FAILURE, "error", f"internal error in the I/O thread: {err!r}"))
+        finally:
+            poller.close()
 
     # --- device callbacks (vCPU thread) ----------------------------------
     def _guest_power_off(self, status: int) -> None:

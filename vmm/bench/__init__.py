@@ -10,4 +10,8 @@ def run_benchmark(case: str, runs: int) -> int:
         from .boot import bench_boot
 
         return bench_boot(runs)
+    if case == "blk":
+        from .blk import bench_blk
+
+        return bench_blk(runs)
     raise ConfigError(f"unknown benchmark {case!r}")

@@ -126,10 +126,13 @@ class Vm:
         irqfd = ffi.new("struct kvm_irqfd *", {"fd": eventfd, "gsi": gsi, "flags": 0})
         _check("KVM_IRQFD", lib.vmm_ioctl(self.fd, lib.KVM_IRQFD, irqfd), f"gsi {gsi}")
 
-    def add_ioeventfd(self, eventfd: int, addr: int, length: int, *, pio: bool = False) -> None:
+    def add_ioeventfd(self, eventfd: int, addr: int, length: int, *, datamatch: int | None = None, pio: bool = False) -> None:
         flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
+        if datamatch is not None:
+            flags |= lib.KVM_IOEVENTFD_FLAG_DATAMATCH
         ioeventfd = ffi.new(
-            "struct kvm_ioeventfd *", {"addr": addr, "len": length, "fd": eventfd, "flags": flags}
+            "struct kvm_ioeventfd *",
+            {"addr": addr, "len": length, "fd": eventfd, "flags": flags, "datamatch": datamatch or 0},
         )
         _check("KVM_IOEVENTFD", lib.vmm_ioctl(self.fd, lib.KVM_IOEVENTFD, ioeventfd), f"at 0x{addr:x}")
 

@@ -1,0 +1,318 @@
+"""virtio-mmio transport, version 2 (virtio 1.x section 4.2.2).
+
+A state machine driven by the guest's register accesses, in the sans-IO
+spirit: it never raises on guest input. A driver that breaks the protocol
+finds DEVICE_NEEDS_RESET in Status (plus a configuration-change interrupt once
+DRIVER_OK is set, 2.1.2) and the device stops until the driver resets it.
+
+The caller routes MMIO accesses to :meth:`read`/:meth:`write` and may call
+:meth:`notify` from an ioeventfd thread; one lock serialises both. The
+``interrupt`` callback is invoked with the lock held (so raise/lower calls
+can never be reordered between threads) and must not call back into the
+transport: ``interrupt(True)`` when an InterruptStatus bit is newly raised,
+``interrupt(False)`` when InterruptStatus drops back to 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from ...errors import GuestMemoryError
+from ...memory import GuestMemory
+from . import constants as c
+from .device import VirtioDevice
+from .queue import SplitQueue, VirtioError
+
+log = logging.getLogger("vmm.virtio")
+
+_U32 = 0xFFFF_FFFF
+_CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
+_QUEUE_ADDRESS_REGS = {
+    c.MMIO_QUEUE_DESC_LOW: ("desc_addr", 0),
+    c.MMIO_QUEUE_DESC_HIGH: ("desc_addr", 32),
+    c.MMIO_QUEUE_DRIVER_LOW: ("avail_addr", 0),
+    c.MMIO_QUEUE_DRIVER_HIGH: ("avail_addr", 32),
+    c.MMIO_QUEUE_DEVICE_LOW: ("used_addr", 0),
+    c.MMIO_QUEUE_DEVICE_HIGH: ("used_addr", 32),
+}
+
+
+class VirtioMmioTransport:
+    def __init__(
+        self,
+        device: VirtioDevice,
+        memory: GuestMemory,
+        interrupt: Callable[[bool], None],
+    ):
+        self.device = device
+        self.memory = memory
+        self._interrupt = interrupt
+        self._lock = threading.Lock()
+        self.interrupt_status = 0
+        self.config_generation = 0
+        self.last_error: str | None = None  # why DEVICE_NEEDS_RESET was set
+        self._reset()
+
+    # -- public entry points (each takes the lock) ----------------------------
+
+    def read(self, offset: int, size: int) -> int:
+        with self._lock:
+            if offset >= c.MMIO_CONFIG:
+                return self._read_config(offset - c.MMIO_CONFIG, size)
+            if size != 4 or offset % 4 or offset < 0:
+                return 0  # 4.2.2.2: registers are 32-bit, aligned
+            return self._read_register(offset) & _U32
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        with self._lock:
+            if offset >= c.MMIO_CONFIG:
+                self._write_config(offset - c.MMIO_CONFIG, size, value)
+            elif size == 4 and offset % 4 == 0 and offset >= 0:
+                self._write_register(offset, value & _U32)
+
+    def notify(self, queue_index: int) -> None:
+        """The driver kicked a queue (QueueNotify write or ioeventfd)."""
+        with self._lock:
+            self._notify(queue_index)
+
+    def config_changed(self) -> None:
+        """The device changed its config space: new generation, tell the driver."""
+        with self._lock:
+            self.config_generation = (self.config_generation + 1) & _U32
+            if self.status & c.STATUS_DRIVER_OK:
+                self._raise(c.MMIO_INT_CONFIG)
+
+    # -- state ----------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """Status 0: back to the power-on state, every queue forgotten."""
+        self.device.reset()
+        self.status = 0
+        self.device_features_sel = 0
+        self.driver_features_sel = 0
+        self.driver_features = 0
+        self._unknown_feature_bits = False  # driver set bits beyond 64
+        self.queue_sel = 0
+        self.queues = [SplitQueue(self.memory, size) for size in self.device.queue_max_sizes]
+        if self.interrupt_status:
+            self.interrupt_status = 0
+            self._interrupt(False)
+
+    def _violation(self, reason: str) -> None:
+        """The driver broke the protocol: DEVICE_NEEDS_RESET, device stops."""
+        self.last_error = reason
+        if self.status & c.STATUS_DEVICE_NEEDS_RESET:
+            return
+        log.warning("virtio device %d needs reset: %s", self.device.device_id, reason)
+        self.status |= c.STATUS_DEVICE_NEEDS_RESET
+        if self.status & c.STATUS_DRIVER_OK:
+            self._raise(c.MMIO_INT_CONFIG)
+
+    def _raise(self, bit: int) -> None:
+        if not self.interrupt_status & bit:
+            self.interrupt_status |= bit
+            self._interrupt(True)
+
+    def _selected_queue(self) -> SplitQueue | None:
+        if self.queue_sel < len(self.queues):
+            return self.queues[self.queue_sel]
+        return None
+
+    @property
+    def _running(self) -> bool:
+        s = self.status
+        return bool(s & c.STATUS_DRIVER_OK) and not s & (c.STATUS_DEVICE_NEEDS_RESET | c.STATUS_FAILED)
+
+    # -- registers --------------------------------------------------------------
+
+    def _read_register(self, offset: int) -> int:
+        queue = self._selected_queue()
+        if offset == c.MMIO_MAGIC_VALUE:
+            return c.MMIO_MAGIC
+        if offset == c.MMIO_VERSION:
+            return c.MMIO_VERSION_MODERN
+        if offset == c.MMIO_DEVICE_ID:
+            return self.device.device_id
+        if offset == c.MMIO_VENDOR_ID:
+            return c.MMIO_VENDOR
+        if offset == c.MMIO_DEVICE_FEATURES:
+            if self.device_features_sel > 1:
+                return 0
+            return self.device.features >> (32 * self.device_features_sel)
+        if offset == c.MMIO_QUEUE_NUM_MAX:
+            return self.device.queue_max_sizes[self.queue_sel] if queue else 0
+        if offset == c.MMIO_QUEUE_NUM:
+            return queue.size if queue else 0
+        if offset == c.MMIO_QUEUE_READY:
+            return int(queue.ready) if queue else 0
+        if offset == c.MMIO_INTERRUPT_STATUS:
+            return self.interrupt_status
+        if offset == c.MMIO_STATUS:
+            return self.status
+        if offset == c.MMIO_CONFIG_GENERATION:
+            return self.config_generation
+        if offset in _QUEUE_ADDRESS_REGS and queue:
+            attr, shift = _QUEUE_ADDRESS_REGS[offset]
+            return getattr(queue, attr) >> shift
+        return 0  # write-only or reserved
+
+    def _write_register(self, offset: int, value: int) -> None:
+        if offset == c.MMIO_STATUS:
+            self._write_status(value & 0xFF)
+        elif offset == c.MMIO_INTERRUPT_ACK:
+            self._ack(value)
+        elif self.status & c.STATUS_DEVICE_NEEDS_RESET:
+            pass  # stopped until the driver resets it
+        elif offset == c.MMIO_DEVICE_FEATURES_SEL:
+            self.device_features_sel = value
+        elif offset == c.MMIO_DRIVER_FEATURES_SEL:
+            self.driver_features_sel = value
+        elif offset == c.MMIO_DRIVER_FEATURES:
+            self._write_driver_features(value)
+        elif offset == c.MMIO_QUEUE_SEL:
+            self.queue_sel = value
+        elif offset == c.MMIO_QUEUE_NOTIFY:
+            self._notify(value)
+        elif offset == c.MMIO_QUEUE_READY:
+            self._write_queue_ready(value)
+        elif offset == c.MMIO_QUEUE_NUM or offset in _QUEUE_ADDRESS_REGS:
+            self._write_queue_config(offset, value)
+        # anything else (read-only or reserved) is ignored
+
+    def _write_driver_features(self, value: int) -> None:
+        if self.status & c.STATUS_FEATURES_OK:
+            self._violation("DriverFeatures written after FEATURES_OK")
+            return
+        sel = self.driver_features_sel
+        if sel > 1:
+            # No such feature bits exist; remember them so FEATURES_OK fails.
+            self._unknown_feature_bits |= value != 0
+            return
+        shift = 32 * sel
+        self.driver_features = (self.driver_features & ~(_U32 << shift)) | (value << shift)
+
+    def _features_acceptable(self) -> bool:
+        """3.1.1: only offered bits, VERSION_1 included (we have no legacy mode)."""
+        features = self.driver_features
+        return (
+            not self._unknown_feature_bits
+            and features & ~self.device.features == 0
+            and bool(features & (1 << c.VIRTIO_F_VERSION_1))
+        )
+
+    def _write_status(self, value: int) -> None:
+        if value == 0:
+            self._reset()
+            return
+        old = self.status
+        value &= ~c.STATUS_DEVICE_NEEDS_RESET  # the device's bit, not the driver's
+        value |= old & c.STATUS_DEVICE_NEEDS_RESET
+        if old & ~value:
+            self._violation(f"driver cleared status bits (0x{old:02x} -> 0x{value:02x})")
+            return
+        new = value & ~old
+        if new & c.STATUS_FAILED or old & c.STATUS_DEVICE_NEEDS_RESET:
+            self.status |= new & c.STATUS_FAILED  # the driver gave up: just record it
+            return
+        if new & c.STATUS_DRIVER and not value & c.STATUS_ACKNOWLEDGE:
+            self._violation("DRIVER set before ACKNOWLEDGE")
+            return
+        if new & c.STATUS_FEATURES_OK:
+            if not value & c.STATUS_DRIVER:
+                self._violation("FEATURES_OK set before DRIVER")
+                return
+            if self._features_acceptable():
+                self.device.acked_features = self.driver_features
+            else:
+                # 3.1.1: the driver reads Status back and sees FEATURES_OK clear.
+                log.info("virtio features 0x%x refused", self.driver_features)
+                value &= ~c.STATUS_FEATURES_OK
+        if new & c.STATUS_DRIVER_OK and not value & c.STATUS_FEATURES_OK:
+            self._violation("DRIVER_OK set without FEATURES_OK")
+            return
+        self.status = value
+        if new & c.STATUS_DRIVER_OK:
+            self._activate()
+
+    def _activate(self) -> None:
+        acked = self.device.acked_features
+        for queue in self.queues:
+            queue.event_idx = bool(acked & (1 << c.VIRTIO_RING_F_EVENT_IDX))
+            queue.indirect = bool(acked & (1 << c.VIRTIO_RING_F_INDIRECT_DESC))
+        self.device.activate(self.memory, self.queues)
+
+    def _ack(self, value: int) -> None:
+        before = self.interrupt_status
+        self.interrupt_status &= ~value
+        if before and not self.interrupt_status:
+            self._interrupt(False)
+
+    def _write_queue_config(self, offset: int, value: int) -> None:
+        queue = self._selected_queue()
+        if queue is None:
+            return  # QueueNumMax reads 0 for it: not a queue the driver may use
+        if self.status & c.STATUS_DRIVER_OK or queue.ready:
+            self._violation(f"queue {self.queue_sel} register 0x{offset:03x} written while in use")
+            return
+        if offset == c.MMIO_QUEUE_NUM:
+            queue.size = value
+            return
+        attr, shift = _QUEUE_ADDRESS_REGS[offset]
+        old = getattr(queue, attr)
+        setattr(queue, attr, (old & ~(_U32 << shift)) | (value << shift))
+
+    def _write_queue_ready(self, value: int) -> None:
+        queue = self._selected_queue()
+        if queue is None:
+            return
+        if not value & 1:
+            queue.ready = False  # the driver may always stop a queue
+            return
+        if queue.ready:
+            return
+        if self.status & c.STATUS_DRIVER_OK:
+            self._violation(f"queue {self.queue_sel} enabled after DRIVER_OK")
+            return
+        max_size = self.device.queue_max_sizes[self.queue_sel]
+        if queue.size > max_size:
+            self._violation(f"queue {self.queue_sel} size {queue.size} > QueueNumMax {max_size}")
+            return
+        try:
+            queue.enable()
+        except VirtioError as err:
+            self._violation(f"queue {self.queue_sel}: {err}")
+
+    def _notify(self, queue_index: int) -> None:
+        if not self._running or queue_index >= len(self.queues):
+            return  # 4.2.2: notifications before DRIVER_OK are ignored
+        queue = self.queues[queue_index]
+        if not queue.ready:
+            return
+        try:
+            added = False
+            while True:
+                added |= self.device.process(queue_index, queue)
+                if not queue.publish_avail_event():
+                    break
+            if added and queue.needs_interrupt():
+                self._raise(c.MMIO_INT_VRING)
+        except (VirtioError, GuestMemoryError) as err:
+            self._violation(f"queue {queue_index}: {err}")
+
+    # -- device configuration space ---------------------------------------------
+
+    def _read_config(self, offset: int, size: int) -> int:
+        config = self.device.config
+        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(config):
+            return 0
+        return int.from_bytes(config[offset : offset + size], "little")
+
+    def _write_config(self, offset: int, size: int, value: int) -> None:
+        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(self.device.config):
+            return
+        if self.status & c.STATUS_DEVICE_NEEDS_RESET:
+            return
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        self.device.write_config(offset, data)

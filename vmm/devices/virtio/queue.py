@@ -1,0 +1,291 @@
+"""Split virtqueue, device side (virtio 1.x section 2.7).
+
+The driver owns the descriptor table and the available ring, the device owns
+the used ring; all three live in guest RAM and every byte of them is hostile
+input. Every access goes through :class:`GuestMemory`, so a bad address is a
+``GuestMemoryError``, never a host access outside guest RAM.
+
+A malformed descriptor chain is still *returned* by :meth:`SplitQueue.pop`
+(flagged invalid, with its head index) so the device can answer it with a used
+entry: the driver gets its descriptors back and the queue does not stall. Only
+a broken ring (the available index running ahead by more than the queue size)
+raises :class:`QueueError`, which the transport turns into DEVICE_NEEDS_RESET.
+
+Memory ordering: the driver runs on other CPUs. CPython executes our loads and
+stores in program order and x86-64 (the only KVM target here) keeps stores in
+order and loads in order, so "write the used element, then used.idx" needs no
+barrier. A store followed by a load of another location *can* be reordered on
+x86; where that matters (publishing avail_event / used idx and then reading the
+driver's index or event) :func:`full_barrier` issues a locked instruction.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import construct as cs
+
+from ...errors import GuestMemoryError, VmmError
+from ...memory import GuestMemory
+from .constants import (
+    MAX_QUEUE_SIZE,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
+    VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+)
+
+# 2.7.5 struct virtq_desc
+DESCRIPTOR = cs.Struct(
+    "addr" / cs.Int64ul,
+    "len" / cs.Int32ul,
+    "flags" / cs.Int16ul,
+    "next" / cs.Int16ul,
+).compile()
+DESC_SIZE = 16
+
+# 2.7.8 struct virtq_used_elem
+USED_ELEM = cs.Struct("id" / cs.Int32ul, "len" / cs.Int32ul).compile()
+USED_ELEM_SIZE = 8
+
+# Ring headers are flags u16 + idx u16, then the ring, then the event u16.
+RING_HEADER = 4
+MAX_CHAIN_BYTES = 0xFFFF_FFFF  # used.len is a u32
+
+
+class VirtioError(VmmError):
+    """Base of the typed errors a virtio transport catches at its boundary."""
+
+
+class QueueError(VirtioError):
+    """The driver broke the queue protocol; the device must be reset."""
+
+
+class ChainError(VirtioError):
+    """One descriptor chain is malformed (answered, not followed)."""
+
+
+_barrier_lock = threading.Lock()
+
+
+def full_barrier() -> None:
+    """Order earlier stores before later loads (a locked cmpxchg on x86)."""
+    with _barrier_lock:
+        pass
+
+
+def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
+    """2.7.10: True if the batch that moved used.idx from old_idx to new_idx
+    filled entry event_idx, i.e. event_idx lies in [old_idx, new_idx) modulo 2^16."""
+    return ((new_idx - event_idx - 1) & 0xFFFF) < ((new_idx - old_idx) & 0xFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """One guest buffer: its range and a writable view straight into guest RAM."""
+
+    addr: int
+    length: int
+    writable: bool  # device-writable (VIRTQ_DESC_F_WRITE)
+    view: memoryview
+
+
+@dataclass(slots=True)
+class DescriptorChain:
+    """The buffers of one request, or the reason the chain is malformed.
+
+    An invalid chain keeps the buffers resolved before the fault (each inside
+    guest RAM), so a device may still report a status in the last one.
+    """
+
+    head: int
+    buffers: list[Buffer] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+    @property
+    def readable(self) -> list[Buffer]:
+        return [b for b in self.buffers if not b.writable]
+
+    @property
+    def writable(self) -> list[Buffer]:
+        return [b for b in self.buffers if b.writable]
+
+
+class SplitQueue:
+    """One split virtqueue as configured by the driver through the transport."""
+
+    def __init__(self, memory: GuestMemory, size: int):
+        self.memory = memory
+        self.size = size  # the driver may lower it (QueueNum) before enabling
+        self.desc_addr = 0
+        self.avail_addr = 0
+        self.used_addr = 0
+        self.ready = False
+        self.event_idx = False  # VIRTIO_RING_F_EVENT_IDX negotiated
+        self.indirect = False  # VIRTIO_RING_F_INDIRECT_DESC negotiated
+        self.next_avail = 0  # free-running u16: next avail ring slot to consume
+        self.next_used = 0  # free-running u16: our copy of used.idx
+        self._signalled_used: int | None = None  # used idx at the last interrupt check
+
+    # -- configuration -----------------------------------------------------
+
+    def validate(self) -> None:
+        """Check size and ring areas (2.7 alignment and sizes); raise QueueError."""
+        size = self.size
+        if size <= 0 or size > MAX_QUEUE_SIZE or size & (size - 1):
+            raise QueueError(f"queue size {size} is not a power of two <= {MAX_QUEUE_SIZE}")
+        areas = (
+            ("descriptor table", self.desc_addr, DESC_SIZE * size, 16),
+            ("available ring", self.avail_addr, RING_HEADER + 2 * size + 2, 2),
+            ("used ring", self.used_addr, RING_HEADER + USED_ELEM_SIZE * size + 2, 4),
+        )
+        for name, addr, length, align in areas:
+            if addr % align:
+                raise QueueError(f"{name} at 0x{addr:x} is not {align}-byte aligned")
+            if not self.memory.contains(addr, length):
+                raise QueueError(f"{name} 0x{addr:x}+0x{length:x} lies outside guest RAM")
+
+    def enable(self) -> None:
+        """QueueReady=1: validate, then start from index 0 (raises QueueError)."""
+        self.validate()
+        self.next_avail = 0
+        self.next_used = 0
+        self._signalled_used = None
+        self.ready = True
+
+    # -- ring fields ---------------------------------------------------------
+
+    def _avail_flags(self) -> int:
+        return self.memory.read_int(self.avail_addr, 2)
+
+    def _avail_idx(self) -> int:
+        return self.memory.read_int(self.avail_addr + 2, 2)
+
+    def _used_event(self) -> int:
+        return self.memory.read_int(self.avail_addr + RING_HEADER + 2 * self.size, 2)
+
+    def pending(self) -> int:
+        """How many chains the driver has made available that we have not popped."""
+        count = (self._avail_idx() - self.next_avail) & 0xFFFF
+        if count > self.size:
+            raise QueueError(
+                f"available index ran {count} entries ahead of a queue of {self.size}"
+            )
+        return count
+
+    # -- consuming requests --------------------------------------------------
+
+    def pop(self) -> DescriptorChain | None:
+        """The next available chain (possibly flagged invalid), or None.
+
+        Raises QueueError (ring broken) or GuestMemoryError (rings moved out
+        of RAM, which validate() rules out) for the transport to handle.
+        """
+        if not self.ready or self.pending() == 0:
+            return None
+        slot = self.next_avail % self.size
+        head = self.memory.read_int(self.avail_addr + RING_HEADER + 2 * slot, 2)
+        self.next_avail = (self.next_avail + 1) & 0xFFFF
+        chain = DescriptorChain(head)
+        try:
+            self._resolve(chain)
+        except (ChainError, GuestMemoryError) as err:
+            chain.error = f"descriptor chain {head}: {err}"
+        return chain
+
+    def _resolve(self, chain: DescriptorChain) -> None:
+        """Follow the chain into chain.buffers; raise ChainError at the first fault."""
+        table, count = self.desc_addr, self.size
+        index = chain.head
+        if index >= count:
+            raise ChainError(f"head index {index} >= queue size {count}")
+        ttl = count  # a chain visits each descriptor at most once: this ends loops
+        in_indirect = False
+        total = 0
+        seen_writable = False
+        while True:
+            if ttl == 0:
+                raise ChainError("chain longer than its table (loop?)")
+            ttl -= 1
+            desc = DESCRIPTOR.parse(self.memory.read(table + DESC_SIZE * index, DESC_SIZE))
+            flags = desc.flags
+            if flags & VIRTQ_DESC_F_INDIRECT:
+                table, count = self._indirect_table(desc, in_indirect)
+                index, ttl, in_indirect = 0, count, True
+                continue
+            writable = bool(flags & VIRTQ_DESC_F_WRITE)
+            if seen_writable and not writable:
+                raise ChainError("device-readable buffer after a device-writable one")
+            seen_writable |= writable
+            total += desc.len
+            if total > MAX_CHAIN_BYTES:
+                raise ChainError("chain longer than 4 GiB")
+            try:
+                view = self.memory.view(desc.addr, desc.len)
+            except GuestMemoryError as err:
+                raise ChainError(str(err)) from None
+            chain.buffers.append(Buffer(desc.addr, desc.len, writable, view))
+            if not flags & VIRTQ_DESC_F_NEXT:
+                return
+            index = desc.next
+            if index >= count:
+                raise ChainError(f"next index {index} >= table size {count}")
+
+    def _indirect_table(self, desc, in_indirect: bool) -> tuple[int, int]:
+        """Check an INDIRECT descriptor (2.7.5.3); return (table addr, entries)."""
+        if not self.indirect:
+            raise ChainError("indirect descriptor but VIRTIO_RING_F_INDIRECT_DESC not negotiated")
+        if in_indirect:
+            raise ChainError("nested indirect descriptor")
+        if desc.flags & VIRTQ_DESC_F_NEXT:
+            raise ChainError("descriptor has both INDIRECT and NEXT")
+        if desc.len == 0 or desc.len % DESC_SIZE:
+            raise ChainError(f"indirect table length {desc.len} is not a multiple of 16")
+        count = desc.len // DESC_SIZE
+        # Bound the work a single request can cost: no sane driver needs more.
+        if count > MAX_QUEUE_SIZE:
+            raise ChainError(f"indirect table of {count} entries")
+        if not self.memory.contains(desc.addr, desc.len):
+            raise ChainError(f"indirect table 0x{desc.addr:x}+0x{desc.len:x} outside guest RAM")
+        return desc.addr, count
+
+    # -- returning requests ---------------------------------------------------
+
+    def push_used(self, head: int, written_len: int) -> None:
+        """Return chain ``head`` with ``written_len`` bytes written to the driver."""
+        slot = self.next_used % self.size
+        elem = USED_ELEM.build(dict(id=head, len=written_len & 0xFFFF_FFFF))
+        self.memory.write(self.used_addr + RING_HEADER + USED_ELEM_SIZE * slot, elem)
+        # The element must be visible before the index that publishes it
+        # (store-store order, kept by x86: see the module docstring).
+        self.next_used = (self.next_used + 1) & 0xFFFF
+        self.memory.write_int(self.used_addr + 2, 2, self.next_used)
+
+    def publish_avail_event(self) -> bool:
+        """With EVENT_IDX, ask to be notified at the next new buffer (2.7.10).
+
+        Returns True if buffers arrived meanwhile: the driver may have checked
+        the old avail_event just before we wrote it, so the caller must look
+        again instead of waiting for a notification that will not come.
+        """
+        if not self.ready or not self.event_idx:
+            return False
+        self.memory.write_int(self.used_addr + RING_HEADER + USED_ELEM_SIZE * self.size, 2, self.next_avail)
+        full_barrier()
+        return self.pending() > 0
+
+    def needs_interrupt(self) -> bool:
+        """Whether the driver wants a used-buffer notification now (2.7.10)."""
+        full_barrier()  # used.idx must be visible before we read the driver's wish
+        new = self.next_used
+        old, self._signalled_used = self._signalled_used, new
+        if self.event_idx:
+            if old is None:
+                return True
+            return vring_need_event(self._used_event(), new, old)
+        return not self._avail_flags() & VIRTQ_AVAIL_F_NO_INTERRUPT
