@@ -19,17 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import psutil
-
 from .boot.elf import load_kernel
 from .boot.loader import load_pvh
 from .config import VmConfig
 from .devices.bus import MmioBus, NullDevice, PioBus
 from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice, GuestFault
 from .devices.serial import Uart16550
-from .devices.virtio.block import VirtioBlock
-from .devices.virtio.constants import MMIO_QUEUE_NOTIFY as QUEUE_NOTIFY_OFFSET
-from .devices.virtio.mmio import VirtioMmioTransport
 from .errors import (
     EXIT_GUEST_CRASHED,
     EXIT_TIMEOUT,
@@ -106,8 +101,8 @@ class MicroVM:
         self.created_at: float | None = None
         self._kvm = self._vm = self._vcpu = self.memory = None
         self._eventfds: list[int] = []
-        self.virtio_transports: list[VirtioMmioTransport] = []
-        self._notifiers: dict[int, tuple[VirtioMmioTransport, int]] = {}  # ioeventfd -> queue
+        self.virtio_transports: list = []  # VirtioMmioTransport per device
+        self._notifiers: dict[int, tuple] = {}  # ioeventfd -> (transport, queue index)
         self._io_thread: threading.Thread | None = None
         self._prepare()
 
@@ -117,7 +112,7 @@ class MicroVM:
         cfg = self.config
         if cfg.mem_mib < layout.MIN_MEMORY_MIB:
             raise ConfigError(f"guest memory {cfg.mem_mib} MiB is too small (minimum {layout.MIN_MEMORY_MIB} MiB)")
-        host_mib = psutil.virtual_memory().total >> 20
+        host_mib = (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) >> 20
         if cfg.mem_mib > host_mib:
             raise ConfigError(f"guest memory {cfg.mem_mib} MiB is more than this host has ({host_mib} MiB)")
         if cfg.timeout is not None and cfg.timeout <= 0:
@@ -131,7 +126,9 @@ class MicroVM:
                     self._initrd = f.read()
             except OSError as err:
                 raise ConfigError(f"cannot read initrd {cfg.initrd}: {err.strerror}") from None
-        self._disks: list[VirtioBlock] = []
+        self._disks = []
+        if cfg.disks:  # virtio is imported only when used: it is a third of start-up time
+            from .devices.virtio.block import VirtioBlock
         try:
             for disk in cfg.disks:
                 self._disks.append(VirtioBlock(disk.path, read_only=disk.read_only))
@@ -180,6 +177,7 @@ class MicroVM:
             has_xcrs=bool(self._kvm.check_extension(lib.KVM_CAP_XCRS)),
         )
         set_pvh_entry_state(vcpu, self._kernel.pvh_entry, start_info)
+        vcpu.ignore_port_writes(POST_CODE_PORT)  # the NullDevice there would drop them anyway
 
     def _add_virtio_device(self, index: int, device) -> str:
         """Place a virtio-mmio device in the index-th slot; returns its command-line entry.
@@ -196,13 +194,16 @@ class MicroVM:
             if level:
                 os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
 
+        from .devices.virtio.constants import MMIO_QUEUE_NOTIFY
+        from .devices.virtio.mmio import VirtioMmioTransport
+
         transport = VirtioMmioTransport(device, self.memory, interrupt)
         self.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
         if self.config.ioeventfd:
             for queue_index in range(len(device.queue_max_sizes)):
                 notify_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
                 self._eventfds.append(notify_fd)
-                self._vm.add_ioeventfd(notify_fd, addr + QUEUE_NOTIFY_OFFSET, 4, datamatch=queue_index)
+                self._vm.add_ioeventfd(notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index)
                 self._notifiers[notify_fd] = (transport, queue_index)
         self.virtio_transports.append(transport)
         return f"virtio_mmio.device={layout.VIRTIO_MMIO_SIZE // 1024}K@0x{addr:x}:{irq}"
@@ -340,6 +341,8 @@ class MicroVM:
                 raise KvmError("KVM_RUN", -result)
             reason = ex.reason
             counts[reason] += 1
+            if ex.absorbed:
+                counts[EXIT_IO] += ex.absorbed
             if reason == EXIT_IO:
                 if ex.count != 1:
                     self._string_pio(ex)

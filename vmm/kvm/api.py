@@ -156,6 +156,7 @@ class Vcpu:
         self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.run_struct = ffi.cast("struct kvm_run *", ffi.from_buffer(self._run_map))
         self.exit = ffi.new("struct vmm_exit *")
+        self._ignored_ports = ffi.new("uint8_t[8192]")
 
     # --- registers -------------------------------------------------------
     def get_regs(self):
@@ -213,8 +214,16 @@ class Vcpu:
 
     # --- running ---------------------------------------------------------
     def run(self) -> int:
-        """KVM_RUN once; returns 0, or -errno (EINTR after a kick). Decoded exit in self.exit."""
-        return lib.vmm_run(self.fd, self.run_struct, self.exit)
+        """KVM_RUN until an exit Python must see; returns 0, or -errno (EINTR after a kick).
+
+        The decoded exit is in self.exit; ``self.exit.absorbed`` counts the
+        writes to ignored ports that C handled on the way.
+        """
+        return lib.vmm_run(self.fd, self.run_struct, self.exit, self._ignored_ports)
+
+    def ignore_port_writes(self, port: int) -> None:
+        """Writes to ``port`` are dropped without leaving C (its device ignores them)."""
+        self._ignored_ports[port >> 3] |= 1 << (port & 7)
 
     def complete_read(self, value: int) -> None:
         lib.vmm_complete_read(self.run_struct, value)

@@ -120,11 +120,12 @@ struct vmm_exit {
     uint32_t count;
     uint64_t value;
     uint64_t detail[4];
+    uint64_t absorbed;
 };
 
 int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg);
-int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit);
+int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, const uint8_t *ignored_ports);
 void vmm_complete_read(struct kvm_run *run, uint64_t value);
 size_t vmm_io_data_offset(struct kvm_run *run);
 int vmm_install_kick_handler(int signo);
@@ -159,15 +160,27 @@ struct vmm_exit {
     uint32_t count;
     uint64_t value;
     uint64_t detail[4];
+    uint64_t absorbed;  /* exits handled here without returning (see below) */
 };
 
 /* KVM_RUN, then decode the exit in C: the Python run loop then reads a few
    plain fields instead of walking the kvm_run unions. */
-static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e)
+static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e, const uint8_t *ignored_ports)
 {
-    if (ioctl(fd, KVM_RUN, 0) < 0) {
-        e->reason = KVM_EXIT_INTR;
-        return -errno;
+    e->absorbed = 0;
+    for (;;) {
+        if (ioctl(fd, KVM_RUN, 0) < 0) {
+            e->reason = KVM_EXIT_INTR;
+            return -errno;
+        }
+        /* A write to a port whose device ignores writes (a bit in the
+           65536-bit map) needs no Python: resume the guest at once. */
+        if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT
+            && ignored_ports[run->io.port >> 3] & (1u << (run->io.port & 7))) {
+            e->absorbed++;
+            continue;
+        }
+        break;
     }
     e->reason = run->exit_reason;
     e->value = 0;
