@@ -1,10 +1,13 @@
 # Everything a fresh clone needs: `make run` boots the bundled guest,
-# `make test` runs the whole suite. Both set up .venv and build the guest first.
+# `make test` runs the whole suite, `make bench` compares against QEMU.
+# Each sets up .venv and builds the guest first.
 PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
+QEMU := qemu-system-x86_64
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test bench guest clean
+.PHONY: run test bench guest qemu clean
 
 $(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/_build/backend.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +17,20 @@ $(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/_build/backend.py
 guest:
 	./build_guest.sh
 
+# The benchmarks (and their smoke test) run QEMU's microvm beside vmm.
+qemu:
+	@command -v $(QEMU) >/dev/null 2>&1 || { \
+	    echo "installing qemu-system-x86 (for the benchmark comparison)"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q qemu-system-x86; }
+
 run: $(INSTALLED) guest
 	$(VENV)/bin/vmm run
 
-test: $(INSTALLED) guest
+test: $(INSTALLED) guest qemu
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(INSTALLED) guest
-	$(VENV)/bin/vmm bench boot
+bench: $(INSTALLED) guest qemu
+	$(VENV)/bin/vmm bench
 
 clean:
 	rm -rf $(VENV) guest/build vmm/kvm/_kvm_cffi* *.egg-info

@@ -65,6 +65,13 @@ static void uart_tx(const char *p, size_t n)
     }
 }
 
+/* Bytes straight to the UART, after whatever the console has buffered. */
+void uart_write_raw(const char *p, size_t n)
+{
+    console_flush();
+    uart_tx(p, n);
+}
+
 /* ---- buffered console ------------------------------------------------- */
 
 static char obuf[256];

@@ -7,6 +7,7 @@
 void uart_init(void);
 /* One poll: a received byte (0-255), or -1 when LSR.DR is clear. */
 int uart_getc(void);
+void uart_write_raw(const char *p, size_t n); /* no newline translation */
 
 /*
  * Output is buffered; "\n" goes out as "\r\n" and ends a burst (flush), so a

@@ -41,14 +41,20 @@ static void cmd_mem(int argc, char **argv)
         console_puts("mem: no memory map in start_info\n");
         return;
     }
+    u32 empty = 0;
     for (u32 i = 0; i < bi->memmap_count; i++) {
         const struct hvm_memmap_table_entry *e = &bi->memmap[i];
-        u64 last = e->size ? e->addr + e->size - 1 : e->addr;
-        kprintf("0x%016lx-0x%016lx type %u (%s)\n", e->addr, last, e->type,
-                e820_type_name(e->type));
+        if (!e->size) {
+            empty++;                    /* e.g. qboot's trailing type-0 entry */
+            continue;
+        }
+        kprintf("0x%016lx-0x%016lx type %u (%s)\n", e->addr,
+                e->addr + e->size - 1, e->type, e820_type_name(e->type));
         if (e->type == 1)
             ram += e->size;
     }
+    if (empty)
+        kprintf("(%u empty entries skipped)\n", empty);
     if (bi->memmap_entries > bi->memmap_count)
         kprintf("(%u more entries not shown)\n",
                 bi->memmap_entries - bi->memmap_count);
@@ -159,6 +165,28 @@ static void cmd_ioloop(int argc, char **argv)
     console_putc('\n');
 }
 
+/* Print exactly N bytes (lines of 62 characters plus CR LF): the serial
+   throughput benchmark measures them arriving at the host. */
+static void cmd_serialbench(int argc, char **argv)
+{
+    u64 n;
+
+    if (argc != 2 || !parse_uint_full(argv[1], &n)) {
+        console_puts("usage: serialbench N\n");
+        return;
+    }
+    char line[64];
+    for (int i = 0; i < 62; i++)
+        line[i] = (char)('!' + i);
+    line[62] = '\r';
+    line[63] = '\n';
+    for (u64 done = 0; done < n;) {
+        u64 chunk = n - done < sizeof(line) ? n - done : sizeof(line);
+        uart_write_raw(line + (sizeof(line) - chunk), chunk);
+        done += chunk;
+    }
+}
+
 static const struct command commands[] = {
     { "help", "", "list commands", cmd_help },
     { "echo", "ARGS...", "print the arguments", cmd_echo },
@@ -170,6 +198,7 @@ static const struct command commands[] = {
     { "triplefault", "", "make exception delivery fail", cmd_triplefault },
     { "spin", "", "loop forever without VM exits", cmd_spin },
     { "ioloop", "N", "time N writes to port 0x80", cmd_ioloop },
+    { "serialbench", "N", "print N bytes on the serial console", cmd_serialbench },
     { 0, 0, 0, 0 },
 };
 
@@ -178,7 +207,8 @@ static void cmd_help(int argc, char **argv)
     (void)argc, (void)argv;
     for (const struct command *c = commands; c->name; c++) {
         char left[32];
-        ksnprintf(left, sizeof(left), "%s %s", c->name, c->args);
+        ksnprintf(left, sizeof(left), "%s%s%s", c->name, *c->args ? " " : "",
+                  c->args);
         kprintf("%-20s %s\n", left, c->help);
     }
 }

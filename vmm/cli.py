@@ -15,8 +15,9 @@ import sys
 
 from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig
 from .console import HELP, EscapeFilter, RawTerminal
-from .errors import EXIT_USAGE, VmmError
+from .errors import EXIT_USAGE, ConfigError, VmmError
 
+BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 
 
@@ -75,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     mkdisk.add_argument("-o", "--output", metavar="IMAGE", required=True, help="the image file to write")
     mkdisk.add_argument("--size", metavar="MIB", type=_positive_int, help="pad the image to MIB MiB (default: the archive plus 1 MiB, rounded up)")
 
-    bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("case", choices=["boot", "blk"], help="which benchmark")
-    bench.add_argument("--runs", type=_positive_int, default=5, help="rounds per contender (default 5)")
+    bench = commands.add_parser("bench", help="measure vmm against QEMU microvm and the bare KVM floor")
+    bench.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(BENCH_CASES)} (default: all)")
+    bench.add_argument("--rounds", type=_positive_int, help="rounds per case and contender (default 3; 1 with --quick)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
 
 
@@ -175,9 +178,12 @@ def cmd_mkdisk(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_benchmark
+    from .bench.compare import run_compare
 
-    return run_benchmark(args.case, runs=args.runs)
+    unknown = [case for case in args.cases if case not in BENCH_CASES]
+    if unknown:
+        raise ConfigError(f"unknown benchmark case {unknown[0]!r} (choose from {', '.join(BENCH_CASES)})")
+    return run_compare(args.cases, args.rounds, args.quick, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:

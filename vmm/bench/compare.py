@@ -1,0 +1,253 @@
+"""`vmm bench`: every case on every contender, in one run, rounds interleaved.
+
+Contenders: vmm, QEMU microvm (same guest ELF by PVH, same disk image, same
+memory size) and the C floor (a bare KVM_RUN loop around the same guest).
+Cases are driven by guest shell commands, so every contender runs the very
+same guest code. Prints min and median per contender, the ratio of medians
+to the reference (QEMU; the floor for the exit round trip) and the VM exits
+counted (QEMU's are not visible from outside it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ..config import bundled_guest
+from .contenders import Contender, all_contenders
+from .session import GuestSession, parse_exit_count
+
+from ..cli import BENCH_CASES as CASES
+
+
+@dataclass(frozen=True)
+class Params:
+    rounds: int = 3
+    mem_mib: int = 128
+    ioloop: int = 20000
+    serial_bytes: int = 65536
+    blk_mib: int = 64
+    density: int = 20
+
+    @classmethod
+    def quick(cls) -> "Params":
+        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3)
+
+
+@dataclass
+class Metric:
+    case: str
+    name: str
+    unit: str
+    higher_is_better: bool
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    exits: dict[str, list[int]] = field(default_factory=dict)
+    reference: str = "qemu"
+
+
+def _tsc_khz() -> int:
+    from ..kvm import Kvm
+
+    kvm = Kvm()
+    vm = kvm.create_vm()
+    vcpu = vm.create_vcpu(0)
+    try:
+        return vcpu.tsc_khz()
+    finally:
+        vcpu.close()
+        vm.close()
+        kvm.close()
+
+
+class Harness:
+    def __init__(self, params: Params, cases: list[str], contenders: list[Contender]):
+        self.params = params
+        self.cases = cases
+        self.contenders = [c for c in contenders if not c.unavailable]
+        self.skipped = {c.name: c.unavailable for c in contenders if c.unavailable}
+        self.guest = str(bundled_guest())
+        self.metrics: dict[tuple[str, str], Metric] = {}
+        self.boot_exits: dict[str, list[int]] = {}
+        self.tsc_khz = _tsc_khz()
+        self.workdir = tempfile.mkdtemp(prefix="vmm-bench-")
+
+    # --- bookkeeping ------------------------------------------------------
+    def _record(self, case, name, unit, contender, value, *, higher=True, exits=None, reference="qemu"):
+        metric = self.metrics.setdefault((case, name), Metric(case, name, unit, higher, reference=reference))
+        metric.samples.setdefault(contender, []).append(value)
+        if exits is not None:
+            metric.exits.setdefault(contender, []).append(exits)
+
+    def _case_exits(self, contender: Contender, session: GuestSession) -> int | None:
+        """Exits of a whole session minus those a bare boot and exit cost."""
+        total = parse_exit_count(session.stderr.decode(errors="replace"))
+        boot = self.boot_exits.get(contender.name)
+        if total is None or not boot:
+            return total
+        return max(0, total - int(statistics.median(boot)))
+
+    def _session(self, contender: Contender, disks: list[str] | None = None) -> GuestSession:
+        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, disks or []))
+        session.expect(b"$ ", timeout=120)
+        return session
+
+    # --- cases --------------------------------------------------------------
+    def case_boot(self, contender: Contender) -> None:
+        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, []))
+        arrived = session.expect(b"$ ", timeout=120)
+        session.finish()
+        total = parse_exit_count(session.stderr.decode(errors="replace"))
+        if total is not None:
+            self.boot_exits.setdefault(contender.name, []).append(total)
+        self._record("boot", "process start to prompt", "ms", contender.name, (arrived - session.started) * 1000, higher=False, exits=total)
+        if contender.name == "vmm":
+            from ..config import VmConfig
+            from ..machine import MicroVM
+
+            with MicroVM(VmConfig(kernel=self.guest, mem_mib=self.params.mem_mib)) as vm:
+                vm.expect("$ ", timeout=60)
+                elapsed = time.monotonic() - vm.created_at
+                exits = sum(vm.exit_counts)
+            self._record("boot", "VM creation to prompt (in-process)", "ms", "vmm", elapsed * 1000, higher=False, exits=exits)
+
+    def case_exits(self, contender: Contender) -> None:
+        session = self._session(contender)
+        text, _ = session.command(f"ioloop {self.params.ioloop}")
+        session.finish()
+        cycles = int(re.search(r"in (\d+) cycles", text).group(1))
+        micros = cycles / self.tsc_khz * 1000 / self.params.ioloop
+        self._record("exits", f"port write round trip ({self.params.ioloop} writes)", "us/exit", contender.name, micros,
+                     higher=False, exits=self._case_exits(contender, session), reference="floor")
+
+    def case_serial(self, contender: Contender) -> None:
+        session = self._session(contender)
+        _, elapsed = session.command(f"serialbench {self.params.serial_bytes}")
+        session.finish()
+        self._record("serial", f"guest prints {self.params.serial_bytes >> 10} KiB", "KiB/s", contender.name,
+                     self.params.serial_bytes / 1024 / elapsed, exits=self._case_exits(contender, session))
+
+    def _scratch_disk(self) -> str:
+        path = os.path.join(self.workdir, f"scratch-{self.params.blk_mib}.img")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                chunk = os.urandom(1 << 20)
+                for _ in range(self.params.blk_mib):
+                    f.write(chunk)
+        return path
+
+    def case_blk(self, contender: Contender) -> None:
+        if not contender.supports_disks:
+            return
+        session = self._session(contender, [self._scratch_disk()])
+        text, _ = session.command(f"blkbench 0 {self.params.blk_mib}", timeout=600)
+        session.finish()
+        exits = self._case_exits(contender, session)
+        for phase, name, unit in (("read", "sequential read, 1 MiB requests", "MiB/s"),
+                                  ("write", "sequential write, 1 MiB requests", "MiB/s"),
+                                  ("randread", "random read, 4 KiB requests", "IOPS")):
+            match = re.search(rf"blkbench: {phase} .*?(\d+(?:\.\d+)?) (?:MiB/s|IOPS)", text)
+            if match:
+                self._record("blk", name, unit, contender.name, float(match.group(1)), exits=exits if phase == "read" else None)
+
+    def case_memory(self, contender: Contender) -> None:
+        session = self._session(contender)
+        time.sleep(0.2)  # let the process settle after the prompt
+        rss = session.rss_bytes()
+        guest = session.guest_ram_resident(self.params.mem_mib << 20)
+        session.finish()
+        self._record("memory", f"RSS after boot ({self.params.mem_mib} MiB guest)", "MiB", contender.name, rss / 2**20, higher=False)
+        self._record("memory", "RSS minus guest pages touched", "MiB", contender.name, (rss - guest) / 2**20, higher=False)
+
+    def case_density(self, contender: Contender) -> None:
+        n = self.params.density
+        start = time.monotonic()
+        sessions = [GuestSession(contender.argv(self.guest, self.params.mem_mib, [])) for _ in range(n)]
+        try:
+            for session in sessions:
+                session.expect(b"$ ", timeout=300)
+            elapsed = time.monotonic() - start
+            rss = sum(s.rss_bytes() for s in sessions)
+        finally:
+            for session in sessions:
+                session.finish()
+        self._record("density", f"{n} VMs started at once: all prompts", "s", contender.name, elapsed, higher=False)
+        self._record("density", f"{n} VMs: total RSS", "MiB", contender.name, rss / 2**20, higher=False)
+        if contender.name == "vmm":
+            out = subprocess.run(
+                [sys.executable, "-m", "vmm.bench.density", str(n), self.guest, str(self.params.mem_mib)],
+                capture_output=True, timeout=600, check=True,
+            ).stdout.decode()
+            seconds, rss_mib = (float(x) for x in out.split())
+            self._record("density", f"{n} VMs started at once: all prompts", "s", "vmm (1 process)", seconds, higher=False)
+            self._record("density", f"{n} VMs: total RSS", "MiB", "vmm (1 process)", rss_mib, higher=False)
+
+    # --- running and reporting ---------------------------------------------
+    def run(self) -> None:
+        for _ in range(self.params.rounds):
+            for case in self.cases:
+                for contender in self.contenders:
+                    getattr(self, f"case_{case}")(contender)
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for metric in self.metrics.values():
+            ref = metric.samples.get(metric.reference)
+            ref_median = statistics.median(ref) if ref else None
+            for contender, values in metric.samples.items():
+                median = statistics.median(values)
+                best = max(values) if metric.higher_is_better else min(values)
+                exits = metric.exits.get(contender)
+                rows.append(dict(
+                    case=metric.case, metric=metric.name, unit=metric.unit, contender=contender,
+                    best=best, median=median, samples=values,
+                    ratio=(median / ref_median) if ref_median else None, reference=metric.reference,
+                    exits=int(statistics.median(exits)) if exits else None,
+                ))
+        return rows
+
+    def print_table(self) -> None:
+        print(f"vmm bench: {self.params.rounds} round(s), guest RAM {self.params.mem_mib} MiB, TSC {self.tsc_khz} kHz")
+        for name, reason in self.skipped.items():
+            print(f"  (contender {name} skipped: {reason})")
+        print(f"{'case':<8} {'metric':<40} {'contender':<16} {'best':>10} {'median':>10} {'unit':<8} {'ratio':>9}  exits")
+        for row in self.rows():
+            ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
+            exits = str(row["exits"]) if row["exits"] is not None else "-"
+            print(f"{row['case']:<8} {row['metric']:<40} {row['contender']:<16} {row['best']:10.1f} {row['median']:10.1f} "
+                  f"{row['unit']:<8} {ratio:>9}  {exits}")
+        print("ratio = median / median of the reference (qemu; the floor for the exit round trip); "
+              "exits = VM exits the case caused beyond a bare boot (QEMU's are not counted)")
+
+    def write_json(self, path: str) -> None:
+        data = dict(
+            date=time.strftime("%Y-%m-%d %H:%M:%S"), machine=platform.node(), kernel=platform.release(),
+            cpus=os.cpu_count(), tsc_khz=self.tsc_khz, params=self.params.__dict__, skipped=self.skipped,
+            results=self.rows(),
+        )
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+
+
+def run_compare(cases: list[str], rounds: int | None, quick: bool, json_path: str | None) -> int:
+    params = Params.quick() if quick else Params()
+    if rounds:
+        params = Params(**{**params.__dict__, "rounds": rounds})
+    harness = Harness(params, cases or list(CASES), all_contenders())
+    try:
+        harness.run()
+    finally:
+        import shutil
+
+        shutil.rmtree(harness.workdir, ignore_errors=True)
+    harness.print_table()
+    if json_path:
+        harness.write_json(json_path)
+    return 0

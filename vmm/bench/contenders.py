@@ -1,0 +1,99 @@
+"""The monitors a benchmark compares: vmm, QEMU's microvm machine, the C floor.
+
+Each contender turns (guest ELF, memory size, disks) into the command line of
+a process whose serial console is its stdin/stdout, so every case drives the
+very same guest code the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass
+class Contender:
+    name: str
+    supports_disks: bool = True
+    unavailable: str | None = None  # why it cannot run here, if it cannot
+
+    def argv(self, guest_elf: str, mem_mib: int, disks: list[str]) -> list[str]:
+        raise NotImplementedError
+
+
+class VmmContender(Contender):
+    def __init__(self):
+        super().__init__("vmm")
+
+    def argv(self, guest_elf, mem_mib, disks):
+        argv = [sys.executable, "-m", "vmm", "run", "--stats", "--kernel", guest_elf, "--mem", str(mem_mib)]
+        for disk in disks:
+            argv += ["--disk", disk]
+        return argv
+
+
+class QemuContender(Contender):
+    """QEMU microvm with KVM, booting the same ELF by PVH.
+
+    With acpi=off QEMU appends the virtio_mmio.device= entries to the command
+    line itself. isa-debug-exit at 0xf4 makes `exit N` power off with status
+    (N << 1) | 1.
+    """
+
+    def __init__(self):
+        super().__init__("qemu")
+        self.cpu = "host"
+        if shutil.which(QEMU) is None:
+            self.unavailable = f"{QEMU} not installed (apt-get install qemu-system-x86)"
+        else:
+            self.cpu = self._usable_cpu()
+
+    @staticmethod
+    def _usable_cpu() -> str:
+        # Nested KVM may refuse MSRs that '-cpu host' passes on (seen here:
+        # IA32_ARCH_CAPABILITIES); fall back to host minus that feature.
+        probe = [QEMU, "-M", "microvm", "-enable-kvm", "-nodefaults", "-display", "none", "-S", "-no-user-config"]
+        for cpu in ("host", "host,-arch-capabilities"):
+            try:
+                result = subprocess.run([*probe, "-cpu", cpu], input=b"", capture_output=True, timeout=3)
+            except subprocess.TimeoutExpired:
+                return cpu  # it started and waited (-S): usable
+            if result.returncode == 0:
+                return cpu
+        return "host,-arch-capabilities"
+
+    def argv(self, guest_elf, mem_mib, disks):
+        argv = [
+            QEMU, "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", self.cpu, "-m", str(mem_mib),
+            "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-kernel", guest_elf, "-append", "console=ttyS0",
+        ]
+        for index, disk in enumerate(disks):
+            argv += ["-drive", f"id=d{index},file={disk},format=raw,if=none", "-device", f"virtio-blk-device,drive=d{index}"]
+        return argv
+
+
+class FloorContender(Contender):
+    """A bare C KVM_RUN loop running the same guest: the limit for exit-bound work."""
+
+    def __init__(self):
+        super().__init__("floor", supports_disks=False)
+        from ..errors import ConfigError
+        from .floor import build_floor
+
+        try:
+            self.binary = build_floor()
+        except ConfigError as err:
+            self.unavailable = str(err)
+
+    def argv(self, guest_elf, mem_mib, disks):
+        return [self.binary, "--mem", str(mem_mib), guest_elf]
+
+
+def all_contenders() -> list[Contender]:
+    return [VmmContender(), QemuContender(), FloorContender()]
