@@ -194,7 +194,8 @@ class Harness:
         for _ in range(self.params.rounds):
             for case in self.cases:
                 for contender in self.contenders:
-                    getattr(self, f"case_{case}")(contender)
+                    if contender.only_cases is None or case in contender.only_cases:
+                        getattr(self, f"case_{case}")(contender)
 
     def rows(self) -> list[dict]:
         rows = []

@@ -20,17 +20,21 @@ class Contender:
     name: str
     supports_disks: bool = True
     unavailable: str | None = None  # why it cannot run here, if it cannot
+    only_cases: tuple[str, ...] | None = None  # a variant measured only where it differs
 
     def argv(self, guest_elf: str, mem_mib: int, disks: list[str]) -> list[str]:
         raise NotImplementedError
 
 
 class VmmContender(Contender):
-    def __init__(self):
-        super().__init__("vmm")
+    def __init__(self, ioeventfd: bool = False):
+        super().__init__("vmm ioeventfd" if ioeventfd else "vmm", only_cases=("blk",) if ioeventfd else None)
+        self.ioeventfd = ioeventfd
 
     def argv(self, guest_elf, mem_mib, disks):
         argv = [sys.executable, "-m", "vmm", "run", "--stats", "--kernel", guest_elf, "--mem", str(mem_mib)]
+        if self.ioeventfd:
+            argv.append("--ioeventfd")
         for disk in disks:
             argv += ["--disk", disk]
         return argv
@@ -96,4 +100,4 @@ class FloorContender(Contender):
 
 
 def all_contenders() -> list[Contender]:
-    return [VmmContender(), QemuContender(), FloorContender()]
+    return [VmmContender(), VmmContender(ioeventfd=True), QemuContender(), FloorContender()]
