@@ -477,20 +477,28 @@ class MicroVM:
         """
         if isinstance(pattern, str):
             pattern = pattern.encode()
-        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        literal = not isinstance(pattern, re.Pattern)
+        regex = re.compile(re.escape(pattern)) if literal else pattern
         deadline = time.monotonic() + timeout
+        start = self._cursor
         with self._output_cond:
             while True:
-                match = regex.search(self._captured, self._cursor)
+                match = regex.search(self._captured, start)
                 if match:
                     self._cursor = match.end()
                     return match
+                if literal:  # a literal can only complete in output not yet searched
+                    start = max(self._cursor, len(self._captured) - len(pattern) + 1)
                 remaining = deadline - time.monotonic()
                 if self._finished.is_set() or remaining <= 0:
                     tail = bytes(self._captured[-300:]).decode(errors="replace")
                     state = f"VM stopped ({self._outcome})" if self._finished.is_set() else f"timed out after {timeout} s"
                     raise TimeoutError(f"{regex.pattern!r} not seen: {state}; output ends with {tail!r}")
                 self._output_cond.wait(min(remaining, 0.5))
+                if not literal:
+                    # A regex is searched again from the cursor: let output
+                    # accumulate first, or a long stream costs quadratic time.
+                    self._output_cond.wait(min(max(deadline - time.monotonic(), 0), 0.01))
 
     def exit_summary(self) -> dict[str, int]:
         """VM exits so far, by reason name."""

@@ -50,6 +50,8 @@ class GuestMemory:
             regions.append(MemoryRegion(guest_addr, size, mapping, host_addr))
         self.regions: tuple[MemoryRegion, ...] = tuple(regions)
         self._views = tuple(memoryview(r.mapping) for r in regions)
+        # (start, end, view) per region: the bounds check runs on every guest access
+        self._spans = tuple((r.guest_addr, r.end, v) for r, v in zip(regions, self._views))
 
     @classmethod
     def from_bytes(cls, guest_addr: int, data: bytes) -> "GuestMemory":
@@ -63,16 +65,19 @@ class GuestMemory:
     def size(self) -> int:
         return sum(r.size for r in self.regions)
 
+    @staticmethod
+    def _outside(addr: int, length: int) -> GuestMemoryError:
+        if length < 0 or addr < 0:
+            return GuestMemoryError(f"bad guest memory range 0x{addr:x}+{length}")
+        return GuestMemoryError(f"guest range 0x{addr:x}+0x{length:x} lies outside guest RAM")
+
     def _locate(self, addr: int, length: int) -> tuple[int, int]:
         """Index of the region holding [addr, addr+length) and the offset in it."""
-        if length < 0 or addr < 0:
-            raise GuestMemoryError(f"bad guest memory range 0x{addr:x}+{length}")
-        for index, region in enumerate(self.regions):
-            if region.guest_addr <= addr and addr + length <= region.end:
-                return index, addr - region.guest_addr
-        raise GuestMemoryError(
-            f"guest range 0x{addr:x}+0x{length:x} lies outside guest RAM"
-        )
+        if length >= 0 and addr >= 0:
+            for index, (start, end, _) in enumerate(self._spans):
+                if start <= addr and addr + length <= end:
+                    return index, addr - start
+        raise self._outside(addr, length)
 
     def contains(self, addr: int, length: int) -> bool:
         try:
@@ -83,8 +88,11 @@ class GuestMemory:
 
     def view(self, addr: int, length: int) -> memoryview:
         """A writable view of [addr, addr+length); raises GuestMemoryError if out of RAM."""
-        index, offset = self._locate(addr, length)
-        return self._views[index][offset : offset + length]
+        if length >= 0 and addr >= 0:
+            for start, end, view in self._spans:
+                if start <= addr and addr + length <= end:
+                    return view[addr - start : addr - start + length]
+        raise self._outside(addr, length)
 
     def read(self, addr: int, length: int) -> bytes:
         return bytes(self.view(addr, length))

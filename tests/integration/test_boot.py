@@ -20,8 +20,9 @@ def vm(guest_elf):
 
 def run_command(vm, line: str, timeout: float = 10) -> str:
     vm.send(line + "\r")
-    vm.expect(line + "\r\n", timeout)  # the shell's echo of the line
-    return vm.expect(re.compile(rb"(.*?)\$ ", re.S), timeout).group(1).decode()
+    start = vm.expect(line + "\r\n", timeout).end()  # the shell's echo of the line
+    prompt = vm.expect("$ ", timeout)  # literal: searched incrementally, unlike a lazy regex
+    return vm.output[start : prompt.start()].decode()
 
 
 def test_prompt_and_echo_round_trip(vm):

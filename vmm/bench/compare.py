@@ -153,9 +153,22 @@ class Harness:
         for phase, name, unit in (("read", "sequential read, 1 MiB requests", "MiB/s"),
                                   ("write", "sequential write, 1 MiB requests", "MiB/s"),
                                   ("randread", "random read, 4 KiB requests", "IOPS")):
-            match = re.search(rf"blkbench: {phase} .*?(\d+(?:\.\d+)?) (?:MiB/s|IOPS)", text)
-            if match:
-                self._record("blk", name, unit, contender.name, float(match.group(1)), exits=exits if phase == "read" else None)
+            figure = self._blkbench_figure(text, phase)
+            if figure is not None:
+                per_mib = exits / (2 * self.params.blk_mib) if exits is not None and phase == "read" else None
+                self._record("blk", name, unit, contender.name, figure, exits=exits if phase == "read" else None)
+                if per_mib is not None:
+                    self._record("blk", "VM exits per MiB (read + write + random)", "exits", contender.name, per_mib, higher=False)
+
+    def _blkbench_figure(self, text: str, phase: str) -> float | None:
+        """MiB/s or IOPS from a blkbench line, timed in ms or (no known TSC rate) in cycles."""
+        match = re.search(rf"blkbench: {phase} (\d+) (?:MiB in \d+ requests|requests of 4 KiB)[^,]*, "
+                          rf"(?:([\d.]+) ms|(\d+) cycles)", text)
+        if not match:
+            return None
+        amount = int(match.group(1))
+        seconds = float(match.group(2)) / 1000 if match.group(2) else int(match.group(3)) / (self.tsc_khz * 1000)
+        return amount / seconds
 
     def case_memory(self, contender: Contender) -> None:
         session = self._session(contender)

@@ -75,6 +75,9 @@ class QemuContender(Contender):
             QEMU, "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", self.cpu, "-m", str(mem_mib),
             "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+            # microvm's virtio-mmio defaults to the legacy (version 1) register
+            # layout; the guest, like vmm, speaks version 2 (virtio 1.x)
+            "-global", "virtio-mmio.force-legacy=false",
             "-kernel", guest_elf, "-append", "console=ttyS0",
         ]
         for index, disk in enumerate(disks):
