@@ -4,6 +4,7 @@
 #include "guest.h"
 #include "io.h"
 #include "start_info.h"
+#include "virtio_blk.h"
 #include "virtio_mmio.h"
 
 u64 boot_tsc;
@@ -29,6 +30,7 @@ void kmain(u64 start_info_pa)
     boot_info_init(start_info_pa);
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
+    blk_init();
     console_puts("vmm guest ready\n");
     shell_run();
 }

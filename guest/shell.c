@@ -1,4 +1,5 @@
 /* shell.c - the line-editing shell on COM1 (commands: see README.md). */
+#include "blk_shell.h"
 #include "console.h"
 #include "guest.h"
 #include "io.h"
@@ -198,6 +199,13 @@ static const struct command commands[] = {
     { "triplefault", "", "make exception delivery fail", cmd_triplefault },
     { "spin", "", "loop forever without VM exits", cmd_spin },
     { "ioloop", "N", "time N writes to port 0x80", cmd_ioloop },
+    { "disks", "", "list virtio-blk disks", cmd_disks },
+    { "ls", "[N]", "list the tar archive on disk N (default 0)", cmd_ls },
+    { "cat", "[N:]PATH", "print a file from a disk's tar archive", cmd_cat },
+    { "write", "[N:]PATH TEXT", "append file PATH holding TEXT to the archive", cmd_write },
+    { "sync", "[N]", "flush disk N (default: all disks)", cmd_sync },
+    { "rawwrite", "N SEC TEXT", "write TEXT into sector SEC of disk N, raw", cmd_rawwrite },
+    { "blkbench", "[N] [MIB]", "disk benchmark: read, write, 4 KiB random reads", cmd_blkbench },
     { "serialbench", "N", "print N bytes on the serial console", cmd_serialbench },
     { 0, 0, 0, 0 },
 };
