@@ -46,11 +46,17 @@ COM1_PORT, COM1_IRQ, UART_SPAN = 0x3F8, 4, 8
 POST_CODE_PORT = 0x80
 TSS_ADDR = 0xFFFBD000  # three pages below 4 GiB, inside the MMIO hole
 
-EXIT_REASON_NAMES = {
-    value: name[len("KVM_EXIT_"):].lower()
-    for name, value in vars(lib).items()
-    if name.startswith("KVM_EXIT_") and name not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT")
-}
+_EXIT_REASON_NAMES: dict[int, str] = {}
+
+
+def exit_reason_name(reason: int) -> str:
+    """'io', 'mmio', 'shutdown', ... from the header's KVM_EXIT_* names (built on first use:
+    walking every constant of the cffi module costs milliseconds at start-up)."""
+    if not _EXIT_REASON_NAMES:
+        for name in dir(lib):
+            if name.startswith("KVM_EXIT_") and name not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT"):
+                _EXIT_REASON_NAMES[getattr(lib, name)] = name[len("KVM_EXIT_"):].lower()
+    return _EXIT_REASON_NAMES.get(reason, str(reason))
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,12 @@ class MicroVM:
         self.virtio_transports: list = []  # VirtioMmioTransport per device
         self._notifiers: dict[int, tuple] = {}  # ioeventfd -> (transport, queue index)
         self._io_thread: threading.Thread | None = None
-        self._prepare()
+        self._disks = []
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()  # disks, the serial log and our eventfd opened so far
+            raise
 
     # --- assembly --------------------------------------------------------
     def _prepare(self) -> None:
@@ -126,15 +137,11 @@ class MicroVM:
                     self._initrd = f.read()
             except OSError as err:
                 raise ConfigError(f"cannot read initrd {cfg.initrd}: {err.strerror}") from None
-        self._disks = []
         if cfg.disks:  # virtio is imported only when used: it is a third of start-up time
             from .devices.virtio.block import VirtioBlock
-        try:
+
             for disk in cfg.disks:
                 self._disks.append(VirtioBlock(disk.path, read_only=disk.read_only))
-        except BaseException:
-            self._close_disks()
-            raise
         if cfg.serial_log is not None:
             try:
                 self._serial_log = open(cfg.serial_log, "ab", buffering=0)
@@ -381,7 +388,7 @@ class MicroVM:
         elif reason == lib.KVM_EXIT_HLT:
             self._guest_idle(0.01)  # only without an in-kernel irqchip; idle like the idle port
         else:
-            name = EXIT_REASON_NAMES.get(reason, str(reason))
+            name = exit_reason_name(reason)
             self._crash(f"unexpected vCPU exit {name} ({reason})")
 
     def _register_dump(self) -> str:
@@ -502,4 +509,4 @@ class MicroVM:
 
     def exit_summary(self) -> dict[str, int]:
         """VM exits so far, by reason name."""
-        return {EXIT_REASON_NAMES.get(i, str(i)): n for i, n in enumerate(self.exit_counts) if n}
+        return {exit_reason_name(i): n for i, n in enumerate(self.exit_counts) if n}

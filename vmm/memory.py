@@ -108,7 +108,16 @@ class GuestMemory:
         self.view(addr, size)[:] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
     def close(self) -> None:
-        for v in self._views:
-            v.release()
-        for r in self.regions:
-            r.mapping.close()
+        """Unmap guest RAM. A view still held elsewhere keeps its mapping alive until collected."""
+        self._spans = ()
+        for view in self._views:
+            try:
+                view.release()
+            except BufferError:
+                pass
+        for region in self.regions:
+            try:
+                region.mapping.close()
+            except BufferError:
+                pass
+        self._views = ()

@@ -8,6 +8,21 @@ compiler for the real offsets and sizes.
 
 from cffi import FFI
 
+# One decoded exit: what the run loop needs, filled in by C after KVM_RUN.
+# Shared by the declarations and the C source, so the two cannot disagree.
+VMM_EXIT = """
+struct vmm_exit {
+    uint32_t reason;
+    uint32_t is_write;
+    uint64_t addr;      /* port or guest physical address */
+    uint32_t size;      /* bytes per access */
+    uint32_t count;     /* string I/O repetitions */
+    uint64_t value;     /* what the guest wrote (count == 1) */
+    uint64_t detail[4]; /* reason-specific: failure codes */
+    uint64_t absorbed;  /* ignored-port writes handled in C on the way */
+};
+"""
+
 CDEF = r"""
 #define KVM_API_VERSION ...
 #define KVM_GET_API_VERSION ...
@@ -111,17 +126,7 @@ struct kvm_run {
     ...;
 };
 
-/* One decoded exit: what the run loop needs, filled in by C after KVM_RUN. */
-struct vmm_exit {
-    uint32_t reason;
-    uint32_t is_write;
-    uint64_t addr;
-    uint32_t size;
-    uint32_t count;
-    uint64_t value;
-    uint64_t detail[4];
-    uint64_t absorbed;
-};
+""" + VMM_EXIT + r"""
 
 int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg);
@@ -152,16 +157,7 @@ static int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg)
     return r < 0 ? -errno : r;
 }
 
-struct vmm_exit {
-    uint32_t reason;
-    uint32_t is_write;
-    uint64_t addr;
-    uint32_t size;
-    uint32_t count;
-    uint64_t value;
-    uint64_t detail[4];
-    uint64_t absorbed;  /* exits handled here without returning (see below) */
-};
+""" + VMM_EXIT + r"""
 
 /* KVM_RUN, then decode the exit in C: the Python run loop then reads a few
    plain fields instead of walking the kvm_run unions. */

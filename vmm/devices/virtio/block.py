@@ -222,7 +222,7 @@ class VirtioBlock(VirtioDevice):
             return status, 0
         if kind == c.VIRTIO_BLK_T_FLUSH:
             try:
-                os.fsync(self.fd)
+                os.fdatasync(self.fd)  # data and the metadata needed to read it back, as QEMU does
             except OSError as err:
                 log.warning("virtio-blk %s: flush failed: %s", self.path, err.strerror)
                 return c.VIRTIO_BLK_S_IOERR, 0
