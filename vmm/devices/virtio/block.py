@@ -227,6 +227,19 @@ class VirtioBlock(VirtioDevice):
 
     def _execute(self, chain: DescriptorChain) -> tuple[int, int]:
         """(status, bytes of data written to the guest) for a well-formed chain."""
+        buffers = chain.buffers
+        first, last = buffers[0], buffers[-1]
+        if len(buffers) >= 3 and first.length == HEADER_SIZE and not first.writable and last.length == 1:
+            # The layout drivers use (header, data, status in buffers of their
+            # own) needs none of the general path's splitting: ~30% of a 4 KiB
+            # read's time. `last` is writable: _answer checked the status byte.
+            kind, _reserved, sector = _HEADER.unpack_from(first.view)
+            data = buffers[1:-1]
+            if kind == c.VIRTIO_BLK_T_IN and all(b.writable for b in data):
+                return self._transfer(os.preadv, sector, [b.view for b in data])
+            if kind == c.VIRTIO_BLK_T_OUT and not self.read_only and not any(b.writable for b in data):
+                status, _ = self._transfer(os.pwritev, sector, [b.view for b in data])
+                return status, 0
         readable = [b.view for b in chain.buffers if not b.writable]
         writable = [b.view for b in chain.buffers if b.writable]
         data_in, _status = _split(writable, _total(writable) - 1)
