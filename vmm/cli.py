@@ -98,12 +98,15 @@ def _config(args) -> VmConfig:
 
 
 def _write_stdout(data: bytes) -> None:
-    try:
-        os.write(1, data)
-    except BlockingIOError:
-        pass  # a full non-blocking terminal: drop console echo rather than stall the vCPU
-    except OSError:
-        pass  # stdout closed: the guest keeps running, its output goes nowhere
+    """All of ``data`` to stdout: a slow reader slows the guest, nothing is dropped."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(1, view) :]
+        except BlockingIOError:  # stdout is non-blocking (set by someone else): wait for room
+            select.select([], [1], [], 1.0)
+        except OSError:
+            return  # stdout closed: the guest keeps running, its output goes nowhere
 
 
 def _pump_input(vm, interactive: bool) -> None:

@@ -85,11 +85,15 @@ class MicroVM:
         *,
         output: Callable[[bytes], None] | None = None,
         capture: bool = True,
+        capture_limit: int = 16 << 20,
     ):
         self.config = config
         self._output = output
         self._capture = capture
+        # A guest may print forever: keep at most capture_limit bytes, dropping the oldest.
+        self._capture_limit = capture_limit
         self._captured = bytearray()
+        self._dropped = 0  # bytes dropped from the front of _captured so far
         self._cursor = 0
         self._output_cond = threading.Condition()
         self._serial_log = None
@@ -454,6 +458,11 @@ class MicroVM:
         if self._capture:
             with self._output_cond:
                 self._captured += data
+                if len(self._captured) > self._capture_limit:
+                    excess = len(self._captured) - self._capture_limit // 2
+                    del self._captured[:excess]
+                    self._dropped += excess
+                    self._cursor = max(0, self._cursor - excess)
                 self._output_cond.notify_all()
 
     # --- host side: input and output -------------------------------------
@@ -487,15 +496,16 @@ class MicroVM:
         literal = not isinstance(pattern, re.Pattern)
         regex = re.compile(re.escape(pattern)) if literal else pattern
         deadline = time.monotonic() + timeout
-        start = self._cursor
         with self._output_cond:
+            searched_to = self._dropped + self._cursor  # absolute: output may be dropped meanwhile
             while True:
+                start = max(self._cursor, searched_to - self._dropped)
                 match = regex.search(self._captured, start)
                 if match:
                     self._cursor = match.end()
                     return match
                 if literal:  # a literal can only complete in output not yet searched
-                    start = max(self._cursor, len(self._captured) - len(pattern) + 1)
+                    searched_to = self._dropped + len(self._captured) - len(pattern) + 1
                 remaining = deadline - time.monotonic()
                 if self._finished.is_set() or remaining <= 0:
                     tail = bytes(self._captured[-300:]).decode(errors="replace")

@@ -105,3 +105,12 @@ def test_exits_are_counted(vm):
     run_command(vm, "ioloop 1000")
     summary = vm.exit_summary()
     assert summary["io"] >= 1000
+
+
+def test_capture_is_bounded_but_expect_keeps_working(guest_elf):
+    with MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64), capture_limit=4096) as vm:
+        vm.expect(PROMPT, timeout=20)
+        vm.send("serialbench 20000\r")
+        vm.expect("$ ", timeout=30)
+        assert len(vm.output) <= 4096
+        assert run_command(vm, "echo still here") == "still here\r\n"
