@@ -14,7 +14,7 @@ import signal
 import sys
 
 from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig
-from .console import HELP, EscapeFilter, RawTerminal
+from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import EXIT_USAGE, ConfigError, VmmError
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
@@ -98,15 +98,7 @@ def _config(args) -> VmConfig:
 
 
 def _write_stdout(data: bytes) -> None:
-    """All of ``data`` to stdout: a slow reader slows the guest, nothing is dropped."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(1, view) :]
-        except BlockingIOError:  # stdout is non-blocking (set by someone else): wait for room
-            select.select([], [1], [], 1.0)
-        except OSError:
-            return  # stdout closed: the guest keeps running, its output goes nowhere
+    write_all(1, data)
 
 
 def _pump_input(vm, interactive: bool) -> None:
@@ -143,7 +135,7 @@ def _pump_input(vm, interactive: bool) -> None:
 def cmd_run(args) -> int:
     from .machine import MicroVM, VmOutcome
 
-    vm = MicroVM(_config(args), output=_write_stdout, capture=False)
+    vm = MicroVM(_config(args), output_fd=1, capture=False)
     interactive = os.isatty(0)
 
     def terminate(signum, frame):

@@ -8,6 +8,7 @@ quits, Ctrl-A Ctrl-A (or Ctrl-A a) sends one Ctrl-A, Ctrl-A h prints help.
 from __future__ import annotations
 
 import os
+import select
 import termios
 import tty
 
@@ -64,3 +65,19 @@ class RawTerminal:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             self._saved = None
         return False
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``: a slow reader slows the guest, nothing is dropped.
+
+    A closed reader (EPIPE, EBADF) is ignored: the guest keeps running and its
+    output goes nowhere.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # a non-blocking fd (set by someone else): wait for room
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return

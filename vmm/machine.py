@@ -22,6 +22,7 @@ from typing import Callable
 from .boot.elf import load_kernel
 from .boot.loader import load_pvh
 from .config import VmConfig
+from .console import write_all
 from .devices.bus import MmioBus, NullDevice, PioBus
 from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice, GuestFault
 from .devices.serial import Uart16550
@@ -84,11 +85,13 @@ class MicroVM:
         config: VmConfig,
         *,
         output: Callable[[bytes], None] | None = None,
+        output_fd: int | None = None,
         capture: bool = True,
         capture_limit: int = 16 << 20,
     ):
         self.config = config
         self._output = output
+        self._output_fd = output_fd  # serial output also goes to this fd (the CLI's stdout)
         self._capture = capture
         # A guest may print forever: keep at most capture_limit bytes, dropping the oldest.
         self._capture_limit = capture_limit
@@ -166,10 +169,15 @@ class MicroVM:
             vm.add_memory(region.guest_addr, region.size, region.host_addr)
 
         self.pio_bus, self.mmio_bus = PioBus(), MmioBus()
+        # When every sink of serial output is a plain fd, C writes the UART's
+        # bytes there itself while the model says a THR write is pure output:
+        # one exit per byte stays in C, as in the bare KVM_RUN floor.
+        transmit_in_c = not self._capture and self._output is None
         self.uart = Uart16550(
             self._serial_output,
             lambda level: vm.set_irq_line(COM1_IRQ, level),
             on_input_space=self._input_space.set,
+            on_plain_transmit=self._plain_transmit_changed if transmit_in_c else None,
         )
         self.pio_bus.register(COM1_PORT, UART_SPAN, self.uart)
         self.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(self.memory, self._guest_power_off, self._guest_fault, self._guest_idle))
@@ -189,6 +197,10 @@ class MicroVM:
         )
         set_pvh_entry_state(vcpu, self._kernel.pvh_entry, start_info)
         vcpu.ignore_port_writes(POST_CODE_PORT)  # the NullDevice there would drop them anyway
+        if transmit_in_c:
+            fds = [fd for fd in (self._output_fd, self._serial_log and self._serial_log.fileno()) if fd is not None]
+            vcpu.transmit_in_c(COM1_PORT, fds)
+            vcpu.enable_transmit(self.uart.plain_transmit)
 
     def _add_virtio_device(self, index: int, device) -> str:
         """Place a virtio-mmio device in the index-th slot; returns its command-line entry.
@@ -446,6 +458,10 @@ class MicroVM:
             message += f", cr2 0x{self._vcpu.get_sregs().cr2:x}"
         self._finish(VmOutcome(EXIT_GUEST_CRASHED, "crash", message))
 
+    def _plain_transmit_changed(self, plain: bool) -> None:
+        if self._vcpu is not None:  # the UART reports once before the vCPU exists
+            self._vcpu.enable_transmit(plain)
+
     def _guest_idle(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
@@ -453,6 +469,8 @@ class MicroVM:
     def _serial_output(self, data: bytes) -> None:
         if self._output is not None:
             self._output(data)
+        if self._output_fd is not None:
+            write_all(self._output_fd, data)
         if self._serial_log is not None:
             self._serial_log.write(data)
         if self._capture:

@@ -478,3 +478,26 @@ def test_threaded_enqueue_and_read_keep_order():
             assert spins < 10_000_000
     producer.join()
     assert got == data and h.uart.input_backlog == 0
+
+
+def test_plain_transmit_is_reported_on_every_change():
+    """While plain, the VMM transmits THR writes itself: the flag must never lag."""
+    reports = []
+    uart = Uart16550(lambda data: None, on_plain_transmit=reports.append)
+    assert reports == [True] and uart.plain_transmit
+    uart.write(1, 1, 0x02)  # ETBEI: a THR write must now re-arm the THRE interrupt
+    uart.write(1, 1, 0x02)  # no change, no report
+    uart.write(1, 1, 0x00)
+    uart.write(3, 1, 0x80)  # DLAB: offset 0 is the divisor latch
+    uart.write(3, 1, 0x03)
+    uart.write(4, 1, 0x10)  # loopback: THR bytes go to the RX FIFO
+    uart.write(4, 1, 0x0B)
+    assert reports == [True, False, True, False, True, False, True]
+
+
+def test_plain_transmit_survives_state_round_trip():
+    uart = Uart16550(lambda data: None)
+    uart.write(1, 1, 0x02)
+    reports = []
+    Uart16550.from_state(uart.state(), lambda data: None, on_plain_transmit=reports.append)
+    assert reports[-1] is False

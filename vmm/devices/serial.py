@@ -90,12 +90,16 @@ class Uart16550:
         irq: Callable[[bool], None] | None = None,
         *,
         on_input_space: Callable[[], None] | None = None,
+        on_plain_transmit: Callable[[bool], None] | None = None,
     ) -> None:
         self._output = output
         self._irq = irq
         self._on_input_space = on_input_space
+        self._on_plain_transmit = on_plain_transmit
+        self._plain_transmit: bool | None = None
         self._lock = threading.Lock()
         self._load(SerialState())
+        self._report_plain_transmit()
 
     # --- bus side (vCPU thread) --------------------------------------------
     def read(self, offset: int, size: int = 1) -> int:
@@ -170,6 +174,25 @@ class Uart16550:
             self._output(bytes((transmitted,)))
         if made_room and self._on_input_space is not None:
             self._on_input_space()
+        if offset in (1, 3, 4):
+            self._report_plain_transmit()
+
+    @property
+    def plain_transmit(self) -> bool:
+        """Whether a THR write now does nothing but send its byte to ``output``.
+
+        True unless the divisor latch is selected, loopback is on or the THR
+        empty interrupt is enabled. While it holds, a caller may transmit THR
+        writes itself (the VMM does so in C) without changing the model's state.
+        """
+        return not (self._lcr & LCR_DLAB or self._mcr & MCR_LOOPBACK or self._ier & IER_THR_EMPTY)
+
+    def _report_plain_transmit(self) -> None:
+        plain = self.plain_transmit
+        if plain != self._plain_transmit:
+            self._plain_transmit = plain
+            if self._on_plain_transmit is not None:
+                self._on_plain_transmit(plain)
 
     # --- host side -----------------------------------------------------------
     def enqueue_input(self, data: bytes) -> None:
@@ -213,12 +236,14 @@ class Uart16550:
         irq: Callable[[bool], None] | None = None,
         *,
         on_input_space: Callable[[], None] | None = None,
+        on_plain_transmit: Callable[[bool], None] | None = None,
     ) -> "Uart16550":
         """Rebuild a device. irq is not called: the line is taken to already be at
         state.irq_level, as it is when the interrupt controller is restored too."""
-        device = cls(output, irq, on_input_space=on_input_space)
+        device = cls(output, irq, on_input_space=on_input_space, on_plain_transmit=on_plain_transmit)
         with device._lock:
             device._load(state)
+        device._report_plain_transmit()
         return device
 
     # --- internals (called with the lock held) -------------------------------

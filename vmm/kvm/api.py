@@ -156,7 +156,8 @@ class Vcpu:
         self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.run_struct = ffi.cast("struct kvm_run *", ffi.from_buffer(self._run_map))
         self.exit = ffi.new("struct vmm_exit *")
-        self._ignored_ports = ffi.new("uint8_t[8192]")
+        self._fast = ffi.new("struct vmm_fastpath *")
+        self._fast.tx_fds[0] = self._fast.tx_fds[1] = -1
 
     # --- registers -------------------------------------------------------
     def get_regs(self):
@@ -219,11 +220,20 @@ class Vcpu:
         The decoded exit is in self.exit; ``self.exit.absorbed`` counts the
         writes to ignored ports that C handled on the way.
         """
-        return lib.vmm_run(self.fd, self.run_struct, self.exit, self._ignored_ports)
+        return lib.vmm_run(self.fd, self.run_struct, self.exit, self._fast)
 
     def ignore_port_writes(self, port: int) -> None:
         """Writes to ``port`` are dropped without leaving C (its device ignores them)."""
-        self._ignored_ports[port >> 3] |= 1 << (port & 7)
+        self._fast.ignored_ports[port >> 3] |= 1 << (port & 7)
+
+    def transmit_in_c(self, port: int, fds: list[int]) -> None:
+        """Byte writes to ``port`` go straight to ``fds`` while enabled (see enable_transmit)."""
+        self._fast.tx_port = port
+        for i, fd in enumerate((fds + [-1, -1])[:2]):
+            self._fast.tx_fds[i] = fd
+
+    def enable_transmit(self, enabled: bool) -> None:
+        self._fast.tx_enabled = int(enabled)
 
     def complete_read(self, value: int) -> None:
         lib.vmm_complete_read(self.run_struct, value)

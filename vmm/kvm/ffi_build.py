@@ -19,7 +19,15 @@ struct vmm_exit {
     uint32_t count;     /* string I/O repetitions */
     uint64_t value;     /* what the guest wrote (count == 1) */
     uint64_t detail[4]; /* reason-specific: failure codes */
-    uint64_t absorbed;  /* ignored-port writes handled in C on the way */
+    uint64_t absorbed;  /* exits handled in C on the way (see struct vmm_fastpath) */
+};
+
+/* Exits C may handle without returning to Python, as the device models allow. */
+struct vmm_fastpath {
+    uint8_t ignored_ports[8192];  /* 65536 bits: writes to these ports are dropped */
+    int32_t tx_fds[2];            /* where a UART's transmitted bytes go (-1: unused) */
+    uint16_t tx_port;             /* the UART's THR port */
+    uint8_t tx_enabled;           /* set by the UART model while a THR write is pure output */
 };
 """
 
@@ -130,7 +138,7 @@ struct kvm_run {
 
 int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg);
-int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, const uint8_t *ignored_ports);
+int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, struct vmm_fastpath *fast);
 void vmm_complete_read(struct kvm_run *run, uint64_t value);
 size_t vmm_io_data_offset(struct kvm_run *run);
 int vmm_install_kick_handler(int signo);
@@ -142,6 +150,7 @@ SOURCE = r"""
 #include <string.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 #include <linux/kvm.h>
 
 /* Every wrapper returns the ioctl's result, or -errno on failure. */
@@ -159,9 +168,27 @@ static int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg)
 
 """ + VMM_EXIT + r"""
 
+/* Write one transmitted byte to the console fds; nonzero if Python must
+   take over (the console would block), so nothing is ever dropped. A closed
+   console is ignored, as the Python path does. */
+static int vmm_transmit(const struct vmm_fastpath *fast, uint8_t byte)
+{
+    for (int i = 0; i < 2; i++) {
+        if (fast->tx_fds[i] < 0)
+            continue;
+        ssize_t r;
+        do
+            r = write(fast->tx_fds[i], &byte, 1);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno == EAGAIN && i == 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* KVM_RUN, then decode the exit in C: the Python run loop then reads a few
    plain fields instead of walking the kvm_run unions. */
-static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e, const uint8_t *ignored_ports)
+static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e, struct vmm_fastpath *fast)
 {
     e->absorbed = 0;
     for (;;) {
@@ -169,12 +196,19 @@ static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e, const uint8_
             e->reason = KVM_EXIT_INTR;
             return -errno;
         }
-        /* A write to a port whose device ignores writes (a bit in the
-           65536-bit map) needs no Python: resume the guest at once. */
-        if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT
-            && ignored_ports[run->io.port >> 3] & (1u << (run->io.port & 7))) {
-            e->absorbed++;
-            continue;
+        if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT && run->io.count == 1) {
+            uint16_t port = run->io.port;
+            /* A write to a port whose device ignores writes: resume at once. */
+            if (fast->ignored_ports[port >> 3] & (1u << (port & 7))) {
+                e->absorbed++;
+                continue;
+            }
+            /* A THR write while the UART model says it is pure output. */
+            if (fast->tx_enabled && port == fast->tx_port && run->io.size == 1
+                && vmm_transmit(fast, *((uint8_t *)run + run->io.data_offset)) == 0) {
+                e->absorbed++;
+                continue;
+            }
         }
         break;
     }
