@@ -3,6 +3,7 @@
 #include "console.h"
 #include "guest.h"
 #include "io.h"
+#include "irq.h"
 #include "lib.h"
 #include "start_info.h"
 #include "virtio_mmio.h"
@@ -206,6 +207,7 @@ static const struct command commands[] = {
     { "sync", "[N]", "flush disk N (default: all disks)", cmd_sync },
     { "rawwrite", "N SEC TEXT", "write TEXT into sector SEC of disk N, raw", cmd_rawwrite },
     { "blkbench", "[N] [MIB]", "disk benchmark: read, write, 4 KiB random reads", cmd_blkbench },
+    { "irqtest", "", "check that UART and disk interrupts arrive (PIC, IF=1)", cmd_irqtest },
     { "serialbench", "N", "print N bytes on the serial console", cmd_serialbench },
     { 0, 0, 0, 0 },
 };

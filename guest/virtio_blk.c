@@ -725,3 +725,13 @@ void blk_init(void)
     for (unsigned i = 0; i < virtio_mmio_count && disk_count < BLK_MAX_DISKS; i++)
         probe(&virtio_mmio_devices[i]);
 }
+
+/* Used-buffer interrupts (irqtest): clear or set VIRTQ_AVAIL_F_NO_INTERRUPT. */
+bool blk_set_interrupts(unsigned disk, bool enable)
+{
+    struct blk_disk *d = get_disk(disk);
+    if (!d || d->broken)
+        return false;
+    *(volatile u16 *)&d->avail->flags = enable ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
+    return true;
+}

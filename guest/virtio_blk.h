@@ -129,4 +129,11 @@ int blk_transfer(unsigned disk, u32 type, u64 sector, void *buf, u64 bytes,
 int blk_request(unsigned disk, u32 type, u64 sector, const struct blk_segment *segs,
                 unsigned nsegs, bool device_writes, u32 *used_len);
 
+/*
+ * The driver polls and asks the device for no used-buffer interrupts
+ * (VIRTQ_AVAIL_F_NO_INTERRUPT); irqtest turns them on for a while.
+ * False if there is no such (working) disk.
+ */
+bool blk_set_interrupts(unsigned disk, bool enable);
+
 #endif
