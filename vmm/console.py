@@ -67,17 +67,23 @@ class RawTerminal:
         return False
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes, give_up=lambda: False) -> None:
     """All of ``data`` to ``fd``: a slow reader slows the guest, nothing is dropped.
 
-    A closed reader (EPIPE, EBADF) is ignored: the guest keeps running and its
-    output goes nowhere.
+    Waits for room rather than blocking in write(2), so that ``give_up()``
+    (the VM is stopping) can end the wait. A closed reader (EPIPE, EBADF) is
+    ignored: the guest keeps running and its output goes nowhere.
     """
     view = memoryview(data)
     while view:
         try:
+            _, writable, _ = select.select([], [fd], [], 0.2)
+            if not writable:
+                if give_up():
+                    return
+                continue
             view = view[os.write(fd, view) :]
-        except BlockingIOError:  # a non-blocking fd (set by someone else): wait for room
-            select.select([], [fd], [], 1.0)
-        except OSError:
+        except BlockingIOError:
+            continue
+        except (OSError, ValueError):
             return

@@ -470,7 +470,7 @@ class MicroVM:
         if self._output is not None:
             self._output(data)
         if self._output_fd is not None:
-            write_all(self._output_fd, data)
+            write_all(self._output_fd, data, give_up=self._finished.is_set)
         if self._serial_log is not None:
             self._serial_log.write(data)
         if self._capture:

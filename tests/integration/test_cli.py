@@ -5,6 +5,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,3 +98,17 @@ def test_kvm_without_permission(guest_elf, tmp_path):
     )
     assert result.returncode == 2, result.stderr
     one_line_error(result, f"no permission to open {node}")
+
+
+def test_timeout_stops_a_guest_whose_console_nobody_reads(guest_elf):
+    # The pipe fills up and every write to stdout blocks: the vCPU must still be stoppable.
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "run", "--timeout", "3"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )
+    proc.stdin.write(b"serialbench 1000000\n")
+    proc.stdin.flush()
+    assert proc.wait(30) == EXIT_TIMEOUT
+    assert time.monotonic() - started < 15
+    assert "within 3 s" in proc.stderr.read().decode()

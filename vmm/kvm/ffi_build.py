@@ -170,8 +170,10 @@ static int vmm_ioctl_value(int fd, unsigned long request, unsigned long arg)
 
 /* Write one transmitted byte to the console fds; nonzero if Python must
    take over (the console would block), so nothing is ever dropped. A closed
-   console is ignored, as the Python path does. */
-static int vmm_transmit(const struct vmm_fastpath *fast, uint8_t byte)
+   console is ignored, as the Python path does. A console that blocks while
+   the VM is being stopped (a kick sets immediate_exit and interrupts the
+   write) loses the byte rather than keeping the VM alive. */
+static int vmm_transmit(const struct vmm_fastpath *fast, const struct kvm_run *run, uint8_t byte)
 {
     for (int i = 0; i < 2; i++) {
         if (fast->tx_fds[i] < 0)
@@ -179,7 +181,7 @@ static int vmm_transmit(const struct vmm_fastpath *fast, uint8_t byte)
         ssize_t r;
         do
             r = write(fast->tx_fds[i], &byte, 1);
-        while (r < 0 && errno == EINTR);
+        while (r < 0 && errno == EINTR && !run->immediate_exit);
         if (r < 0 && errno == EAGAIN && i == 0)
             return -1;
     }
@@ -205,7 +207,7 @@ static int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *e, struct vmm_f
             }
             /* A THR write while the UART model says it is pure output. */
             if (fast->tx_enabled && port == fast->tx_port && run->io.size == 1
-                && vmm_transmit(fast, *((uint8_t *)run + run->io.data_offset)) == 0) {
+                && vmm_transmit(fast, run, *((uint8_t *)run + run->io.data_offset)) == 0) {
                 e->absorbed++;
                 continue;
             }
