@@ -161,14 +161,18 @@ class Harness:
                     self._record("blk", "VM exits per MiB (read + write + random)", "exits", contender.name, per_mib, higher=False)
 
     def _blkbench_figure(self, text: str, phase: str) -> float | None:
-        """MiB/s or IOPS from a blkbench line, timed in ms or (no known TSC rate) in cycles."""
-        match = re.search(rf"blkbench: {phase} (\d+) (?:MiB in \d+ requests|requests of 4 KiB)[^,]*, "
-                          rf"(?:([\d.]+) ms|(\d+) cycles)", text)
-        if not match:
+        """MiB/s or IOPS from a blkbench line: the guest's own figure (computed from
+        the TSC) when it knows the TSC rate, else from its cycle count and the host's rate."""
+        line = re.search(rf"blkbench: {phase} (\d+) (?:MiB in \d+ requests|requests of 4 KiB)[^\n]*", text)
+        if not line:
             return None
-        amount = int(match.group(1))
-        seconds = float(match.group(2)) / 1000 if match.group(2) else int(match.group(3)) / (self.tsc_khz * 1000)
-        return amount / seconds
+        rate = re.search(r"([\d.]+) (?:MiB/s|IOPS)", line.group(0))
+        if rate:
+            return float(rate.group(1))
+        cycles = re.search(r"(\d+) cycles", line.group(0))
+        if not cycles:
+            return None
+        return int(line.group(1)) / (int(cycles.group(1)) / (self.tsc_khz * 1000))
 
     def case_memory(self, contender: Contender) -> None:
         session = self._session(contender)
