@@ -110,7 +110,7 @@ class MicroVM:
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._input_space = threading.Event()
-        self.exit_counts = [0] * 64
+        self.exit_counts = [0] * 256  # by KVM_EXIT_* reason; a reason past 255 counts as 255
         self.created_at: float | None = None
         self._kvm = self._vm = self._vcpu = self.memory = None
         self._eventfds: list[int] = []
@@ -363,7 +363,7 @@ class MicroVM:
                     continue
                 raise KvmError("KVM_RUN", -result)
             reason = ex.reason
-            counts[reason] += 1
+            counts[reason if reason < 256 else 255] += 1
             if ex.absorbed:
                 counts[EXIT_IO] += ex.absorbed
             if reason == EXIT_IO:
