@@ -178,9 +178,7 @@ class VirtioBlock(VirtioDevice):
         return self._config
 
     def process(self, queue_index: int, queue: SplitQueue) -> bool:
-        chains = []
-        while (chain := queue.pop()) is not None:
-            chains.append(chain)
+        chains = queue.pop_all()
         if not chains:
             return False
         if len(chains) > 1 and sum(b.length for ch in chains for b in ch.buffers) >= PARALLEL_BATCH_BYTES:
@@ -190,8 +188,7 @@ class VirtioBlock(VirtioDevice):
             used = list(self._pool().map(self._answer, chains))
         else:
             used = [self._answer(chain) for chain in chains]
-        for chain, length in zip(chains, used):
-            queue.push_used(chain.head, length)
+        queue.push_used_many([(chain.head, length) for chain, length in zip(chains, used)])
         return True
 
     def _pool(self):
@@ -274,15 +271,17 @@ class VirtioBlock(VirtioDevice):
         offset = sector * c.SECTOR_SIZE  # Python ints: no u64 wrap to exploit
         if length % c.SECTOR_SIZE or offset + length > self.size_bytes:
             return c.VIRTIO_BLK_S_IOERR, 0
-        views = [v for v in views if len(v)]
         moved = 0
         try:
-            for start in range(0, len(views), _IOV_MAX):
-                batch = views[start : start + _IOV_MAX]
-                done = op(self.fd, batch, offset + moved)
-                moved += done
-                if done != _total(batch):
-                    break
+            if len(views) <= _IOV_MAX:  # the usual case: one call
+                moved = op(self.fd, views, offset)
+            else:
+                for start in range(0, len(views), _IOV_MAX):
+                    batch = views[start : start + _IOV_MAX]
+                    done = op(self.fd, batch, offset + moved)
+                    moved += done
+                    if done != _total(batch):
+                        break
         except OSError as err:
             log.warning("virtio-blk %s: I/O error at sector %d: %s", self.path, sector, err.strerror)
             return c.VIRTIO_BLK_S_IOERR, 0
