@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only")
-    run.add_argument("--ioeventfd", action="store_true", help="take virtio queue notifications by ioeventfd on an I/O thread")
+    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
     run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
 
     mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")

@@ -27,9 +27,10 @@ class VmConfig:
     timeout: float | None = None
     serial_log: str | None = None
     disks: tuple[DiskConfig, ...] = field(default_factory=tuple)
-    # Queue notifications by ioeventfd, handled on an I/O thread, instead of
-    # on the vCPU thread at the MMIO exit. See `vmm bench blk` for which wins.
-    ioeventfd: bool = False
+    # Queue notifications by ioeventfd, handled on an I/O thread while the
+    # guest runs on, rather than on the vCPU thread at the MMIO exit: measured
+    # (vmm bench blk) ~100k against ~78k random 4 KiB reads per second.
+    ioeventfd: bool = True
 
     def kernel_path(self) -> str:
         return self.kernel if self.kernel is not None else str(bundled_guest())

@@ -27,11 +27,11 @@ def test_every_contender_produces_every_figure(run_vmm, guest_elf, tmp_path):
     cases = {case for case, _ in seen}
     assert cases == {"boot", "exits", "serial", "blk", "memory", "density"}
     for (case, metric), contenders in seen.items():
-        expected = (CONTENDERS - {"floor"}) | {"vmm ioeventfd"} if case == "blk" else CONTENDERS
+        expected = (CONTENDERS - {"floor"}) | {"vmm no-ioeventfd"} if case == "blk" else CONTENDERS
         if "in-process" in metric:
             expected = {"vmm"}
         if metric.startswith("VM exits"):  # only vmm and the floor can count them
-            expected = {"vmm", "vmm ioeventfd"}
+            expected = {"vmm", "vmm no-ioeventfd"}
         assert expected <= contenders, (case, metric, contenders)
     table = result.stdout.decode()
     assert "ratio" in table and "exits" in table

@@ -16,6 +16,8 @@ from vmm.disk_image import build_disk_image
 
 pytestmark = pytest.mark.kvm
 PROMPT = "$ "
+# queue notifications by ioeventfd on the I/O thread (default), or at the MMIO exit
+BOTH_NOTIFY_PATHS = pytest.mark.parametrize("ioeventfd", [True, False], ids=["ioeventfd", "vcpu-thread"])
 
 
 def run_command(vm, line: str, timeout: float = 30) -> str:
@@ -25,8 +27,8 @@ def run_command(vm, line: str, timeout: float = 30) -> str:
     return vm.output[start : prompt.start()].decode()
 
 
-def boot(guest_elf, *disks: DiskConfig) -> MicroVM:
-    vm = MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, disks=disks, timeout=120)).start()
+def boot(guest_elf, *disks: DiskConfig, ioeventfd: bool = True) -> MicroVM:
+    vm = MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, disks=disks, timeout=120, ioeventfd=ioeventfd)).start()
     vm.expect(PROMPT, timeout=20)
     return vm
 
@@ -65,8 +67,9 @@ def test_disks_lists_capacity_id_and_mode(guest_elf, image, tmp_path):
     assert re.search(r"disk 1: 2048 sectors .*second\.img.*ro", out), out
 
 
-def test_host_files_listed_and_read_back_byte_for_byte(guest_elf, image, source):
-    vm = boot(guest_elf, DiskConfig(str(image)))
+@BOTH_NOTIFY_PATHS
+def test_host_files_listed_and_read_back_byte_for_byte(guest_elf, image, source, ioeventfd):
+    vm = boot(guest_elf, DiskConfig(str(image)), ioeventfd=ioeventfd)
     try:
         listing = run_command(vm, "ls")
         for name in ("hello.txt", "docs/", "docs/table.txt", "big.bin.txt"):
@@ -79,8 +82,9 @@ def test_host_files_listed_and_read_back_byte_for_byte(guest_elf, image, source)
         vm.close()
 
 
-def test_guest_write_is_a_valid_tar_member_after_sync(guest_elf, image):
-    vm = boot(guest_elf, DiskConfig(str(image)))
+@BOTH_NOTIFY_PATHS
+def test_guest_write_is_a_valid_tar_member_after_sync(guest_elf, image, ioeventfd):
+    vm = boot(guest_elf, DiskConfig(str(image)), ioeventfd=ioeventfd)
     try:
         run_command(vm, "write notes/new.txt written in the guest")
         run_command(vm, "sync")
@@ -114,9 +118,10 @@ def test_sigkill_after_sync_loses_nothing(guest_elf, image):
         assert archive.extractfile("durable.txt").read() == b"survives a kill\n"
 
 
-def test_read_only_disk_stays_byte_identical(guest_elf, image):
+@BOTH_NOTIFY_PATHS
+def test_read_only_disk_stays_byte_identical(guest_elf, image, ioeventfd):
     before = sha256(image)
-    vm = boot(guest_elf, DiskConfig(str(image), read_only=True))
+    vm = boot(guest_elf, DiskConfig(str(image), read_only=True), ioeventfd=ioeventfd)
     try:
         assert "read-only" in run_command(vm, "write evil.txt should not land")
         out = run_command(vm, "rawwrite 0 0 overwrite the first sector")

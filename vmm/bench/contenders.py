@@ -27,14 +27,14 @@ class Contender:
 
 
 class VmmContender(Contender):
-    def __init__(self, ioeventfd: bool = False):
-        super().__init__("vmm ioeventfd" if ioeventfd else "vmm", only_cases=("blk",) if ioeventfd else None)
+    def __init__(self, ioeventfd: bool = True):
+        super().__init__("vmm" if ioeventfd else "vmm no-ioeventfd", only_cases=None if ioeventfd else ("blk",))
         self.ioeventfd = ioeventfd
 
     def argv(self, guest_elf, mem_mib, disks):
         argv = [sys.executable, "-m", "vmm", "run", "--stats", "--kernel", guest_elf, "--mem", str(mem_mib)]
-        if self.ioeventfd:
-            argv.append("--ioeventfd")
+        if not self.ioeventfd:
+            argv.append("--no-ioeventfd")
         for disk in disks:
             argv += ["--disk", disk]
         return argv
@@ -103,4 +103,4 @@ class FloorContender(Contender):
 
 
 def all_contenders() -> list[Contender]:
-    return [VmmContender(), VmmContender(ioeventfd=True), QemuContender(), FloorContender()]
+    return [VmmContender(), VmmContender(ioeventfd=False), QemuContender(), FloorContender()]
