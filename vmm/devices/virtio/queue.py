@@ -197,15 +197,7 @@ class SplitQueue:
         """
         if not self.ready or self.pending() == 0:
             return None
-        slot = self.next_avail % self.size
-        head = self.memory.read_int(self.avail_addr + RING_HEADER + 2 * slot, 2)
-        self.next_avail = (self.next_avail + 1) & 0xFFFF
-        chain = DescriptorChain(head)
-        try:
-            self._resolve(chain)
-        except (ChainError, GuestMemoryError) as err:
-            chain.error = f"descriptor chain {head}: {err}"
-        return chain
+        return self._take(*self._ring_and_table())
 
     def pop_all(self) -> list[DescriptorChain]:
         """Every available chain, as pop() would return them one by one.
@@ -218,26 +210,30 @@ class SplitQueue:
         count = self.pending()
         if not count:
             return []
-        size = self.size
-        ring = self.memory.view(self.avail_addr + RING_HEADER, 2 * size)
-        table = self.memory.view(self.desc_addr, DESC_SIZE * size)
-        chains = []
-        for _ in range(count):
-            head = _U16.unpack_from(ring, 2 * (self.next_avail % size))[0]
-            self.next_avail = (self.next_avail + 1) & 0xFFFF
-            chain = DescriptorChain(head)
-            try:
-                self._resolve(chain, table)
-            except (ChainError, GuestMemoryError) as err:
-                chain.error = f"descriptor chain {head}: {err}"
-            chains.append(chain)
-        return chains
+        ring, table = self._ring_and_table()
+        return [self._take(ring, table) for _ in range(count)]
 
-    def _resolve(self, chain: DescriptorChain, table: memoryview | None = None) -> None:
+    def _ring_and_table(self) -> tuple[memoryview, memoryview]:
+        """The available ring's entries and the descriptor table, each bounds-checked once."""
+        return (
+            self.memory.view(self.avail_addr + RING_HEADER, 2 * self.size),
+            self.memory.view(self.desc_addr, DESC_SIZE * self.size),
+        )
+
+    def _take(self, ring: memoryview, table: memoryview) -> DescriptorChain:
+        """Consume the next available entry and resolve its chain (flagged invalid if bad)."""
+        head = _U16.unpack_from(ring, 2 * (self.next_avail % self.size))[0]
+        self.next_avail = (self.next_avail + 1) & 0xFFFF
+        chain = DescriptorChain(head)
+        try:
+            self._resolve(chain, table)
+        except (ChainError, GuestMemoryError) as err:
+            chain.error = f"descriptor chain {head}: {err}"
+        return chain
+
+    def _resolve(self, chain: DescriptorChain, table: memoryview) -> None:
         """Follow the chain into chain.buffers; raise ChainError at the first fault."""
         count = self.size
-        if table is None:
-            table = self.memory.view(self.desc_addr, DESC_SIZE * count)  # one bounds check per table
         index = chain.head
         if index >= count:
             raise ChainError(f"head index {index} >= queue size {count}")
@@ -295,13 +291,7 @@ class SplitQueue:
 
     def push_used(self, head: int, written_len: int) -> None:
         """Return chain ``head`` with ``written_len`` bytes written to the driver."""
-        slot = self.next_used % self.size
-        elem = self.memory.view(self.used_addr + RING_HEADER + USED_ELEM_SIZE * slot, USED_ELEM_SIZE)
-        _USED_ELEM.pack_into(elem, 0, head, written_len & 0xFFFF_FFFF)
-        # The element must be visible before the index that publishes it
-        # (store-store order, kept by x86: see the module docstring).
-        self.next_used = (self.next_used + 1) & 0xFFFF
-        self.memory.write_int(self.used_addr + 2, 2, self.next_used)
+        self.push_used_many([(head, written_len)])
 
     def push_used_many(self, answers: list[tuple[int, int]]) -> None:
         """push_used for each (head, written_len), publishing used.idx once at the end."""
