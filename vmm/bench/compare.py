@@ -73,7 +73,7 @@ class Harness:
         self.cases = cases
         self.contenders = [c for c in contenders if not c.unavailable]
         self.skipped = {c.name: c.unavailable for c in contenders if c.unavailable}
-        self.guest = str(bundled_guest())
+        self.guest = bundled_guest()
         self.metrics: dict[tuple[str, str], Metric] = {}
         self.boot_exits: dict[str, list[int]] = {}
         self.tsc_khz = _tsc_khz()

@@ -14,7 +14,7 @@ business, given as callables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from construct import Int64ul, Struct
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 REGISTER_SPAN = 8  # offsets 0-7 from the base port
 RX_FIFO_SIZE = 16
