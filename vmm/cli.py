@@ -97,10 +97,6 @@ def _config(args) -> VmConfig:
     )
 
 
-def _write_stdout(data: bytes) -> None:
-    write_all(1, data)
-
-
 def _pump_input(vm, interactive: bool) -> None:
     """Feed stdin to the guest until the VM stops; handle the Ctrl-A escape on a tty."""
     escape = EscapeFilter()
@@ -127,7 +123,7 @@ def _pump_input(vm, interactive: bool) -> None:
         if data:
             vm.send(data)
         if "help" in commands:
-            _write_stdout(HELP.encode())
+            write_all(1, HELP.encode())
         if "quit" in commands:
             vm.stop()
 
@@ -155,7 +151,7 @@ def cmd_run(args) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if interactive:
-        _write_stdout(b"\r\n")
+        write_all(1, b"\r\n")
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
         print(f"vmm: exits: {counts}", file=sys.stderr)

@@ -114,7 +114,6 @@ class MicroVM:
         self.created_at: float | None = None
         self._kvm = self._vm = self._vcpu = self.memory = None
         self._eventfds: list[int] = []
-        self.virtio_transports: list = []  # VirtioMmioTransport per device
         self._notifiers: dict[int, tuple] = {}  # ioeventfd -> (transport, queue index)
         self._io_thread: threading.Thread | None = None
         self._disks = []
@@ -228,7 +227,6 @@ class MicroVM:
                 self._eventfds.append(notify_fd)
                 self._vm.add_ioeventfd(notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index)
                 self._notifiers[notify_fd] = (transport, queue_index)
-        self.virtio_transports.append(transport)
         return f"virtio_mmio.device={layout.VIRTIO_MMIO_SIZE // 1024}K@0x{addr:x}:{irq}"
 
     def _close_disks(self) -> None:

@@ -71,20 +71,11 @@ class GuestMemory:
             return GuestMemoryError(f"bad guest memory range 0x{addr:x}+{length}")
         return GuestMemoryError(f"guest range 0x{addr:x}+0x{length:x} lies outside guest RAM")
 
-    def _locate(self, addr: int, length: int) -> tuple[int, int]:
-        """Index of the region holding [addr, addr+length) and the offset in it."""
-        if length >= 0 and addr >= 0:
-            for index, (start, end, _) in enumerate(self._spans):
-                if start <= addr and addr + length <= end:
-                    return index, addr - start
-        raise self._outside(addr, length)
-
     def contains(self, addr: int, length: int) -> bool:
-        try:
-            self._locate(addr, length)
-        except GuestMemoryError:
-            return False
-        return True
+        """Whether [addr, addr+length) lies wholly inside one RAM region."""
+        return length >= 0 and addr >= 0 and any(
+            start <= addr and addr + length <= end for start, end, _ in self._spans
+        )
 
     def view(self, addr: int, length: int) -> memoryview:
         """A writable view of [addr, addr+length); raises GuestMemoryError if out of RAM."""

@@ -218,7 +218,7 @@ class Vcpu:
         """KVM_RUN until an exit Python must see; returns 0, or -errno (EINTR after a kick).
 
         The decoded exit is in self.exit; ``self.exit.absorbed`` counts the
-        writes to ignored ports that C handled on the way.
+        port writes C handled on the way (ignored ports, UART output).
         """
         return lib.vmm_run(self.fd, self.run_struct, self.exit, self._fast)
 

@@ -59,7 +59,6 @@ MMIO_VERSION_MODERN = 2
 MMIO_VENDOR = 0x00564D4D  # "MMV\0": this VMM's own vendor ID
 MMIO_INT_VRING = 0x1  # InterruptStatus: used buffer notification
 MMIO_INT_CONFIG = 0x2  # InterruptStatus: configuration change
-MMIO_WINDOW_SIZE = 0x200  # registers plus room for the device config space
 
 # 5.2.3 virtio-blk feature bits.
 VIRTIO_BLK_F_SIZE_MAX = 1
