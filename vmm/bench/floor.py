@@ -64,11 +64,3 @@ def build_floor(cache_dir: str | None = None) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return binary
-
-
-def floor_command(guest_elf: str, mem_mib: int = 128, cmdline: str | None = None) -> list[str]:
-    """The argv that runs guest_elf on the C floor (builds it if needed)."""
-    command = [build_floor(), "--mem", str(mem_mib)]
-    if cmdline is not None:
-        command += ["--cmdline", cmdline]
-    return command + [guest_elf]
