@@ -8,21 +8,16 @@ make the VMM touch host memory outside its RAM.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import GuestMemoryError
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
-@dataclass(frozen=True)
-class MemoryRegion:
-    guest_addr: int
-    size: int
-    mapping: mmap.mmap
-    host_addr: int
+class MemoryRegion(namedtuple("MemoryRegion", "guest_addr size mapping")):
+    __slots__ = ()
 
     @property
     def end(self) -> int:
@@ -46,8 +41,7 @@ class GuestMemory:
                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
-            host_addr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
-            regions.append(MemoryRegion(guest_addr, size, mapping, host_addr))
+            regions.append(MemoryRegion(guest_addr, size, mapping))
         self.regions: tuple[MemoryRegion, ...] = tuple(regions)
         self._views = tuple(memoryview(r.mapping) for r in regions)
         # (start, end, view) per region: the bounds check runs on every guest access

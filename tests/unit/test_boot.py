@@ -2,20 +2,14 @@
 
 import pytest
 
-from vmm.boot.elf import (
-    PT_LOAD,
-    PT_NOTE,
-    XEN_ELFNOTE_PHYS32_ENTRY,
-    Elf64Header,
-    Elf64ProgramHeader,
-    NoteHeader,
-    parse_kernel,
-)
+from vmm.boot.elf import PT_LOAD, PT_NOTE, XEN_ELFNOTE_PHYS32_ENTRY, parse_kernel
 from vmm.boot.loader import load_pvh, memory_map
-from vmm.boot.pvh import E820_RAM, HVM_START_MAGIC, MemmapEntry, ModlistEntry, StartInfo
+from vmm.boot.pvh import E820_RAM, HVM_START_MAGIC
 from vmm.errors import ConfigError, KernelImageError
 from vmm.memory import GuestMemory
 from vmm.x86 import layout
+
+from ..layouts import Elf64Header, Elf64ProgramHeader, MemmapEntry, ModlistEntry, NoteHeader, StartInfo
 
 
 def xen_note(entry: int, note_type: int = XEN_ELFNOTE_PHYS32_ENTRY, name: bytes = b"Xen\0") -> bytes:

@@ -1,5 +1,7 @@
-from vmm.devices.exit_device import FAULT_REPORT, IDLE, IDLE_MAX_US, POWER_OFF, ExitDevice, FaultRecord, GuestFault
+from vmm.devices.exit_device import FAULT_REPORT, IDLE, IDLE_MAX_US, POWER_OFF, ExitDevice, GuestFault
 from vmm.memory import GuestMemory
+
+from ..layouts import FaultRecord
 
 
 def make(memory=None):

@@ -7,10 +7,10 @@ import pytest
 
 from vmm.devices.virtio import VirtioBlock, VirtioMmioTransport
 from vmm.devices.virtio import constants as c
-from vmm.devices.virtio.block import BLOCK_CONFIG
 from vmm.errors import ConfigError
 from vmm.memory import GuestMemory
 
+from ..layouts import BlockConfig
 from .virtio_mock import INDIRECT, NEXT, WRITE, InterruptLine, MockDriver, MockQueue
 
 SECTORS = 64
@@ -84,7 +84,7 @@ def rig(disk):
 
 
 def test_config_space(rig):
-    cfg = BLOCK_CONFIG.parse(rig.dev.config)
+    cfg = BlockConfig.parse(rig.dev.config)
     assert cfg.capacity == SECTORS
     assert cfg.size_max == 1 << 20 and cfg.seg_max == 126 and cfg.blk_size == 512
     base = c.MMIO_CONFIG

@@ -510,11 +510,6 @@ int main(int argc, char **argv)
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
     if (vm < 0)
         fail(EXIT_VMM_FAILURE, "KVM_CREATE_VM: %s", strerror(errno));
-    if (ioctl(vm, KVM_SET_TSS_ADDR, (unsigned long)TSS_ADDR) < 0)
-        fail(EXIT_VMM_FAILURE, "KVM_SET_TSS_ADDR: %s", strerror(errno));
-    if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
-        fail(EXIT_VMM_FAILURE, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-
     ram_size = mem_mib * MIB;
     ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ram == MAP_FAILED)
@@ -523,6 +518,12 @@ int main(int argc, char **argv)
         .slot = 0, .guest_phys_addr = 0, .memory_size = ram_size, .userspace_addr = (uintptr_t)ram,
     };
     xioctl(vm, KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION");
+    /* After the memory, as vmm does: a memory region set once the irqchip
+       exists costs 6-8 ms here, before it 0.1 ms. */
+    if (ioctl(vm, KVM_SET_TSS_ADDR, (unsigned long)TSS_ADDR) < 0)
+        fail(EXIT_VMM_FAILURE, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+    if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
+        fail(EXIT_VMM_FAILURE, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 
     uint64_t entry = load_elf(elf);
     write_boot_info(cmdline);

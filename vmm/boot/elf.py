@@ -1,16 +1,16 @@
 """ELF kernel loading for PVH boot.
 
-Declares the ELF header, program header and note layouts with construct,
-checks everything against the file size and guest RAM before copying, and
-finds the Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
+Declares the ELF header, program header and note layouts, checks everything
+against the file size and guest RAM before copying, and finds the Xen PVH
+entry note (XEN_ELFNOTE_PHYS32_ENTRY).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from collections import namedtuple
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct, StreamError, ConstructError
-
+from ..binary import Layout
 from ..errors import KernelImageError
 
 ELF_MAGIC = b"\x7fELF"
@@ -19,71 +19,28 @@ EM_386, EM_X86_64 = 3, 62
 PT_LOAD, PT_NOTE = 1, 4
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
-ElfIdent = Struct(
-    "magic" / Const(ELF_MAGIC),
-    "elf_class" / Int8ul,
-    "data" / Int8ul,
-    "version" / Int8ul,
-    "pad" / Bytes(9),
+_IDENT = "magic:4s elf_class:B data:B ident_version:B pad:9s"
+_HEADER_REST = "flags:I ehsize:H phentsize:H phnum:H shentsize:H shnum:H shstrndx:H"
+Elf64Header = Layout("Elf64Header", f"{_IDENT} type:H machine:H version:I entry:Q phoff:Q shoff:Q {_HEADER_REST}")
+Elf32Header = Layout("Elf32Header", f"{_IDENT} type:H machine:H version:I entry:I phoff:I shoff:I {_HEADER_REST}")
+Elf64ProgramHeader = Layout(
+    "Elf64ProgramHeader", "type:I flags:I offset:Q vaddr:Q paddr:Q filesz:Q memsz:Q align:Q"
 )
-
-
-def _header(word):
-    return Struct(
-        "ident" / ElfIdent,
-        "type" / Int16ul,
-        "machine" / Int16ul,
-        "version" / Int32ul,
-        "entry" / word,
-        "phoff" / word,
-        "shoff" / word,
-        "flags" / Int32ul,
-        "ehsize" / Int16ul,
-        "phentsize" / Int16ul,
-        "phnum" / Int16ul,
-        "shentsize" / Int16ul,
-        "shnum" / Int16ul,
-        "shstrndx" / Int16ul,
-    )
-
-
-Elf64Header = _header(Int64ul)
-Elf32Header = _header(Int32ul)
-
-Elf64ProgramHeader = Struct(
-    "type" / Int32ul,
-    "flags" / Int32ul,
-    "offset" / Int64ul,
-    "vaddr" / Int64ul,
-    "paddr" / Int64ul,
-    "filesz" / Int64ul,
-    "memsz" / Int64ul,
-    "align" / Int64ul,
+Elf32ProgramHeader = Layout(
+    "Elf32ProgramHeader", "type:I offset:I vaddr:I paddr:I filesz:I memsz:I flags:I align:I"
 )
-Elf32ProgramHeader = Struct(
-    "type" / Int32ul,
-    "offset" / Int32ul,
-    "vaddr" / Int32ul,
-    "paddr" / Int32ul,
-    "filesz" / Int32ul,
-    "memsz" / Int32ul,
-    "flags" / Int32ul,
-    "align" / Int32ul,
-)
-NoteHeader = Struct("namesz" / Int32ul, "descsz" / Int32ul, "type" / Int32ul)
+NoteHeader = Layout("NoteHeader", "namesz:I descsz:I type:I")
+
+# file contents at guest_addr; memsz - len(data) bytes of zeroes follow
+Segment = namedtuple("Segment", "guest_addr data memsz")
 
 
-@dataclass(frozen=True)
-class Segment:
-    guest_addr: int
-    data: bytes  # file contents; memsz - len(data) bytes of zeroes follow
-    memsz: int
-
-
-@dataclass(frozen=True)
 class KernelImage:
-    pvh_entry: int
-    segments: tuple[Segment, ...]
+    __slots__ = ("pvh_entry", "segments")
+
+    def __init__(self, pvh_entry: int, segments: tuple[Segment, ...]):
+        self.pvh_entry = pvh_entry
+        self.segments = segments
 
     @property
     def lowest(self) -> int:
@@ -100,9 +57,9 @@ def _align4(n: int) -> int:
 
 def _find_pvh_entry(note_data: bytes) -> int | None:
     offset = 0
-    while offset + NoteHeader.sizeof() <= len(note_data):
-        note = NoteHeader.parse(note_data[offset:])
-        name_start = offset + NoteHeader.sizeof()
+    while offset + NoteHeader.size <= len(note_data):
+        note = NoteHeader.unpack_from(note_data, offset)
+        name_start = offset + NoteHeader.size
         desc_start = name_start + _align4(note.namesz)
         desc_end = desc_start + note.descsz
         if desc_end > len(note_data):
@@ -121,21 +78,21 @@ def parse_kernel(image: bytes, path: str = "kernel") -> KernelImage:
     try:
         elf_class = image[4]
         if elf_class == ELFCLASS64:
-            header, phdr = Elf64Header.parse(image), Elf64ProgramHeader
+            header, phdr = Elf64Header.unpack_from(image), Elf64ProgramHeader
         elif elf_class == ELFCLASS32:
-            header, phdr = Elf32Header.parse(image), Elf32ProgramHeader
+            header, phdr = Elf32Header.unpack_from(image), Elf32ProgramHeader
         else:
             raise KernelImageError(f"{path}: unknown ELF class {elf_class}")
-        if header.ident.data != 1 or header.machine not in (EM_X86_64, EM_386):
+        if header.data != 1 or header.machine not in (EM_X86_64, EM_386):
             raise KernelImageError(f"{path}: not a little-endian x86 ELF")
-        if header.phentsize != phdr.sizeof() or header.phnum == 0:
+        if header.phentsize != phdr.size or header.phnum == 0:
             raise KernelImageError(f"{path}: ELF has no usable program headers")
         table_end = header.phoff + header.phnum * header.phentsize
         if table_end > len(image):
             raise KernelImageError(f"{path}: ELF program headers lie past the end of the file")
         segments, entry = [], None
         for i in range(header.phnum):
-            ph = phdr.parse(image[header.phoff + i * header.phentsize :])
+            ph = phdr.unpack_from(image, header.phoff + i * header.phentsize)
             if ph.type not in (PT_LOAD, PT_NOTE):
                 continue
             if ph.offset + ph.filesz > len(image):
@@ -147,7 +104,7 @@ def parse_kernel(image: bytes, path: str = "kernel") -> KernelImage:
                 if ph.filesz > ph.memsz:
                     raise KernelImageError(f"{path}: ELF segment {i} has filesz > memsz")
                 segments.append(Segment(ph.paddr, data, ph.memsz))
-    except (StreamError, ConstructError):
+    except struct.error:
         raise KernelImageError(f"{path}: truncated or malformed ELF file") from None
     if entry is None:
         raise KernelImageError(

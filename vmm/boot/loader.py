@@ -6,7 +6,7 @@ from ..errors import ConfigError, GuestMemoryError, KernelImageError
 from ..memory import GuestMemory
 from ..x86 import layout
 from .elf import KernelImage
-from .pvh import E820_RAM, E820_RESERVED, MemmapEntry, ModlistEntry, StartInfo
+from .pvh import E820_RAM, E820_RESERVED, HVM_START_MAGIC, MemmapEntry, ModlistEntry, StartInfo
 
 PAGE = 4096
 
@@ -53,25 +53,21 @@ def load_pvh(memory: GuestMemory, kernel: KernelImage, kernel_path: str, cmdline
                 f"initrd of {len(initrd)} bytes does not fit in guest RAM beside the kernel; give the VM more memory (--mem)"
             )
         memory.write(initrd_addr, initrd)
-        modules = ModlistEntry.build(dict(paddr=initrd_addr, size=len(initrd), cmdline_paddr=0, reserved=0))
+        modules = ModlistEntry.pack(paddr=initrd_addr, size=len(initrd))
         memory.write(layout.MODLIST_ADDR, modules)
 
     entries = memory_map(memory.size)
-    table = b"".join(MemmapEntry.build(dict(addr=a, size=s, type=t, reserved=0)) for a, s, t in entries)
+    table = b"".join(MemmapEntry.pack(addr=a, size=s, type=t) for a, s, t in entries)
     memory.write(layout.MEMMAP_ADDR, table)
 
-    info = StartInfo.build(
-        dict(
-            version=1,
-            flags=0,
-            nr_modules=1 if modules else 0,
-            modlist_paddr=layout.MODLIST_ADDR if modules else 0,
-            cmdline_paddr=layout.CMDLINE_ADDR,
-            rsdp_paddr=0,
-            memmap_paddr=layout.MEMMAP_ADDR,
-            memmap_entries=len(entries),
-            reserved=0,
-        )
+    info = StartInfo.pack(
+        magic=HVM_START_MAGIC,
+        version=1,
+        nr_modules=1 if modules else 0,
+        modlist_paddr=layout.MODLIST_ADDR if modules else 0,
+        cmdline_paddr=layout.CMDLINE_ADDR,
+        memmap_paddr=layout.MEMMAP_ADDR,
+        memmap_entries=len(entries),
     )
     memory.write(layout.START_INFO_ADDR, info)
     if not memory.contains(kernel.pvh_entry, 1):

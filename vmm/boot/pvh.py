@@ -5,32 +5,15 @@ Layouts follow xen/include/public/arch-x86/hvm/start_info.h (version 1).
 
 from __future__ import annotations
 
-from construct import Const, Int32ul, Int64ul, Struct
+from ..binary import Layout
 
 HVM_START_MAGIC = 0x336EC578
 E820_RAM, E820_RESERVED = 1, 2
 
-StartInfo = Struct(
-    "magic" / Const(HVM_START_MAGIC, Int32ul),
-    "version" / Int32ul,
-    "flags" / Int32ul,
-    "nr_modules" / Int32ul,
-    "modlist_paddr" / Int64ul,
-    "cmdline_paddr" / Int64ul,
-    "rsdp_paddr" / Int64ul,
-    "memmap_paddr" / Int64ul,
-    "memmap_entries" / Int32ul,
-    "reserved" / Int32ul,
+StartInfo = Layout(
+    "StartInfo",
+    "magic:I version:I flags:I nr_modules:I modlist_paddr:Q cmdline_paddr:Q rsdp_paddr:Q "
+    "memmap_paddr:Q memmap_entries:I reserved:I",
 )
-ModlistEntry = Struct(
-    "paddr" / Int64ul,
-    "size" / Int64ul,
-    "cmdline_paddr" / Int64ul,
-    "reserved" / Int64ul,
-)
-MemmapEntry = Struct(
-    "addr" / Int64ul,
-    "size" / Int64ul,
-    "type" / Int32ul,
-    "reserved" / Int32ul,
-)
+ModlistEntry = Layout("ModlistEntry", "paddr:Q size:Q cmdline_paddr:Q reserved:Q")
+MemmapEntry = Layout("MemmapEntry", "addr:Q size:Q type:I reserved:I")

@@ -9,10 +9,11 @@ address; reads of nothing return all ones, as on a real bus.
 from __future__ import annotations
 
 import bisect
-import logging
 from collections import Counter
 
-log = logging.getLogger("vmm.bus")
+from ..log import get_logger
+
+log = get_logger("vmm.bus")
 
 
 class Bus:

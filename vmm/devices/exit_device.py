@@ -13,11 +13,10 @@ business, given as callables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from collections.abc import Callable
 
-from construct import Int64ul, Struct
-
+from ..binary import Layout
 from ..errors import GUEST_STATUS_MAX, GuestMemoryError
 
 EXIT_PORT = 0xF4
@@ -25,15 +24,7 @@ EXIT_PORT_SPAN = 12
 POWER_OFF, FAULT_REPORT, IDLE = 0, 4, 8
 IDLE_MAX_US = 1_000_000
 
-FaultRecord = Struct(
-    "vector" / Int64ul,
-    "error_code" / Int64ul,
-    "rip" / Int64ul,
-    "cs" / Int64ul,
-    "rflags" / Int64ul,
-    "rsp" / Int64ul,
-    "ss" / Int64ul,
-)
+FaultRecord = Layout("FaultRecord", "vector:Q error_code:Q rip:Q cs:Q rflags:Q rsp:Q ss:Q")
 
 EXCEPTION_NAMES = {
     0: "#DE divide error", 1: "#DB debug", 2: "NMI", 3: "#BP breakpoint", 4: "#OF overflow",
@@ -45,12 +36,8 @@ EXCEPTION_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class GuestFault:
-    vector: int
-    error_code: int
-    rip: int
-    rsp: int
+class GuestFault(namedtuple("GuestFault", "vector error_code rip rsp")):
+    __slots__ = ()
 
     def describe(self) -> str:
         name = EXCEPTION_NAMES.get(self.vector, "reserved vector")
@@ -84,7 +71,7 @@ class ExitDevice:
                 self._power_off(value)
         elif offset == FAULT_REPORT and size == 4:
             try:
-                record = FaultRecord.parse(self._memory.read(value, FaultRecord.sizeof()))
+                record = FaultRecord.unpack_from(self._memory.read(value, FaultRecord.size))
             except GuestMemoryError:
                 self._fault(f"guest fault report at 0x{value:x} lies outside guest RAM")
                 return

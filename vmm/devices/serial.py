@@ -28,7 +28,7 @@ released, so a slow sink never blocks host input and the host may refill
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections import namedtuple
 from collections.abc import Callable
 
 REGISTER_SPAN = 8  # offsets 0-7 from the base port
@@ -61,26 +61,31 @@ MSR_CTS, MSR_DSR, MSR_RI, MSR_DCD = 0x10, 0x20, 0x40, 0x80
 MSR_CONNECTED_LINE = MSR_CTS | MSR_DSR | MSR_DCD  # what a cabled, ready peer shows
 
 
-@dataclass(frozen=True)
-class SerialState:
+# A named tuple, not a dataclass: importing dataclasses costs ~10 ms of start-up.
+_SERIAL_FIELDS = (
+    ("divisor_latch_low", 0),  # the datasheet leaves DLL/DLM undefined at reset
+    ("divisor_latch_high", 0),
+    ("ier", 0),
+    ("lcr", 0),
+    ("mcr", 0),
+    ("msr", MSR_CONNECTED_LINE),  # line bits and the delta bits not yet read
+    ("scr", 0),
+    ("fifo_control", 0),  # the FCR bits that persist: FIFO enable (bit 0), RX trigger (bits 7:6)
+    ("overrun", False),  # LSR.OE, until LSR is read
+    ("thr_interrupt_pending", False),
+    ("rx_fifo", b""),
+    ("input_backlog", b""),  # host input accepted but not yet in the RX FIFO
+    ("irq_level", False),  # the level last given to irq()
+)
+
+
+class SerialState(namedtuple("SerialState", [name for name, _ in _SERIAL_FIELDS], defaults=[d for _, d in _SERIAL_FIELDS])):
     """Everything needed to rebuild a Uart16550 exactly. Defaults are the reset state.
 
     There is no TX FIFO field: transmission is instant, so it is always empty.
     """
 
-    divisor_latch_low: int = 0  # the datasheet leaves DLL/DLM undefined at reset
-    divisor_latch_high: int = 0
-    ier: int = 0
-    lcr: int = 0
-    mcr: int = 0
-    msr: int = MSR_CONNECTED_LINE  # line bits and the delta bits not yet read
-    scr: int = 0
-    fifo_control: int = 0  # the FCR bits that persist: FIFO enable (bit 0), RX trigger (bits 7:6)
-    overrun: bool = False  # LSR.OE, until LSR is read
-    thr_interrupt_pending: bool = False
-    rx_fifo: bytes = b""
-    input_backlog: bytes = b""  # host input accepted but not yet in the RX FIFO
-    irq_level: bool = False  # the level last given to irq()
+    __slots__ = ()
 
 
 class Uart16550:

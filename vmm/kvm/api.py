@@ -94,7 +94,10 @@ class Vm:
         self.fd = fd
         self._next_slot = 0
 
-    def add_memory(self, guest_addr: int, size: int, host_addr: int) -> None:
+    def add_memory(self, guest_addr: int, mapping) -> None:
+        """Back guest_addr.. with ``mapping`` (an mmap, which must outlive the VM)."""
+        size = len(mapping)
+        host_addr = int(ffi.cast("uintptr_t", ffi.from_buffer(mapping)))
         region = ffi.new(
             "struct kvm_userspace_memory_region *",
             {

@@ -8,59 +8,37 @@ one, otherwise a used entry of length 0.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import struct
 
-import construct as cs
-
+from ...binary import Layout
 from ...errors import ConfigError
+from ...log import get_logger
 from . import constants as c
 from .device import VirtioDevice
 from .queue import DescriptorChain, SplitQueue
 
-log = logging.getLogger("vmm.virtio.block")
+log = get_logger("vmm.virtio.block")
 
 QUEUE_SIZE = 256
 SIZE_MAX = 1 << 20  # largest single data segment we advertise
 SEG_MAX = 126  # data segments per request: header + 126 + status fit 128 descriptors
 
-# 5.2.6 struct virtio_blk_req, the device-readable header.
-REQUEST_HEADER = cs.Struct(
-    "type" / cs.Int32ul,
-    "reserved" / cs.Int32ul,
-    "sector" / cs.Int64ul,
-).compile()
+# 5.2.6 struct virtio_blk_req, the device-readable header: type, reserved, sector.
+REQUEST_HEADER = struct.Struct("<IIQ")
+HEADER_SIZE = REQUEST_HEADER.size
 PARALLEL_BATCH_BYTES = 1 << 20  # a batch at least this large is served by several threads
 IO_WORKERS = min(2, os.cpu_count() or 1)
-_HEADER = struct.Struct("<IIQ")  # the hot path's reading of REQUEST_HEADER
-assert _HEADER.size == REQUEST_HEADER.sizeof()
-HEADER_SIZE = 16
 
-# 5.2.4 struct virtio_blk_config (fields up to write_zeroes_may_unmap).
-BLOCK_CONFIG = cs.Struct(
-    "capacity" / cs.Int64ul,
-    "size_max" / cs.Int32ul,
-    "seg_max" / cs.Int32ul,
-    "geometry" / cs.Struct("cylinders" / cs.Int16ul, "heads" / cs.Int8ul, "sectors" / cs.Int8ul),
-    "blk_size" / cs.Int32ul,
-    "topology" / cs.Struct(
-        "physical_block_exp" / cs.Int8ul,
-        "alignment_offset" / cs.Int8ul,
-        "min_io_size" / cs.Int16ul,
-        "opt_io_size" / cs.Int32ul,
-    ),
-    "writeback" / cs.Int8ul,
-    "unused0" / cs.Int8ul,
-    "num_queues" / cs.Int16ul,
-    "max_discard_sectors" / cs.Int32ul,
-    "max_discard_seg" / cs.Int32ul,
-    "discard_sector_alignment" / cs.Int32ul,
-    "max_write_zeroes_sectors" / cs.Int32ul,
-    "max_write_zeroes_seg" / cs.Int32ul,
-    "write_zeroes_may_unmap" / cs.Int8ul,
-    "unused1" / cs.Bytes(3),
+# 5.2.4 struct virtio_blk_config (fields up to write_zeroes_may_unmap), with
+# the geometry and topology sub-structures flattened.
+BLOCK_CONFIG = Layout(
+    "BlockConfig",
+    "capacity:Q size_max:I seg_max:I cylinders:H heads:B sectors:B blk_size:I "
+    "physical_block_exp:B alignment_offset:B min_io_size:H opt_io_size:I writeback:B unused0:B num_queues:H "
+    "max_discard_sectors:I max_discard_seg:I discard_sector_alignment:I "
+    "max_write_zeroes_sectors:I max_write_zeroes_seg:I write_zeroes_may_unmap:B unused1:3s",
 )
 
 try:
@@ -125,25 +103,8 @@ class VirtioBlock(VirtioDevice):
             | 1 << c.VIRTIO_BLK_F_FLUSH
             | (1 << c.VIRTIO_BLK_F_RO if read_only else 0)
         )
-        self._config = BLOCK_CONFIG.build(
-            dict(
-                capacity=self.capacity,
-                size_max=SIZE_MAX,
-                seg_max=SEG_MAX,
-                geometry=dict(cylinders=0, heads=0, sectors=0),
-                blk_size=c.SECTOR_SIZE,
-                topology=dict(physical_block_exp=0, alignment_offset=0, min_io_size=0, opt_io_size=0),
-                writeback=0,
-                unused0=0,
-                num_queues=1,
-                max_discard_sectors=0,
-                max_discard_seg=0,
-                discard_sector_alignment=0,
-                max_write_zeroes_sectors=0,
-                max_write_zeroes_seg=0,
-                write_zeroes_may_unmap=0,
-                unused1=bytes(3),
-            )
+        self._config = BLOCK_CONFIG.pack(
+            capacity=self.capacity, size_max=SIZE_MAX, seg_max=SEG_MAX, blk_size=c.SECTOR_SIZE, num_queues=1
         )
 
     @staticmethod
@@ -230,7 +191,7 @@ class VirtioBlock(VirtioDevice):
             # The layout drivers use (header, data, status in buffers of their
             # own) needs none of the general path's splitting: ~30% of a 4 KiB
             # read's time. `last` is writable: _answer checked the status byte.
-            kind, _reserved, sector = _HEADER.unpack_from(first.view)
+            kind, _reserved, sector = REQUEST_HEADER.unpack_from(first.view)
             data = buffers[1:-1]
             if kind == c.VIRTIO_BLK_T_IN and all(b.writable for b in data):
                 return self._transfer(os.preadv, sector, [b.view for b in data])
@@ -243,7 +204,7 @@ class VirtioBlock(VirtioDevice):
         header, data_out = _split(readable, HEADER_SIZE)
         if _total(header) < HEADER_SIZE:
             return c.VIRTIO_BLK_S_IOERR, 0
-        kind, _reserved, sector = _HEADER.unpack(b"".join(header))
+        kind, _reserved, sector = REQUEST_HEADER.unpack(b"".join(header))
         if kind == c.VIRTIO_BLK_T_IN:
             if _total(data_out):
                 return c.VIRTIO_BLK_S_IOERR, 0  # data in the wrong direction

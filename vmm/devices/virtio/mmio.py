@@ -15,17 +15,17 @@ transport: ``interrupt(True)`` when an InterruptStatus bit is newly raised,
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 
 from ...errors import GuestMemoryError
+from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
 from .queue import SplitQueue, VirtioError
 
-log = logging.getLogger("vmm.virtio")
+log = get_logger("vmm.virtio")
 
 _U32 = 0xFFFF_FFFF
 _CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
