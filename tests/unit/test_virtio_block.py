@@ -6,9 +6,11 @@ import struct
 import pytest
 
 from vmm.devices.virtio import VirtioBlock, VirtioMmioTransport
+from vmm.devices.virtio import block
 from vmm.devices.virtio import constants as c
 from vmm.errors import ConfigError
 from vmm.memory import GuestMemory
+from vmm.writeback import WriteBehind
 
 from ..layouts import BlockConfig
 from .virtio_mock import INDIRECT, NEXT, WRITE, InterruptLine, MockDriver, MockQueue
@@ -172,6 +174,46 @@ def test_write_then_read(rig, disk):
     assert disk.read_bytes()[10 * 512 : 13 * 512] == payload
     status, used, data = rig.request(c.VIRTIO_BLK_T_IN, 10, in_len=1536)
     assert status == OK and data == payload
+
+
+class RecordingWriteBehind:
+    def __init__(self):
+        self.calls = []
+
+    def start(self, fd, offset, length):
+        self.calls.append((offset, length))
+
+
+def test_large_writes_start_writeback_at_once_small_ones_do_not(tmp_path):
+    path = tmp_path / "big.img"
+    path.write_bytes(bytes(256 * 512))
+    r = Rig(path)
+    r.dev._write_behind = recorder = RecordingWriteBehind()
+    try:
+        payload = os.urandom(block.WRITE_BEHIND_BYTES)
+        r.mem.write(HDR, header(c.VIRTIO_BLK_T_OUT, 2))
+        r.mem.write(DATA, payload)
+        r.submit([(HDR, 16, False), (DATA, len(payload), False), (STATUS, 1, True)])
+        r.drv.notify(0)
+        assert r.mem.read(STATUS, 1)[0] == OK
+        assert recorder.calls == [(2 * 512, len(payload))]
+        assert path.read_bytes()[1024 : 1024 + len(payload)] == payload
+        assert r.request(c.VIRTIO_BLK_T_OUT, 0, out=os.urandom(4096))[0] == OK
+        assert recorder.calls == [(2 * 512, len(payload))]  # the 4 KiB write stays in the page cache
+    finally:
+        r.dev.close()
+
+
+def test_write_behind_runs_on_a_real_file(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        behind = WriteBehind()
+        behind.start(fd, 0, 1 << 20)
+        assert behind._call is not None  # glibc has sync_file_range
+    finally:
+        os.close(fd)
 
 
 def test_last_sector(rig, disk):
