@@ -117,6 +117,12 @@ class Harness:
                 elapsed = time.monotonic() - vm.created_at
                 exits = sum(vm.exit_counts)
             self._record("boot", "VM creation to prompt (in-process)", "ms", "vmm", elapsed * 1000, higher=False, exits=exits)
+            # What any Python monitor pays before its first line runs: with the
+            # floor's figure, the least a `vmm run` process could take here.
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            self._record("boot", "CPython alone (python -c pass)", "ms", "vmm",
+                         (time.monotonic() - started) * 1000, higher=False)
 
     def case_exits(self, contender: Contender) -> None:
         session = self._session(contender)
