@@ -3,8 +3,8 @@
 vmm used construct for these once; importing construct costs ~40 ms (it
 pulls in hashlib's OpenSSL, pdb and inspect), more than QEMU takes to boot
 the guest. struct plus a named tuple reads the same and imports in well
-under a millisecond. tests/layouts.py keeps independent construct declarations of
-every layout, so the tests check these against a second reading of the specs.
+under a millisecond. tests/layouts.py declares every layout again with
+construct, so the tests check these against a second reading of the specs.
 """
 
 from __future__ import annotations
