@@ -4,6 +4,8 @@ Each field gets a distinct value, so a swapped, missized or misplaced field
 shows up as a mismatch in one direction or the other.
 """
 
+import re
+
 import pytest
 
 from vmm.boot import elf, pvh
@@ -38,9 +40,11 @@ PAIRS = [
 
 
 def distinct_values(layout) -> dict:
+    """A different value for every field: field i gets i + 1 (bytes fields: that byte repeated)."""
+    codes = re.findall(r"(\d*)([a-zA-Z])", layout.struct.format.lstrip("<"))
     values = {}
-    for number, (name, code) in enumerate(zip(layout.fields._fields, layout.struct.format[1:].replace("3s", "s"))):
-        values[name] = bytes([number + 1] * 3) if code == "s" else number + 1
+    for number, (name, (count, code)) in enumerate(zip(layout.fields._fields, codes)):
+        values[name] = bytes([number + 1] * int(count)) if code == "s" else number + 1
     return values
 
 
