@@ -1,5 +1,6 @@
 """`vmm run` on a real terminal (a pty): raw mode, the Ctrl-A escape, restoring the tty."""
 
+import contextlib
 import os
 import pty
 import select
@@ -30,17 +31,26 @@ def read_until(fd, needle: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
-def spawn_on_pty():
+@contextlib.contextmanager
+def vmm_on_pty():
+    """`vmm run` with a pty as its terminal; yields (pid, pty fd), and kills it if still running."""
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(ROOT)
         os.execv(sys.executable, [sys.executable, "-m", "vmm", "run", "--mem", "32"])
-    return pid, fd
+    try:
+        yield pid, fd
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
 
 
 def test_interactive_shell_and_ctrl_a_x(guest_elf):
-    pid, fd = spawn_on_pty()
-    try:
+    with vmm_on_pty() as (pid, fd):
         read_until(fd, b"$ ")
         attrs = termios.tcgetattr(fd)
         assert not attrs[3] & termios.ECHO  # raw mode: the guest echoes, not the tty
@@ -51,34 +61,21 @@ def test_interactive_shell_and_ctrl_a_x(guest_elf):
         os.write(fd, b"\x01x")
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
 
 
 def test_exit_status_from_the_terminal(guest_elf):
-    pid, fd = spawn_on_pty()
-    try:
+    with vmm_on_pty() as (pid, fd):
         read_until(fd, b"$ ")
         os.write(fd, b"exit 3\r")
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 3
-    finally:
-        os.close(fd)
 
 
 def test_ctrl_c_goes_to_the_guest(guest_elf):
-    pid, fd = spawn_on_pty()
-    try:
+    with vmm_on_pty() as (pid, fd):
         read_until(fd, b"$ ")
         os.write(fd, b"echo never\x03")
         read_until(fd, b"^C")
         os.write(fd, b"exit 5\r")
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 5  # Ctrl-C cancelled the line, it did not kill vmm
-    finally:
-        os.close(fd)
