@@ -189,17 +189,25 @@ def test_large_writes_start_writeback_at_once_small_ones_do_not(tmp_path):
     path.write_bytes(bytes(256 * 512))
     r = Rig(path)
     r.dev._write_behind = recorder = RecordingWriteBehind()
-    try:
-        payload = os.urandom(block.WRITE_BEHIND_BYTES)
-        r.mem.write(HDR, header(c.VIRTIO_BLK_T_OUT, 2))
+    payload = os.urandom(block.WRITE_BEHIND_BYTES)
+
+    def large_write(sector):
+        r.mem.write(HDR, header(c.VIRTIO_BLK_T_OUT, sector))
         r.mem.write(DATA, payload)
         r.submit([(HDR, 16, False), (DATA, len(payload), False), (STATUS, 1, True)])
         r.drv.notify(0)
-        assert r.mem.read(STATUS, 1)[0] == OK
+        return r.mem.read(STATUS, 1)[0]
+
+    try:
+        assert large_write(2) == OK
         assert recorder.calls == [(2 * 512, len(payload))]
         assert path.read_bytes()[1024 : 1024 + len(payload)] == payload
         assert r.request(c.VIRTIO_BLK_T_OUT, 0, out=os.urandom(4096))[0] == OK
         assert recorder.calls == [(2 * 512, len(payload))]  # the 4 KiB write stays in the page cache
+        # a hostile guest's writes past the end fail before any writeback is asked for
+        for sector in (200, 2**63, 2**64 - 1):
+            assert large_write(sector) == IOERR
+        assert recorder.calls == [(2 * 512, len(payload))]
     finally:
         r.dev.close()
 
