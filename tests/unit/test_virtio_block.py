@@ -97,6 +97,28 @@ def test_config_space(rig):
     assert rig.drv.rd(c.MMIO_QUEUE_NUM_MAX) == 256
 
 
+def test_close_is_idempotent_and_register_events_is_a_noop(disk):
+    dev = VirtioBlock(disk)
+    dev.register_events(object())  # block waits on no host fd
+    dev.close()
+    dev.close()
+    assert dev.fd == -1
+
+
+def test_activated_with_the_transport_interrupt(rig):
+    seen = []
+
+    class Spy(VirtioBlock):
+        def activate(self, memory, queues, interrupt):
+            seen.append((memory, len(queues), interrupt))
+
+    dev = Spy(rig.dev.path, read_only=True)
+    t = VirtioMmioTransport(dev, rig.mem, InterruptLine())
+    MockDriver(t).start([MockQueue.at(rig.mem, 0x1000, 16)])
+    assert seen == [(rig.mem, 1, t.device_interrupt)]
+    dev.close()
+
+
 def test_features(disk):
     rw, ro = VirtioBlock(disk), VirtioBlock(disk, read_only=True)
     for bit in (32, 28, 29, 1, 2, 6, 9):

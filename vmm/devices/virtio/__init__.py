@@ -7,7 +7,7 @@ callback; the transport drives a :class:`VirtioDevice`.
 
 from .block import VirtioBlock
 from .device import VirtioDevice
-from .mmio import VirtioMmioTransport
+from .mmio import TransportInterrupt, VirtioMmioTransport
 from .queue import (
     Buffer,
     ChainError,
@@ -23,6 +23,7 @@ __all__ = [
     "DescriptorChain",
     "QueueError",
     "SplitQueue",
+    "TransportInterrupt",
     "VirtioBlock",
     "VirtioDevice",
     "VirtioError",

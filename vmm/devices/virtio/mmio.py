@@ -11,6 +11,9 @@ The caller routes MMIO accesses to :meth:`read`/:meth:`write` and may call
 can never be reordered between threads) and must not call back into the
 transport: ``interrupt(True)`` when an InterruptStatus bit is newly raised,
 ``interrupt(False)`` when InterruptStatus drops back to 0.
+
+The device gets a :class:`TransportInterrupt` at activate(): its host side
+(input arrived, config changed) enters the transport through it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,34 @@ _QUEUE_ADDRESS_REGS = {
 }
 
 
+# A device calling trigger() from inside its own process() is deferred, not
+# recursed into; this many deferred rounds per notify at most, so a device
+# that re-triggers itself on every call cannot spin the transport forever.
+MAX_DEFERRED_ROUNDS = 64
+
+
+class TransportInterrupt:
+    """The handle a device gets at activate(): its way into the transport.
+
+    Safe from any thread. From inside process() (the transport's lock is an
+    RLock, held by that thread) trigger() does not recurse: the queue is
+    processed again once the current process() returns.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: "VirtioMmioTransport"):
+        self._transport = transport
+
+    def trigger(self, queue_index: int) -> None:
+        """Host-side work on ``queue_index``: process it as a guest notify would."""
+        self._transport.notify(queue_index)
+
+    def config_changed(self) -> None:
+        """New config generation and a configuration-change interrupt."""
+        self._transport.config_changed()
+
+
 class VirtioMmioTransport:
     def __init__(
         self,
@@ -49,7 +80,11 @@ class VirtioMmioTransport:
         self.device = device
         self.memory = memory
         self._interrupt = interrupt
-        self._lock = threading.Lock()
+        # Reentrant: a device may call its TransportInterrupt from process().
+        self._lock = threading.RLock()
+        self._processing = False  # inside device.process(): triggers are deferred
+        self._deferred: set[int] = set()
+        self.device_interrupt = TransportInterrupt(self)
         self.interrupt_status = 0
         self.config_generation = 0
         self.last_error: str | None = None  # why DEVICE_NEEDS_RESET was set
@@ -73,7 +108,8 @@ class VirtioMmioTransport:
                 self._write_register(offset, value & _U32)
 
     def notify(self, queue_index: int) -> None:
-        """The driver kicked a queue (QueueNotify write or ioeventfd)."""
+        """The driver kicked a queue (QueueNotify write or ioeventfd), or the
+        device's host side did (TransportInterrupt.trigger)."""
         with self._lock:
             self._notify(queue_index)
 
@@ -241,7 +277,7 @@ class VirtioMmioTransport:
         for queue in self.queues:
             queue.event_idx = bool(acked & (1 << c.VIRTIO_RING_F_EVENT_IDX))
             queue.indirect = bool(acked & (1 << c.VIRTIO_RING_F_INDIRECT_DESC))
-        self.device.activate(self.memory, self.queues)
+        self.device.activate(self.memory, self.queues, self.device_interrupt)
 
     def _ack(self, value: int) -> None:
         before = self.interrupt_status
@@ -285,7 +321,29 @@ class VirtioMmioTransport:
             self._violation(f"queue {self.queue_sel}: {err}")
 
     def _notify(self, queue_index: int) -> None:
-        if not self._running or queue_index >= len(self.queues):
+        if self._processing:
+            if 0 <= queue_index < len(self.queues):  # bounded: one entry per queue
+                self._deferred.add(queue_index)  # re-entered from process(): run it after
+            return
+        self._processing = True
+        try:
+            self._process_queue(queue_index)
+            rounds = 0
+            while self._deferred:
+                rounds += 1
+                if rounds > MAX_DEFERRED_ROUNDS:
+                    log.warning("virtio device %d keeps re-triggering itself; deferred work dropped",
+                                self.device.device_id)
+                    self._deferred.clear()
+                    break
+                for index in sorted(self._deferred):
+                    self._deferred.discard(index)
+                    self._process_queue(index)
+        finally:
+            self._processing = False
+
+    def _process_queue(self, queue_index: int) -> None:
+        if not self._running or not 0 <= queue_index < len(self.queues):
             return  # 4.2.2: notifications before DRIVER_OK are ignored
         queue = self.queues[queue_index]
         if not queue.ready:
