@@ -201,7 +201,7 @@ class VirtioConsole(VirtioDevice):
     def multiport(self) -> bool:
         return bool(self.acked_features & (1 << VIRTIO_CONSOLE_F_MULTIPORT))
 
-    def activate(self, memory: GuestMemory, queues: list[SplitQueue], interrupt=None) -> None:
+    def activate(self, memory: GuestMemory, queues: list[SplitQueue], interrupt) -> None:
         with self._lock:
             self._queues = queues
             self._interrupt = interrupt
