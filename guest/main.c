@@ -5,6 +5,7 @@
 #include "io.h"
 #include "start_info.h"
 #include "virtio_blk.h"
+#include "virtio_console.h"
 #include "virtio_mmio.h"
 
 u64 boot_tsc;
@@ -31,6 +32,7 @@ void kmain(u64 start_info_pa)
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
     blk_init();
+    vcon_init();
     console_puts("vmm guest ready\n");
     shell_run();
 }

@@ -1,5 +1,6 @@
 /* shell.c - the line-editing shell on COM1 (commands: see README.md). */
 #include "blk_shell.h"
+#include "console_shell.h"
 #include "console.h"
 #include "guest.h"
 #include "io.h"
@@ -209,6 +210,9 @@ static const struct command commands[] = {
     { "blkbench", "[N] [MIB]", "disk benchmark: read, write, 4 KiB random reads", cmd_blkbench },
     { "irqtest", "", "check that UART and disk interrupts arrive (PIC, IF=1)", cmd_irqtest },
     { "serialbench", "N", "print N bytes on the serial console", cmd_serialbench },
+    { "ports", "", "list virtio-console ports", cmd_ports },
+    { "pipe", "IN OUT", "copy console port IN to port OUT until EOF", cmd_pipe },
+    { "conwrite", "PORT TEXT", "write TEXT and a newline to a console port", cmd_conwrite },
     { 0, 0, 0, 0 },
 };
 

@@ -86,8 +86,12 @@ class MicroVM:
         output_fd: int | None = None,
         capture: bool = True,
         capture_limit: int = 16 << 20,
+        virtio_devices=(),
     ):
         self.config = config
+        # Device objects (VirtioDevice) placed after the disks, same slots and
+        # command-line entries; the VM closes them when it closes.
+        self._virtio_devices = tuple(virtio_devices)
         self._output = output
         self._output_fd = output_fd  # serial output also goes to this fd (the CLI's stdout)
         self._capture = capture
@@ -184,8 +188,8 @@ class MicroVM:
         self.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
         cmdline = self.config.base_cmdline()
-        for index, block in enumerate(self._disks):
-            cmdline += " " + self._add_virtio_device(index, block)
+        for index, device in enumerate((*self._disks, *self._virtio_devices)):
+            cmdline += " " + self._add_virtio_device(index, device)
         start_info = load_pvh(self.memory, self._kernel, self._kernel_path, cmdline, self._initrd)
         self._vcpu = vcpu = vm.create_vcpu(0)
         configure_vcpu(
@@ -231,9 +235,10 @@ class MicroVM:
         return f"virtio_mmio.device={layout.VIRTIO_MMIO_SIZE // 1024}K@0x{addr:x}:{irq}"
 
     def _close_disks(self) -> None:
-        for block in self._disks:
-            block.close()
+        for device in (*self._disks, *self._virtio_devices):
+            device.close()
         self._disks = []
+        self._virtio_devices = ()
 
     # --- lifecycle -------------------------------------------------------
     def start(self) -> "MicroVM":
