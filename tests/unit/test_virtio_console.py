@@ -586,3 +586,100 @@ def test_state_restore_checks_bounds(change, message):
     r.dev.write(1, b"\0pending")
     with pytest.raises(ConfigError, match=message):
         VirtioConsole.from_state(change(r.dev.state()), on_output=print)
+
+
+# -- arbitrary descriptor tables on every kind of queue ------------------------------
+
+from vmm.devices.virtio import queue as queue_module  # noqa: E402
+
+from .virtio_mock import INDIRECT, NEXT, WRITE, RecordingMemory, pack_desc  # noqa: E402
+
+FUZZ_REGIONS = [(0x0, 0x10000), (0x20000, 0x4000), (0x40000, 0x1000)]
+FUZZ_TABLE = 0x6800
+fuzz_addresses = st.one_of(
+    st.integers(0x7000, 0xFF00),
+    st.sampled_from([0, 0x1000, FUZZ_TABLE, 0xFFF0, 0x10000, 0x20000, 0x23FF8, 0x40FFF, 2**32, 2**64 - 1]),
+    st.integers(0, 2**64 - 1),
+)
+fuzz_lengths = st.one_of(st.integers(0, 0x400), st.sampled_from([0, 1, 7, 8, 16, 0x1000, 0xFFFFFFFF]))
+fuzz_flags = st.one_of(st.sampled_from([0, NEXT, WRITE, NEXT | WRITE, INDIRECT, INDIRECT | NEXT]), st.integers(0, 7))
+fuzz_desc = st.tuples(fuzz_addresses, fuzz_lengths, fuzz_flags, st.one_of(st.integers(0, 15), st.integers(0, 0xFFFF)))
+
+
+@FUZZ
+@given(
+    target=st.sampled_from([0, 1, 2, 3, 4, 5]),
+    table=st.lists(fuzz_desc, min_size=16, max_size=16),
+    indirect_table=st.lists(fuzz_desc, max_size=12),
+    ring=st.lists(st.one_of(st.integers(0, 15), st.integers(0, 0xFFFF)), min_size=16, max_size=16),
+    count=st.integers(0, 16),
+    wild_count=st.booleans(),
+    indirect=st.booleans(),
+    fill=st.binary(min_size=32, max_size=32),
+)
+def test_arbitrary_chains_on_any_queue(target, table, indirect_table, ring, count, wild_count, indirect, fill):
+    mem = RecordingMemory(FUZZ_REGIONS)
+    dev = VirtioConsole(["in", "out"], on_output=lambda p, d: None, max_input_backlog=4096)
+    t = VirtioMmioTransport(dev, mem, InterruptLine())
+    qs = [MockQueue.at(mem, 0x1000 * i, 16) for i in range(6)]
+    drv = MockDriver(t)
+    drv.start(qs, mask=~0 if indirect else ~(1 << c.VIRTIO_RING_F_INDIRECT_DESC))
+    for region_addr, region_size in FUZZ_REGIONS[1:]:
+        mem.write(region_addr, (fill * (region_size // 32 + 1))[:region_size])
+
+    def control(port, event, value):  # a well-formed message, out of the fuzzed range
+        addr = 0x6C00 + 8 * qs[3].avail_idx
+        mem.write(addr, ctrl(port, event, value))
+        qs[3].add_chain([(addr, 8, False)])
+        drv.notify(3)
+
+    # a running device with work waiting: control messages queued, input pending on port 0
+    control(0, con.DEVICE_READY, 1)
+    control(0, con.PORT_READY, 1)
+    control(1, con.PORT_READY, 1)
+    control(0, con.PORT_OPEN, 1)
+    dev.write(0, fill * 8)
+    # the target queue's next entries come from the fuzzer
+    q = qs[target]
+    for i in range(16):
+        q.write_desc(i, *table[i])
+    if indirect_table:
+        mem.write(FUZZ_TABLE, b"".join(pack_desc(*d) for d in indirect_table))
+    for k in range(16):
+        mem.write_int(q.avail_addr + 4 + 2 * ((q.avail_idx + k) % 16), 2, ring[k])
+    new_idx = (q.avail_idx + count) & 0xFFFF if not wild_count else ring[0]
+    popped = []
+    for queue in t.queues:
+        original = queue._take
+        queue._take = lambda *a, _orig=original: popped.append(_orig(*a)) or popped[-1]
+    used_before = [qq.used_idx for qq in qs]
+    mem.granted.clear()
+    before = mem.snapshot()
+    mem.write_int(q.avail_addr + 2, 2, new_idx)
+    drv.notify(target)
+    dev.write(0, b"more")  # host-side trigger on port 0's receive queue
+    dev.close_port(0)
+    after = mem.snapshot()
+    mem.write_int(q.avail_addr + 2, 2, q.avail_idx)  # (only so `before` and `after` compare)
+
+    for addr, length in mem.granted:
+        assert mem.in_ram(addr, length), (hex(addr), length)
+    allowed = [(qq.used_addr, qq.end) for qq in qs] + [(q.avail_addr + 2, q.avail_addr + 4)]
+    allowed += [(b.addr, b.addr + b.length) for ch in popped for b in ch.buffers if b.writable]
+    for region, old, new in zip(mem.regions, before, after):
+        if old != new:
+            for off in range(len(old)):
+                if old[off] != new[off]:
+                    addr = region.guest_addr + off
+                    assert any(lo <= addr < hi for lo, hi in allowed), hex(addr)
+    clobbered = any(
+        b.writable and b.length and b.addr < 0x6000 for ch in popped for b in ch.buffers
+    )
+    if not clobbered and (new_idx - q.avail_idx) & 0xFFFF <= 16:
+        assert not drv.status & c.STATUS_DEVICE_NEEDS_RESET
+        # every chain popped was answered
+        answered = sum((qq.used_idx - ub) & 0xFFFF for qq, ub in zip(qs, used_before))
+        assert answered == len(popped)
+    assert len(dev._control) <= dev._control_limit
+    assert dev.input_backlog(0) <= 4096
+    assert t.read(c.MMIO_MAGIC_VALUE, 4) == c.MMIO_MAGIC
