@@ -258,6 +258,32 @@ def test_driver_failure_values_are_respected(rig):
     assert rig.control_messages() == []
 
 
+def test_console_port_nomination_and_resize():
+    r = Rig(["tty", "data"], console_port=0)
+    r.dev.resize(100, 30)  # before the guest is ready: config only
+    assert ConsoleConfig.parse(r.dev.config).cols == 100
+    r.handshake()
+    msgs = r.control_messages()
+    assert (0, con.CONSOLE_PORT, 1, b"") in msgs
+    assert not any(m[1] == con.CONSOLE_PORT and m[0] == 1 for m in msgs)
+    r.dev.resize(132, 43)
+    assert r.control_messages() == [(0, con.RESIZE, 0, struct.pack("<HH", 132, 43))]
+    # without receive buffers, a newer size replaces the one still waiting
+    r2 = Rig(["tty"], console_port=0)
+    r2.handshake(buffers=3)  # ADD, then CONSOLE_PORT and NAME: OPEN and the rest wait
+    for size in range(50):
+        r2.dev.resize(80 + size, 24)
+    assert len(r2.dev._control) == 2  # OPEN, one RESIZE
+    r2.post(con.CONTROL_RX, 128)
+    r2.post(con.CONTROL_RX, 128)
+    assert r2.control_messages()[-1] == (0, con.RESIZE, 0, struct.pack("<HH", 129, 24))
+
+
+def test_console_port_must_exist():
+    with pytest.raises(ConfigError, match="console port"):
+        VirtioConsole(["a"], on_output=print, console_port=1)
+
+
 # -- guest -> host -----------------------------------------------------------------
 
 

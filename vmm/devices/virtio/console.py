@@ -12,6 +12,8 @@ Handshake (5.3.6.2): the driver sends DEVICE_READY; the device answers
 DEVICE_ADD for each port; the driver answers PORT_READY per port; the device
 then sends PORT_NAME and PORT_OPEN (whether the host end is connected). The
 driver's PORT_OPEN says whether a program in the guest has the port open.
+One port may be nominated a console (CONSOLE_PORT, before its name; Linux
+makes it an hvc terminal); :meth:`resize` sends it RESIZE.
 
 Host -> guest: :meth:`write` appends to the port's backlog (at most
 ``max_input_backlog`` bytes each; it returns how much it took, 0 when full,
@@ -71,6 +73,8 @@ CONTROL = struct.Struct("<IHH")
 # struct virtio_console_config: cols u16, rows u16, max_nr_ports u32, emerg_wr u32
 # (cols before rows, as Linux and QEMU lay it out).
 CONFIG = struct.Struct("<HHII")
+# struct virtio_console_resize, after a RESIZE message: cols u16, rows u16.
+RESIZE_SIZE = struct.Struct("<HH")
 
 QUEUE_SIZE = 256
 MAX_PORTS = 31  # 64 queues: more than any sandbox needs
@@ -117,7 +121,10 @@ class PortState(namedtuple("PortState", "name guest_ready guest_open host_open e
 
 
 class ConsoleState(
-    namedtuple("ConsoleState", "cols rows max_input_backlog acked_features device_ready ports control_pending")
+    namedtuple(
+        "ConsoleState",
+        "cols rows max_input_backlog console_port acked_features device_ready ports control_pending",
+    )
 ):
     """The device in a snapshot; every field is checked again by from_state()."""
 
@@ -150,11 +157,14 @@ class VirtioConsole(VirtioDevice):
         max_input_backlog: int = DEFAULT_INPUT_BACKLOG,
         cols: int = 80,
         rows: int = 24,
+        console_port: int | None = None,
     ):
         """``on_output(port, data)``: guest output, called under the transport's lock
         on whatever thread processed the queue; keep it short (hand off slow sinks).
         ``on_writable(port)``: a backlog that was full has room again.
-        ``on_guest_open(port, opened)``: the guest opened or closed the port."""
+        ``on_guest_open(port, opened)``: the guest opened or closed the port.
+        ``console_port``: nominate this port as a text console (CONSOLE_PORT;
+        Linux makes it an hvc terminal); only it gets RESIZE messages."""
         super().__init__()
         names = list(port_names)
         if not 1 <= len(names) <= MAX_PORTS:
@@ -167,6 +177,9 @@ class VirtioConsole(VirtioDevice):
             raise ConfigError("virtio-console: port names must be unique")
         if not isinstance(max_input_backlog, int) or max_input_backlog < 1:
             raise ConfigError("virtio-console: max_input_backlog must be a positive number of bytes")
+        if console_port is not None and not (isinstance(console_port, int) and 0 <= console_port < len(names)):
+            raise ConfigError(f"virtio-console: console port {console_port!r} is not one of the ports")
+        self.console_port = console_port
         self.port_names = tuple(names)
         self.max_input_backlog = max_input_backlog
         self.cols, self.rows = cols & 0xFFFF, rows & 0xFFFF
@@ -183,8 +196,9 @@ class VirtioConsole(VirtioDevice):
         self._room = threading.Condition(self._lock)
         self._ports = [_Port(name) for name in names]
         self._control: deque[bytes] = deque()
-        # Each port adds at most ADD, NAME, OPEN(1) and OPEN(0) between resets,
-        # plus one OPEN(0) per close_port(): bounded whatever the guest does.
+        # Each port adds at most ADD, CONSOLE_PORT, NAME, OPEN(1) and OPEN(0)
+        # between resets: bounded whatever the guest does. RESIZE replaces
+        # a RESIZE still waiting rather than queueing behind it.
         self._control_limit = 8 * len(names) + 8
         self._device_ready = False
         self._queues: list[SplitQueue] = []
@@ -278,6 +292,22 @@ class VirtioConsole(VirtioDevice):
             port.host_open = False
             self._maybe_send_eof(port_id, port)
             self._room.notify_all()
+            interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt.trigger(CONTROL_RX)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The console port's terminal changed size: RESIZE to the guest (5.3.6.2)."""
+        with self._lock:
+            self.cols, self.rows = cols & 0xFFFF, rows & 0xFFFF
+            port_id = self.console_port
+            if port_id is None or not self.multiport or not self._ports[port_id].guest_ready:
+                return
+            message = control_message(port_id, RESIZE, 0, RESIZE_SIZE.pack(self.cols, self.rows))
+            stale = [m for m in self._control if m[:8] == message[:8]]
+            for m in stale:
+                self._control.remove(m)
+            self._queue_control(message)
             interrupt = self._interrupt
         if interrupt is not None:
             interrupt.trigger(CONTROL_RX)
@@ -488,6 +518,8 @@ class VirtioConsole(VirtioDevice):
                 return
             port.guest_ready = True
             connected = port.host_open or bool(port.backlog)
+            if port_id == self.console_port:
+                self._queue_control(control_message(port_id, CONSOLE_PORT, 1))
             self._queue_control(control_message(port_id, PORT_NAME, 0, port.name.encode()))
             self._queue_control(control_message(port_id, PORT_OPEN, int(connected)))
             port.told_connected = connected
@@ -513,7 +545,7 @@ class VirtioConsole(VirtioDevice):
                 for p in self._ports
             )
             return ConsoleState(
-                self.cols, self.rows, self.max_input_backlog, self.acked_features,
+                self.cols, self.rows, self.max_input_backlog, self.console_port, self.acked_features,
                 self._device_ready, ports, tuple(self._control),
             )
 
@@ -533,6 +565,7 @@ class VirtioConsole(VirtioDevice):
             device = cls(
                 names, on_output=on_output, on_writable=on_writable, on_guest_open=on_guest_open,
                 max_input_backlog=state.max_input_backlog, cols=int(state.cols), rows=int(state.rows),
+                console_port=state.console_port,
             )
             if not 0 <= state.acked_features < 1 << 64 or state.acked_features & ~device.features:
                 raise ConfigError("virtio-console state: features not offered")
