@@ -410,8 +410,9 @@ long vcon_read(int port, void *buf, size_t len)
         if (n)
             return (long)n;
         poll_control();
-        /* PORT_OPEN 0 comes after the last data: look at the ring once more. */
-        if (con.multiport && p->open_known && !p->host_open)
+        /* PORT_OPEN 0 comes after the last data: look at the ring once more.
+           A host end never reported open reads as closed, as in Linux. */
+        if (con.multiport && !p->host_open)
             return (long)take_input(p, buf, len);
         vq_notify(&p->rx);      /* the device may be waiting for buffers */
         wait_step(&w, &p->rx);  /* EOF comes on the control queue: polled above */
@@ -428,7 +429,7 @@ bool vcon_readable(int port)
     if (input_waiting(p))
         return true;
     poll_control();
-    return input_waiting(p) || (con.multiport && p->open_known && !p->host_open) || con.broken;
+    return input_waiting(p) || (con.multiport && !p->host_open) || con.broken;
 }
 
 static void reap_tx(struct port *p)
