@@ -525,6 +525,9 @@ bool vcon_present(void)
 int vcon_port_count(void)
 {
     int count = 0;
+
+    if (con.present)
+        poll_control();         /* open/close news since the last call */
     for (u32 i = 0; i < con.nports; i++)
         if (con.ports[i].added)
             count = (int)i + 1;
