@@ -380,10 +380,19 @@ def test_invalid_chain_without_status_byte(rig):
     q = rig.q
     q.write_desc(0, HDR, 16, NEXT, 0)  # loops on itself, readable only
     q.publish(0)
-    q.publish(99)  # head out of range
     rig.drv.notify(0)
-    assert rig.q.used(0) == (0, 0) and rig.q.used(1) == (99, 0)
+    assert rig.q.used_idx == 1 and rig.q.used(0) == (0, 0)
     assert not rig.drv.status & c.STATUS_DEVICE_NEEDS_RESET
+
+
+def test_head_out_of_range_answers_earlier_chains_then_needs_reset(rig):
+    q = rig.q
+    q.write_desc(0, HDR, 16, NEXT, 0)
+    q.publish(0)
+    q.publish(99)  # not a descriptor index: the ring is broken, no chain to return
+    rig.drv.notify(0)
+    assert rig.q.used_idx == 1 and rig.q.used(0) == (0, 0)
+    assert rig.drv.status & c.STATUS_DEVICE_NEEDS_RESET
 
 
 def test_indirect_not_negotiated_answered(disk):

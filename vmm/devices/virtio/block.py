@@ -24,7 +24,10 @@ log = get_logger("vmm.virtio.block")
 
 QUEUE_SIZE = 256
 SIZE_MAX = 1 << 20  # largest single data segment we advertise
-SEG_MAX = 126  # data segments per request: header + 126 + status fit 128 descriptors
+SEG_MAX = 126  # data segments per request we advertise (config seg_max)
+# Descriptors per request we accept: header + SEG_MAX segments + status. A
+# longer chain (or indirect table) is refused unwalked and answered IOERR.
+MAX_CHAIN_LEN = SEG_MAX + 2
 
 # 5.2.6 struct virtio_blk_req, the device-readable header: type, reserved, sector.
 REQUEST_HEADER = struct.Struct("<IIQ")
@@ -74,6 +77,7 @@ def _total(views: list[memoryview]) -> int:
 class VirtioBlock(VirtioDevice):
     device_id = c.VIRTIO_ID_BLOCK
     queue_max_sizes = (QUEUE_SIZE,)
+    max_chain_len = MAX_CHAIN_LEN
 
     def __init__(self, path: str | os.PathLike, read_only: bool = False, disk_id: bytes | None = None):
         super().__init__()
@@ -145,9 +149,15 @@ class VirtioBlock(VirtioDevice):
         return self._config
 
     def process(self, queue_index: int, queue: SplitQueue) -> bool:
-        chains = queue.pop_all()
-        if not chains:
-            return False
+        # Pop and answer batch by batch: a batch's memory is bounded
+        # (queue.pop_batch), and the guest sees answers as each one completes.
+        added = False
+        while chains := queue.pop_batch():
+            self._answer_batch(queue, chains)
+            added = True
+        return added
+
+    def _answer_batch(self, queue: SplitQueue, chains: list[DescriptorChain]) -> None:
         if len(chains) > 1 and sum(b.length for ch in chains for b in ch.buffers if b.writable) >= PARALLEL_READ_BYTES:
             # Large reads: preadv releases the GIL, so several run at once
             # (copying from the page cache is most of their cost). Writes stay
@@ -159,7 +169,6 @@ class VirtioBlock(VirtioDevice):
         else:
             used = [self._answer(chain) for chain in chains]
         queue.push_used_many([(chain.head, length) for chain, length in zip(chains, used)])
-        return True
 
     def _pool(self):
         if self._executor is None:

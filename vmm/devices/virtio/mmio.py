@@ -31,7 +31,18 @@ from .queue import SplitQueue, VirtioError
 log = get_logger("vmm.virtio")
 
 _U32 = 0xFFFF_FFFF
-_CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
+
+# -- limits on what the guest controls (each tested in test_virtio_mmio.py) -------
+# Config space: only these access widths, only inside the device's config
+# bytes (any alignment); anything else reads 0 and writes nothing.
+CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
+# Feature selectors: 64 feature bits are two 32-bit words. A DeviceFeaturesSel
+# past them reads 0; a DriverFeatures write past them is remembered as one
+# flag (not stored) and makes FEATURES_OK fail.
+FEATURE_WORDS = 2
+# QueueSel: any u32 is stored, only values < len(queues) select a queue.
+# QueueNum: any u32 is stored; QueueReady refuses one that is not a power of
+# two <= QueueNumMax (<= MAX_QUEUE_SIZE), before any ring is touched.
 _QUEUE_ADDRESS_REGS = {
     c.MMIO_QUEUE_DESC_LOW: ("desc_addr", 0),
     c.MMIO_QUEUE_DESC_HIGH: ("desc_addr", 32),
@@ -77,6 +88,8 @@ class VirtioMmioTransport:
         memory: GuestMemory,
         interrupt: Callable[[bool], None],
     ):
+        if any(not 0 < size <= c.MAX_QUEUE_SIZE for size in device.queue_max_sizes):
+            raise ValueError(f"{type(device).__name__}: queue sizes must be 1..{c.MAX_QUEUE_SIZE}")
         self.device = device
         self.memory = memory
         self._interrupt = interrupt
@@ -131,7 +144,8 @@ class VirtioMmioTransport:
         self.driver_features = 0
         self._unknown_feature_bits = False  # driver set bits beyond 64
         self.queue_sel = 0
-        self.queues = [SplitQueue(self.memory, size) for size in self.device.queue_max_sizes]
+        chain_len = self.device.max_chain_len
+        self.queues = [SplitQueue(self.memory, size, chain_len) for size in self.device.queue_max_sizes]
         if self.interrupt_status:
             self.interrupt_status = 0
             self._interrupt(False)
@@ -174,7 +188,7 @@ class VirtioMmioTransport:
         if offset == c.MMIO_VENDOR_ID:
             return c.MMIO_VENDOR
         if offset == c.MMIO_DEVICE_FEATURES:
-            if self.device_features_sel > 1:
+            if self.device_features_sel >= FEATURE_WORDS:
                 return 0
             return self.device.features >> (32 * self.device_features_sel)
         if offset == c.MMIO_QUEUE_NUM_MAX:
@@ -222,7 +236,7 @@ class VirtioMmioTransport:
             self._violation("DriverFeatures written after FEATURES_OK")
             return
         sel = self.driver_features_sel
-        if sel > 1:
+        if sel >= FEATURE_WORDS:
             # No such feature bits exist; remember them so FEATURES_OK fails.
             self._unknown_feature_bits |= value != 0
             return
@@ -363,12 +377,12 @@ class VirtioMmioTransport:
 
     def _read_config(self, offset: int, size: int) -> int:
         config = self.device.config
-        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(config):
+        if size not in CONFIG_ACCESS_SIZES or offset + size > len(config):
             return 0
         return int.from_bytes(config[offset : offset + size], "little")
 
     def _write_config(self, offset: int, size: int, value: int) -> None:
-        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(self.device.config):
+        if size not in CONFIG_ACCESS_SIZES or offset + size > len(self.device.config):
             return
         if self.status & c.STATUS_DEVICE_NEEDS_RESET:
             return
