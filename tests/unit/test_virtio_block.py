@@ -105,22 +105,26 @@ def test_close_is_idempotent_and_register_events_is_a_noop(disk):
     assert dev.fd == -1
 
 
-def test_activated_with_the_transport_interrupt(rig):
+def test_activated_with_the_transport_interrupt(disk):
     seen = []
 
     class Spy(VirtioBlock):
         def activate(self, memory, queues, interrupt):
             seen.append((memory, len(queues), interrupt))
 
-    dev = Spy(rig.dev.path, read_only=True)
-    t = VirtioMmioTransport(dev, rig.mem, InterruptLine())
-    MockDriver(t).start([MockQueue.at(rig.mem, 0x1000, 16)])
-    assert seen == [(rig.mem, 1, t.device_interrupt)]
+    mem = GuestMemory([(0, RAM)])
+    dev = Spy(disk)
+    t = VirtioMmioTransport(dev, mem, InterruptLine())
+    MockDriver(t).start([MockQueue.at(mem, 0x1000, 16)])
+    assert seen == [(mem, 1, t.device_interrupt)]
     dev.close()
 
 
 def test_features(disk):
-    rw, ro = VirtioBlock(disk), VirtioBlock(disk, read_only=True)
+    rw = VirtioBlock(disk)
+    rw.close()
+    ro = VirtioBlock(disk, read_only=True)
+    ro.close()
     for bit in (32, 28, 29, 1, 2, 6, 9):
         assert rw.features & ro.features & (1 << bit)
     assert not rw.features & (1 << c.VIRTIO_BLK_F_RO)

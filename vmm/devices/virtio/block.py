@@ -134,7 +134,30 @@ class VirtioBlock(VirtioDevice):
         if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
             os.close(fd)
             raise ConfigError(f"disk {path}: not a regular file or block device")
+        try:
+            VirtioBlock._lock(fd, path, read_only)
+        except ConfigError:
+            os.close(fd)
+            raise
         return fd
+
+    @staticmethod
+    def _lock(fd: int, path: str, read_only: bool) -> None:
+        """Advisory lock, as QEMU takes one: exclusive for read-write, shared
+        for read-only, so two writers (or a writer and a reader) cannot share
+        an image. flock() locks belong to the open file description, so a
+        second open in this same process conflicts too; closing the fd drops it.
+        """
+        import fcntl  # only when a disk is attached: keeps `vmm run` start-up lean
+
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = "read-write" if read_only else "(only read-only disks can be shared: PATH,ro)"
+            raise ConfigError(f"disk {path}: another VM (or this one) has it open {held}") from None
+        except OSError as err:
+            # A file system without flock (some FUSE mounts): run, but say so.
+            log.warning("disk %s: cannot lock (%s); nothing stops another VM using it", path, err.strerror)
 
     def close(self) -> None:
         if self._executor is not None:

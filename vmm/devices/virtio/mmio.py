@@ -1,9 +1,16 @@
 """virtio-mmio transport, version 2 (virtio 1.x section 4.2.2).
 
-A state machine driven by the guest's register accesses, in the sans-IO
-spirit: it never raises on guest input. A driver that breaks the protocol
-finds DEVICE_NEEDS_RESET in Status (plus a configuration-change interrupt once
-DRIVER_OK is set, 2.1.2) and the device stops until the driver resets it.
+What it guarantees:
+
+- It is a state machine driven by register accesses (:meth:`read`,
+  :meth:`write`) and notifications (:meth:`notify`); it knows nothing of KVM.
+- It never raises on guest input. A driver that breaks the protocol finds
+  DEVICE_NEEDS_RESET in Status (plus a configuration-change interrupt once
+  DRIVER_OK is set, 2.1.2) and the device stops until the driver resets it.
+- It is *not* sans-IO: a notify runs the device's process(), which does the
+  device's I/O (disk reads and writes, guest-memory copies) synchronously,
+  under the transport's lock. A register access therefore waits for any
+  request batch in progress on another thread.
 
 The caller routes MMIO accesses to :meth:`read`/:meth:`write` and may call
 :meth:`notify` from an ioeventfd thread; one lock serialises both. The
