@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections import namedtuple
 
 from ...binary import Layout
 from ...errors import ConfigError
@@ -18,7 +19,7 @@ from ...log import get_logger
 from ...writeback import WriteBehind
 from . import constants as c
 from .device import VirtioDevice
-from .queue import DescriptorChain, SplitQueue
+from .queue import DescriptorChain, SplitQueue, StateError, check_bool, check_uint
 
 log = get_logger("vmm.virtio.block")
 
@@ -72,6 +73,13 @@ def _split(views: list[memoryview], n: int) -> tuple[list[memoryview], list[memo
 
 def _total(views: list[memoryview]) -> int:
     return sum(len(v) for v in views)
+
+
+class BlockState(namedtuple("BlockState", "path size read_only disk_id")):
+    """What a restore checks to know it reopened the same disk (the fd is
+    reopened, not saved; the image's contents are the file's business)."""
+
+    __slots__ = ()
 
 
 class VirtioBlock(VirtioDevice):
@@ -158,6 +166,29 @@ class VirtioBlock(VirtioDevice):
         except OSError as err:
             # A file system without flock (some FUSE mounts): run, but say so.
             log.warning("disk %s: cannot lock (%s); nothing stops another VM using it", path, err.strerror)
+
+    def state(self) -> BlockState:
+        return BlockState(self.path, self.size_bytes, self.read_only, self.disk_id)
+
+    @classmethod
+    def from_state(cls, state: BlockState) -> "VirtioBlock":
+        """Reopen (and lock) the disk a record names; StateError if the record
+        is malformed or the file is no longer the same size."""
+        if not isinstance(state, BlockState):
+            raise StateError(f"virtio state: disk record is a {type(state).__name__}, not a BlockState")
+        if type(state.path) is not str or not state.path or "\0" in state.path:
+            raise StateError(f"virtio state: disk path {state.path!r:.60} is not a file name")
+        size = check_uint("disk size", state.size, 64)
+        if size % c.SECTOR_SIZE:
+            raise StateError(f"virtio state: disk size {size} is not a multiple of {c.SECTOR_SIZE}")
+        read_only = check_bool("disk read_only", state.read_only)
+        if type(state.disk_id) is not bytes or len(state.disk_id) > c.VIRTIO_BLK_ID_BYTES:
+            raise StateError(f"virtio state: disk id {state.disk_id!r:.40} is not up to {c.VIRTIO_BLK_ID_BYTES} bytes")
+        disk = cls(state.path, read_only=read_only, disk_id=state.disk_id)
+        if disk.size_bytes != size:
+            disk.close()
+            raise StateError(f"disk {state.path}: {disk.size_bytes} bytes now, {size} in the snapshot")
+        return disk
 
     def close(self) -> None:
         if self._executor is not None:

@@ -26,6 +26,7 @@ The device gets a :class:`TransportInterrupt` at activate(): its host side
 from __future__ import annotations
 
 import threading
+from collections import namedtuple
 from collections.abc import Callable
 
 from ...errors import GuestMemoryError
@@ -33,7 +34,14 @@ from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .queue import SplitQueue, VirtioError
+from .queue import (
+    QueueState,
+    SplitQueue,
+    StateError,
+    VirtioError,
+    check_bool,
+    check_uint,
+)
 
 log = get_logger("vmm.virtio")
 
@@ -47,7 +55,9 @@ CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
 # past them reads 0; a DriverFeatures write past them is remembered as one
 # flag (not stored) and makes FEATURES_OK fail.
 FEATURE_WORDS = 2
-# QueueSel: any u32 is stored, only values < len(queues) select a queue.
+# Selectors are stored clamped (a feature selector to FEATURE_WORDS, QueueSel
+# to len(queues) = "no queue"): the guest cannot tell, and a state record
+# then has only a few possible values to check.
 # QueueNum: any u32 is stored; QueueReady refuses one that is not a power of
 # two <= QueueNumMax (<= MAX_QUEUE_SIZE), before any ring is touched.
 _QUEUE_ADDRESS_REGS = {
@@ -86,6 +96,27 @@ class TransportInterrupt:
     def config_changed(self) -> None:
         """New config generation and a configuration-change interrupt."""
         self._transport.config_changed()
+
+
+_STATUS_BITS = (
+    c.STATUS_ACKNOWLEDGE | c.STATUS_DRIVER | c.STATUS_FEATURES_OK | c.STATUS_DRIVER_OK
+    | c.STATUS_DEVICE_NEEDS_RESET | c.STATUS_FAILED
+)
+# 3.1.1: each of these needs the one before it (the state machine enforces it).
+_STATUS_ORDER = (c.STATUS_ACKNOWLEDGE, c.STATUS_DRIVER, c.STATUS_FEATURES_OK, c.STATUS_DRIVER_OK)
+_INTERRUPT_BITS = c.MMIO_INT_VRING | c.MMIO_INT_CONFIG
+
+
+class TransportState(
+    namedtuple(
+        "TransportState",
+        "status device_features_sel driver_features_sel driver_features unknown_feature_bits "
+        "queue_sel interrupt_status config_generation acked_features queues",
+    )
+):
+    """The transport's registers and its queues' states (a tuple of QueueState)."""
+
+    __slots__ = ()
 
 
 class VirtioMmioTransport:
@@ -139,6 +170,74 @@ class VirtioMmioTransport:
             self.config_generation = (self.config_generation + 1) & _U32
             if self.status & c.STATUS_DRIVER_OK:
                 self._raise(c.MMIO_INT_CONFIG)
+
+    # -- state records ----------------------------------------------------------
+
+    def state(self) -> TransportState:
+        with self._lock:
+            return TransportState(
+                self.status, self.device_features_sel, self.driver_features_sel, self.driver_features,
+                self._unknown_feature_bits, self.queue_sel, self.interrupt_status, self.config_generation,
+                self.device.acked_features, tuple(q.state() for q in self.queues),
+            )
+
+    @classmethod
+    def from_state(
+        cls, device: VirtioDevice, memory: GuestMemory, interrupt: Callable[[bool], None], state: TransportState
+    ) -> "VirtioMmioTransport":
+        """Rebuild a transport (and re-activate its device) from an untrusted record.
+
+        Raises StateError for any record the state machine could not have
+        reached. The interrupt line is not driven: the caller restores its
+        level (high while ``interrupt_status`` is non-zero).
+        """
+        t = cls(device, memory, interrupt)
+        if not isinstance(state, TransportState):
+            raise StateError(f"virtio state: transport record is a {type(state).__name__}, not a TransportState")
+        status = check_uint("status", state.status, 8)
+        if status & ~_STATUS_BITS:
+            raise StateError(f"virtio state: status 0x{status:02x} has bits no device sets")
+        for before, after in zip(_STATUS_ORDER, _STATUS_ORDER[1:]):
+            if status & after and not status & before:
+                raise StateError(f"virtio state: status 0x{status:02x} has bit 0x{after:x} without 0x{before:x}")
+        for name, value in (("device_features_sel", state.device_features_sel),
+                            ("driver_features_sel", state.driver_features_sel)):
+            if check_uint(name, value, 32) > FEATURE_WORDS:
+                raise StateError(f"virtio state: {name} {value} > {FEATURE_WORDS}")
+        driver_features = check_uint("driver_features", state.driver_features, 64)
+        unknown_bits = check_bool("unknown_feature_bits", state.unknown_feature_bits)
+        if check_uint("queue_sel", state.queue_sel, 32) > len(t.queues):
+            raise StateError(f"virtio state: queue_sel {state.queue_sel} past the {len(t.queues)} queues")
+        if check_uint("interrupt_status", state.interrupt_status, 32) & ~_INTERRUPT_BITS:
+            raise StateError(f"virtio state: interrupt_status 0x{state.interrupt_status:x} has unknown bits")
+        check_uint("config_generation", state.config_generation, 32)
+        acked = check_uint("acked_features", state.acked_features, 64)
+        t.status, t.driver_features, t._unknown_feature_bits = status, driver_features, unknown_bits
+        if status & c.STATUS_FEATURES_OK:
+            if acked != driver_features or not t._features_acceptable():
+                raise StateError(f"virtio state: acked features 0x{acked:x} are not an acceptable driver choice")
+        elif acked:
+            raise StateError("virtio state: acked features without FEATURES_OK")
+        if not isinstance(state.queues, tuple) or len(state.queues) != len(t.queues):
+            raise StateError(f"virtio state: expected {len(t.queues)} queue records")
+        queues = [
+            SplitQueue.from_state(memory, record, max_size, device.max_chain_len)
+            for record, max_size in zip(state.queues, device.queue_max_sizes)
+        ]
+        negotiated = (bool(acked & (1 << c.VIRTIO_RING_F_EVENT_IDX)), bool(acked & (1 << c.VIRTIO_RING_F_INDIRECT_DESC)))
+        for index, queue in enumerate(queues):
+            # Set at DRIVER_OK from the acked features, False before.
+            expected = negotiated if status & c.STATUS_DRIVER_OK else (False, False)
+            if (queue.event_idx, queue.indirect) != expected:
+                raise StateError(f"virtio state: queue {index} ring features disagree with the acked features")
+        t.device_features_sel, t.driver_features_sel = state.device_features_sel, state.driver_features_sel
+        t.queue_sel, t.interrupt_status = state.queue_sel, state.interrupt_status
+        t.config_generation = state.config_generation
+        t.queues = queues
+        device.acked_features = acked
+        if status & c.STATUS_DRIVER_OK:
+            device.activate(memory, queues, t.device_interrupt)
+        return t
 
     # -- state ----------------------------------------------------------------
 
@@ -223,13 +322,13 @@ class VirtioMmioTransport:
         elif self.status & c.STATUS_DEVICE_NEEDS_RESET:
             pass  # stopped until the driver resets it
         elif offset == c.MMIO_DEVICE_FEATURES_SEL:
-            self.device_features_sel = value
+            self.device_features_sel = min(value, FEATURE_WORDS)
         elif offset == c.MMIO_DRIVER_FEATURES_SEL:
-            self.driver_features_sel = value
+            self.driver_features_sel = min(value, FEATURE_WORDS)
         elif offset == c.MMIO_DRIVER_FEATURES:
             self._write_driver_features(value)
         elif offset == c.MMIO_QUEUE_SEL:
-            self.queue_sel = value
+            self.queue_sel = min(value, len(self.queues))
         elif offset == c.MMIO_QUEUE_NOTIFY:
             self._notify(value)
         elif offset == c.MMIO_QUEUE_READY:

@@ -32,7 +32,7 @@ import struct
 import threading
 from collections import namedtuple
 
-from ...errors import GuestMemoryError, VmmError
+from ...errors import ConfigError, GuestMemoryError, VmmError
 from ...memory import GuestMemory
 from .constants import (
     MAX_QUEUE_SIZE,
@@ -108,6 +108,39 @@ class BufferOutsideRam(ChainError):
 class BadIndirect(ChainError):
     """An INDIRECT descriptor breaks 2.7.5.3: not negotiated, nested, with
     NEXT, or a length that is not a non-zero multiple of 16."""
+
+
+class StateError(ConfigError, ValueError):
+    """A state record (from a snapshot file: untrusted) that no device could
+    have been in; the message names the field. Exit status 2, like bad input."""
+
+
+def check_uint(name: str, value, bits: int) -> int:
+    """``value`` if it is an int in [0, 2^bits), else StateError."""
+    if type(value) is not int or not 0 <= value < 1 << bits:
+        raise StateError(f"virtio state: {name} {value!r:.40} is not a u{bits}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if type(value) is not bool:
+        raise StateError(f"virtio state: {name} {value!r:.40} is not a bool")
+    return value
+
+
+class QueueState(
+    namedtuple(
+        "QueueState",
+        "size ready desc_addr avail_addr used_addr next_avail next_used event_idx indirect signalled_used",
+    )
+):
+    """Everything a SplitQueue keeps outside guest RAM (the rings live in RAM).
+
+    ``signalled_used`` is the used index at the last interrupt decision, or
+    None before the first (EVENT_IDX then always signals).
+    """
+
+    __slots__ = ()
 
 
 _barrier_lock = threading.Lock()
@@ -212,6 +245,51 @@ class SplitQueue:
         self.next_used = 0
         self._signalled_used = None
         self.ready = True
+
+    # -- state records -------------------------------------------------------
+
+    def state(self) -> QueueState:
+        return QueueState(
+            self.size, self.ready, self.desc_addr, self.avail_addr, self.used_addr,
+            self.next_avail, self.next_used, self.event_idx, self.indirect, self._signalled_used,
+        )
+
+    @classmethod
+    def from_state(
+        cls, memory: GuestMemory, state: QueueState, max_size: int, max_chain_len: int = DEFAULT_MAX_CHAIN_LEN
+    ) -> "SplitQueue":
+        """Rebuild a queue from an untrusted record; StateError if no queue could be so.
+
+        A queue that is not ready holds whatever the driver wrote to its
+        registers (QueueNum is a u32 until QueueReady checks it); a ready one
+        passed :meth:`validate` (size a power of two <= ``max_size``, rings
+        aligned and inside guest RAM) and is checked again here.
+        """
+        if not isinstance(state, QueueState):
+            raise StateError(f"virtio state: queue record is a {type(state).__name__}, not a QueueState")
+        queue = cls(memory, check_uint("queue size", state.size, 32), max_chain_len)
+        queue.ready = check_bool("queue ready", state.ready)
+        queue.desc_addr = check_uint("descriptor table address", state.desc_addr, 64)
+        queue.avail_addr = check_uint("available ring address", state.avail_addr, 64)
+        queue.used_addr = check_uint("used ring address", state.used_addr, 64)
+        queue.next_avail = check_uint("next_avail", state.next_avail, 16)
+        queue.next_used = check_uint("next_used", state.next_used, 16)
+        queue.event_idx = check_bool("event_idx", state.event_idx)
+        queue.indirect = check_bool("indirect", state.indirect)
+        if state.signalled_used is not None:
+            check_uint("signalled_used", state.signalled_used, 16)
+        queue._signalled_used = state.signalled_used
+        if queue.ready:
+            if queue.size > max_size:
+                raise StateError(f"virtio state: queue size {queue.size} > its maximum {max_size}")
+            try:
+                queue.validate()
+            except QueueError as err:
+                raise StateError(f"virtio state: {err}") from None
+            in_flight = (queue.next_avail - queue.next_used) & 0xFFFF
+            if in_flight > queue.size:
+                raise StateError(f"virtio state: {in_flight} chains in flight on a queue of {queue.size}")
+        return queue
 
     # -- ring fields ---------------------------------------------------------
 
