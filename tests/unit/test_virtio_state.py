@@ -71,7 +71,8 @@ def restore(t, mem, state=None):
 def test_records_are_plain_comparable_tuples():
     mem, t, drv, queues = running_transport()
     state = t.state()
-    assert isinstance(state, tuple) and isinstance(state.queues[0], QueueState)
+    assert isinstance(state, TransportState) and isinstance(state, tuple)
+    assert isinstance(state.queues, tuple) and isinstance(state.queues[0], QueueState)
     assert state == t.state() and state._replace(config_generation=7) != state
     assert state.status == RUNNING and state.acked_features == Echo.features
 

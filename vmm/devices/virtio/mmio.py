@@ -34,20 +34,13 @@ from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .queue import (
-    QueueState,
-    SplitQueue,
-    StateError,
-    VirtioError,
-    check_bool,
-    check_uint,
-)
+from .queue import SplitQueue, StateError, VirtioError, check_bool, check_uint
 
 log = get_logger("vmm.virtio")
 
 _U32 = 0xFFFF_FFFF
 
-# -- limits on what the guest controls (each tested in test_virtio_mmio.py) -------
+# -- limits on what the guest controls (each pushed past in test_virtio_bounds.py) -------
 # Config space: only these access widths, only inside the device's config
 # bytes (any alignment); anything else reads 0 and writes nothing.
 CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
