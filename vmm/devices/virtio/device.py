@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ...memory import GuestMemory
 from .constants import VIRTIO_F_VERSION_1
-from .queue import SplitQueue
+from .queue import DEFAULT_MAX_CHAIN_LEN, SplitQueue
 
 # The ``interrupt`` handle given to activate() is a mmio.TransportInterrupt:
 #   interrupt.trigger(queue_index): host-side "there is work on this queue";
@@ -37,6 +37,9 @@ class VirtioDevice:
     device_id: int = 0
     features: int = 1 << VIRTIO_F_VERSION_1  # u64 offered to the driver
     queue_max_sizes: tuple[int, ...] = ()
+    # Buffers per descriptor chain the device can use; longer chains (and
+    # indirect tables) are refused unwalked and answered as faulty.
+    max_chain_len: int = DEFAULT_MAX_CHAIN_LEN
 
     def __init__(self) -> None:
         # Set by the transport once the driver's choice is accepted (FEATURES_OK).
