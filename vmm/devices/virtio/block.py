@@ -176,7 +176,7 @@ class VirtioBlock(VirtioDevice):
         is malformed or the file is no longer the same size."""
         if not isinstance(state, BlockState):
             raise StateError(f"virtio state: disk record is a {type(state).__name__}, not a BlockState")
-        if type(state.path) is not str or not state.path or "\0" in state.path:
+        if type(state.path) is not str or not state.path or not state.path.isprintable():
             raise StateError(f"virtio state: disk path {state.path!r:.60} is not a file name")
         size = check_uint("disk size", state.size, 64)
         if size % c.SECTOR_SIZE:
