@@ -43,12 +43,12 @@ import threading
 from collections import deque, namedtuple
 from collections.abc import Callable, Sequence
 
-from ...errors import ConfigError, VmmError
+from ...errors import ConfigError, GuestMemoryError, VmmError
 from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .queue import DescriptorChain, SplitQueue
+from .queue import DescriptorChain, QueueError, SplitQueue, StateError, check_bool, check_uint
 
 log = get_logger("vmm.virtio.console")
 
@@ -80,6 +80,7 @@ QUEUE_SIZE = 256
 MAX_PORTS = 31  # 64 queues: more than any sandbox needs
 MAX_NAME_BYTES = 120  # a PORT_NAME message fits a 128-byte control buffer
 DEFAULT_INPUT_BACKLOG = 1 << 20  # per port
+MAX_INPUT_BACKLOG = 1 << 30  # the most a caller (or a snapshot) may ask for
 OUTPUT_PIECE = 1 << 20  # largest single on_output call
 CONTROL_RX, CONTROL_TX = 2, 3
 
@@ -175,8 +176,8 @@ class VirtioConsole(VirtioDevice):
                 raise ConfigError(f"virtio-console: bad port name {name!r} (1 to {MAX_NAME_BYTES} bytes, no NUL)")
         if len(set(names)) != len(names):
             raise ConfigError("virtio-console: port names must be unique")
-        if not isinstance(max_input_backlog, int) or max_input_backlog < 1:
-            raise ConfigError("virtio-console: max_input_backlog must be a positive number of bytes")
+        if type(max_input_backlog) is not int or not 1 <= max_input_backlog <= MAX_INPUT_BACKLOG:
+            raise ConfigError(f"virtio-console: max_input_backlog must be 1 to {MAX_INPUT_BACKLOG} bytes")
         if console_port is not None and not (isinstance(console_port, int) and 0 <= console_port < len(names)):
             raise ConfigError(f"virtio-console: console port {console_port!r} is not one of the ports")
         self.console_port = console_port
@@ -204,6 +205,7 @@ class VirtioConsole(VirtioDevice):
         self._queues: list[SplitQueue] = []
         self._interrupt = None
         self._closed = False  # close(): wait_writable() stops waiting
+        self._restored = False  # from_state(): the next reset is the transport's rebuild
 
     # -- VirtioDevice -------------------------------------------------------------
 
@@ -225,6 +227,13 @@ class VirtioConsole(VirtioDevice):
                 port.guest_ready = port.guest_open = port.told_connected = True
 
     def reset(self) -> None:
+        if self._restored:
+            # The reset of the transport being rebuilt around a restored device
+            # (VirtioMmioTransport.from_state): keep what the record says.
+            self._restored = False
+            with self._lock:
+                self._queues, self._interrupt = [], None
+            return
         super().reset()
         with self._lock:
             self._queues = []
@@ -343,20 +352,19 @@ class VirtioConsole(VirtioDevice):
     # -- guest -> host: data ----------------------------------------------------------
 
     def _drain_tx(self, port_id: int, queue: SplitQueue) -> bool:
-        chains = queue.pop_all()
-        if not chains:
-            return False
-        answers = []
-        for chain in chains:
-            if chain.valid and not any(b.writable for b in chain.buffers):
-                self._emit(port_id, chain)
-            elif not chain.valid:
-                log.debug("virtio-console: port %d: %s", port_id, chain.error)
-            else:
-                log.debug("virtio-console: port %d: device-writable buffer on a transmit queue", port_id)
-            answers.append((chain.head, 0))  # nothing written into transmit buffers
-        queue.push_used_many(answers)
-        return True
+        added = False
+        # Batch by batch: pop_batch bounds the buffers resolved at once.
+        while chains := queue.pop_batch():
+            for chain in chains:
+                if chain.valid and not any(b.writable for b in chain.buffers):
+                    self._emit(port_id, chain)
+                elif not chain.valid:
+                    log.debug("virtio-console: port %d: %s", port_id, chain.error)
+                else:
+                    log.debug("virtio-console: port %d: device-writable buffer on a transmit queue", port_id)
+            queue.push_used_many([(chain.head, 0) for chain in chains])  # nothing written into them
+            added = True
+        return added
 
     def _emit(self, port_id: int, chain: DescriptorChain) -> None:
         piece = bytearray()
@@ -374,33 +382,42 @@ class VirtioConsole(VirtioDevice):
 
     # -- host -> guest: data ------------------------------------------------------------
 
+    @staticmethod
+    def _pop(queue: SplitQueue):
+        """(chain or None, error): a broken ring ends a batch, after the chains
+        already popped are answered, and is raised to the transport then."""
+        try:
+            return queue.pop(), None
+        except (QueueError, GuestMemoryError) as err:
+            return None, err
+
     def _fill_rx(self, port_id: int, queue: SplitQueue) -> bool:
         port = self._ports[port_id]
         answers = []
+        error = None
         with self._lock:
             if not port.guest_open:
                 return False  # held until the guest opens the port
             had_full = len(port.backlog) >= self.max_input_backlog
             taken_total = 0
-            backlog = memoryview(port.backlog)
-            while taken_total < len(backlog):
-                chain = queue.pop()
-                if chain is None:
-                    break
-                if not chain.valid or any(not b.writable for b in chain.buffers):
-                    log.debug("virtio-console: port %d: bad receive chain %d", port_id, chain.head)
-                    answers.append((chain.head, 0))
-                    continue
-                written = 0
-                for buffer in chain.buffers:
-                    n = min(buffer.length, len(backlog) - taken_total)
-                    if n <= 0:
+            with memoryview(port.backlog) as backlog:  # released before the bytearray shrinks
+                while taken_total < len(backlog):
+                    chain, error = self._pop(queue)
+                    if chain is None:
                         break
-                    buffer.view[:n] = backlog[taken_total : taken_total + n]
-                    taken_total += n
-                    written += n
-                answers.append((chain.head, written))
-            backlog.release()  # before the bytearray may shrink
+                    if not chain.valid or any(not b.writable for b in chain.buffers):
+                        log.debug("virtio-console: port %d: bad receive chain %d", port_id, chain.head)
+                        answers.append((chain.head, 0))
+                        continue
+                    written = 0
+                    for buffer in chain.buffers:
+                        n = min(buffer.length, len(backlog) - taken_total)
+                        if n <= 0:
+                            break
+                        buffer.view[:n] = backlog[taken_total : taken_total + n]
+                        taken_total += n
+                        written += n
+                    answers.append((chain.head, written))
             if taken_total:
                 del port.backlog[:taken_total]
             eof = self._maybe_send_eof(port_id, port)
@@ -414,6 +431,8 @@ class VirtioConsole(VirtioDevice):
             interrupt.trigger(CONTROL_RX)
         if room and self._on_writable is not None:
             self._on_writable(port_id)
+        if error is not None:
+            raise error
         return bool(answers)
 
     def _maybe_send_eof(self, port_id: int, port: _Port) -> bool:
@@ -438,12 +457,13 @@ class VirtioConsole(VirtioDevice):
 
     def _fill_control_rx(self, queue: SplitQueue) -> bool:
         answers = []
+        error = None
         with self._lock:
             while self._control:
-                chain = queue.pop()
+                chain, error = self._pop(queue)
                 if chain is None:
                     break
-                writable = chain.writable if chain.valid else []
+                writable = chain.writable_buffers if chain.valid else []
                 if not writable or len(writable) != len(chain.buffers):
                     answers.append((chain.head, 0))  # malformed: returned, message kept
                     continue
@@ -458,21 +478,26 @@ class VirtioConsole(VirtioDevice):
                 answers.append((chain.head, done))
         if answers:
             queue.push_used_many(answers)
+        if error is not None:
+            raise error
         return bool(answers)
 
     def _process_control_tx(self, queue: SplitQueue) -> bool:
-        chains = queue.pop_all()
-        if not chains:
-            return False
         notices = []  # (port, opened) for on_guest_open, called without our lock
         kicks = set()
+        added = False
+        while chains := queue.pop_batch():
+            with self._lock:
+                for chain in chains:
+                    message = self._read_control(chain)
+                    if message is not None:
+                        self._control_event(*message, notices, kicks)
+            queue.push_used_many([(chain.head, 0) for chain in chains])
+            added = True
+        if not added:
+            return False
         with self._lock:
-            for chain in chains:
-                message = self._read_control(chain)
-                if message is not None:
-                    self._control_event(*message, notices, kicks)
             interrupt = self._interrupt
-        queue.push_used_many([(chain.head, 0) for chain in chains])
         if interrupt is not None:
             for index in sorted(kicks):
                 interrupt.trigger(index)
@@ -558,35 +583,51 @@ class VirtioConsole(VirtioDevice):
         on_writable: Callable[[int], None] | None = None,
         on_guest_open: Callable[[int, bool], None] | None = None,
     ) -> "VirtioConsole":
-        """Rebuild a device; raises ConfigError if any field is out of bounds."""
+        """Rebuild a device from an untrusted record; StateError (exit status 2)
+        names the first field out of bounds. Hand it to
+        VirtioMmioTransport.from_state() next: the reset of that rebuild keeps
+        the restored state, and its activate() reconnects the queues."""
         try:
-            ports = list(state.ports)
-            names = [p.name for p in ports]
-            device = cls(
-                names, on_output=on_output, on_writable=on_writable, on_guest_open=on_guest_open,
-                max_input_backlog=state.max_input_backlog, cols=int(state.cols), rows=int(state.rows),
-                console_port=state.console_port,
-            )
-            if not 0 <= state.acked_features < 1 << 64 or state.acked_features & ~device.features:
-                raise ConfigError("virtio-console state: features not offered")
-            control = list(state.control_pending)
-            if len(control) > device._control_limit or any(
-                not isinstance(m, bytes) or not CONTROL.size <= len(m) <= CONTROL.size + MAX_NAME_BYTES
-                for m in control
-            ):
-                raise ConfigError("virtio-console state: bad pending control messages")
-            device.acked_features = state.acked_features
-            device._device_ready = bool(state.device_ready)
-            device._control.extend(control)
-            for port, saved in zip(device._ports, ports):
-                if not isinstance(saved.backlog, bytes) or len(saved.backlog) > device.max_input_backlog:
-                    raise ConfigError(f"virtio-console state: port {saved.name!r} backlog too large")
-                port.guest_ready = bool(saved.guest_ready)
-                port.guest_open = bool(saved.guest_open) and port.guest_ready
-                port.host_open = bool(saved.host_open)
-                port.eof_sent = bool(saved.eof_sent)
-                port.told_connected = port.guest_ready and not port.eof_sent
-                port.backlog = bytearray(saved.backlog)
+            return cls._restore(state, on_output, on_writable, on_guest_open)
+        except StateError:
+            raise
+        except ConfigError as err:  # what the constructor refuses
+            raise StateError(f"virtio-console state: {str(err).removeprefix('virtio-console: ')}") from None
         except (AttributeError, TypeError, ValueError) as err:
-            raise ConfigError(f"virtio-console state: malformed ({err})") from None
+            raise StateError(f"virtio-console state: malformed record ({err})") from None
+
+    @classmethod
+    def _restore(cls, state, on_output, on_writable, on_guest_open) -> "VirtioConsole":
+        if not isinstance(state, ConsoleState):
+            raise StateError(f"virtio-console state: a {type(state).__name__}, not a ConsoleState")
+        ports = tuple(state.ports)
+        if not all(isinstance(p, PortState) for p in ports):
+            raise StateError("virtio-console state: ports are not PortState records")
+        device = cls(
+            [p.name for p in ports], on_output=on_output, on_writable=on_writable, on_guest_open=on_guest_open,
+            max_input_backlog=check_uint("max_input_backlog", state.max_input_backlog, 64),
+            cols=check_uint("cols", state.cols, 16), rows=check_uint("rows", state.rows, 16),
+            console_port=state.console_port,
+        )
+        acked = check_uint("acked_features", state.acked_features, 64)
+        if acked & ~device.features:
+            raise StateError(f"virtio-console state: acked features 0x{acked:x} were never offered")
+        control = tuple(state.control_pending)
+        if len(control) > device._control_limit or any(
+            type(m) is not bytes or not CONTROL.size <= len(m) <= CONTROL.size + MAX_NAME_BYTES for m in control
+        ):
+            raise StateError("virtio-console state: bad pending control messages")
+        device.acked_features = acked
+        device._device_ready = check_bool("device_ready", state.device_ready)
+        device._control.extend(control)
+        for port, saved in zip(device._ports, ports):
+            if type(saved.backlog) is not bytes or len(saved.backlog) > device.max_input_backlog:
+                raise StateError(f"virtio-console state: port {saved.name!r} backlog too large")
+            port.guest_ready = check_bool("guest_ready", saved.guest_ready)
+            port.guest_open = check_bool("guest_open", saved.guest_open) and port.guest_ready
+            port.host_open = check_bool("host_open", saved.host_open)
+            port.eof_sent = check_bool("eof_sent", saved.eof_sent)
+            port.told_connected = port.guest_ready and not port.eof_sent
+            port.backlog = bytearray(saved.backlog)
+        device._restored = True
         return device
