@@ -298,6 +298,29 @@ def test_guest_output_binary_in_order():
     assert r.q[con.tx_queue(1)].used(0) == (0, 0)  # returned, nothing written into it
 
 
+def test_paused_output_stays_in_the_ring():
+    r = started()
+
+    def full_sink(port, data):  # takes one chunk, then is full
+        r.output.append((port, data))
+        r.dev.pause_output(port)
+
+    r.dev._on_output = full_sink
+    r.send_chain(con.tx_queue(1), [b"one"], notify=False)
+    r.send_chain(con.tx_queue(1), [b"two"], notify=False)
+    r.drv.notify(con.tx_queue(1))
+    assert r.output == [(1, b"one")]
+    assert r.q[con.tx_queue(1)].used_idx == 1  # "two" waits in the guest's ring
+    r.guest_write(1, b"three")
+    assert r.output == [(1, b"one")]
+    r.dev._on_output = lambda port, data: r.output.append((port, data))
+    r.dev.resume_output(1)
+    assert r.output == [(1, b"one"), (1, b"two"), (1, b"three")]
+    assert r.q[con.tx_queue(1)].used_idx == 3
+    r.guest_write(0, b"other port unaffected")
+    assert r.output[-1] == (0, b"other port unaffected")
+
+
 def test_empty_guest_write_makes_no_call():
     r = started()
     r.guest_write(1, b"")

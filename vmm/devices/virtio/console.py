@@ -26,7 +26,11 @@ tell the host when a full backlog has room again.
 
 Guest -> host: each transmit chain's bytes go to ``on_output(port, data)``,
 synchronously and in order, in pieces of at most OUTPUT_PIECE bytes; empty
-chains produce no call.
+chains produce no call. A sink that cannot take more calls
+:meth:`pause_output` (from the callback if it likes) and
+:meth:`resume_output` later: meanwhile the guest's chains stay in its ring,
+so its writes wait and the device holds none of its data. (Host-side sink
+state, not part of state().)
 
 Everything the guest writes is hostile: control messages are checked (size,
 event, port id, order); unknown or repeated ones are ignored, so the device
@@ -133,7 +137,9 @@ class ConsoleState(
 
 
 class _Port:
-    __slots__ = ("name", "guest_ready", "guest_open", "host_open", "eof_sent", "told_connected", "backlog")
+    __slots__ = (
+        "name", "guest_ready", "guest_open", "host_open", "eof_sent", "told_connected", "backlog", "output_paused",
+    )
 
     def __init__(self, name: str):
         self.name = name
@@ -143,6 +149,7 @@ class _Port:
         self.eof_sent = False
         self.told_connected = False  # the guest was sent PORT_OPEN(1) and not yet (0)
         self.backlog = bytearray()
+        self.output_paused = False  # pause_output(): transmit chains stay in the ring
 
 
 class VirtioConsole(VirtioDevice):
@@ -321,6 +328,25 @@ class VirtioConsole(VirtioDevice):
         if interrupt is not None:
             interrupt.trigger(CONTROL_RX)
 
+    def pause_output(self, port_id: int) -> None:
+        """Stop taking the guest's output on this port (a sink that is full):
+        its transmit chains stay in the ring, so the guest's writes wait, and
+        nothing is buffered here. Takes effect between chains."""
+        port = self._port(port_id)
+        with self._lock:
+            port.output_paused = True
+
+    def resume_output(self, port_id: int) -> None:
+        """Take the guest's output again, starting with what waited meanwhile."""
+        port = self._port(port_id)
+        with self._lock:
+            if not port.output_paused:
+                return
+            port.output_paused = False
+            interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt.trigger(tx_queue(port_id))
+
     def port_open(self, port_id: int) -> bool:
         """Whether the guest has the port open (its last PORT_OPEN said 1)."""
         port = self._port(port_id)
@@ -352,9 +378,14 @@ class VirtioConsole(VirtioDevice):
     # -- guest -> host: data ----------------------------------------------------------
 
     def _drain_tx(self, port_id: int, queue: SplitQueue) -> bool:
+        port = self._ports[port_id]
         added = False
-        # Batch by batch: pop_batch bounds the buffers resolved at once.
-        while chains := queue.pop_batch():
+        # Batch by batch (pop_batch bounds the buffers resolved at once), and
+        # chain by chain while paused: on_output may pause the port.
+        while not port.output_paused:
+            chains = queue.pop_batch(1)
+            if not chains:
+                break
             for chain in chains:
                 if chain.valid and not any(b.writable for b in chain.buffers):
                     self._emit(port_id, chain)
