@@ -403,6 +403,18 @@ def test_wait_writable_wakes_a_writer_thread():
     assert woke == [True]
 
 
+def test_closing_the_device_releases_a_waiting_writer():
+    r = started(max_input_backlog=8)
+    r.dev.write(0, b"x" * 8)
+    woke = []
+    t = threading.Thread(target=lambda: woke.append(r.dev.wait_writable(0, timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    r.dev.close()  # the VM went away
+    t.join(5)
+    assert woke == [False]
+
+
 def test_close_port_sends_eof_after_the_backlog():
     r = started()
     r.dev.write(0, b"last words")

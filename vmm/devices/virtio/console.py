@@ -368,7 +368,7 @@ class VirtioConsole(VirtioDevice):
                 lambda: len(port.backlog) < self.max_input_backlog or not port.host_open or self._closed,
                 timeout,
             )
-            return port.host_open and len(port.backlog) < self.max_input_backlog
+            return not self._closed and port.host_open and len(port.backlog) < self.max_input_backlog
 
     def _port(self, port_id: int) -> _Port:
         if not isinstance(port_id, int) or not 0 <= port_id < len(self._ports):
