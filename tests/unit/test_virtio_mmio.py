@@ -530,3 +530,21 @@ def test_config_changed_through_device_interrupt(env):
     assert drv.rd(c.MMIO_CONFIG_GENERATION) == generation + 1
     assert drv.rd(c.MMIO_INTERRUPT_STATUS) == c.MMIO_INT_CONFIG
     assert irq.calls == [True]
+
+
+def test_device_leaving_buffers_queued_does_not_spin(env):
+    """An rx-like queue: buffers wait for host input, process() takes none."""
+    t, dev, irq, drv, queues = env
+    drv.start(queues)  # EVENT_IDX negotiated: publish_avail_event sees pending buffers
+    calls = []
+
+    def idle_process(index, queue):
+        calls.append(index)
+        assert len(calls) < 100, "transport keeps calling process() on a queue the device leaves alone"
+        return False
+
+    dev.process = idle_process
+    queues[0].add_chain([(DATA, 8, True)])
+    drv.notify(0)
+    dev.interrupt.trigger(0)
+    assert calls == [0, 0] and not needs_reset(drv)

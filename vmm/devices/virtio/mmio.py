@@ -464,8 +464,13 @@ class VirtioMmioTransport:
         try:
             added = False
             while True:
+                consumed_from = queue.next_avail
                 added |= self.device.process(queue_index, queue)
-                if not queue.publish_avail_event():
+                # Look again only if buffers arrived while we worked *and* the
+                # device takes buffers now: one that leaves them queued (an rx
+                # queue with no input yet) would otherwise spin here forever.
+                # Each round needs new guest buffers, so the guest bounds it.
+                if not queue.publish_avail_event() or queue.next_avail == consumed_from:
                     break
             if added and queue.needs_interrupt():
                 self._raise(c.MMIO_INT_VRING)
