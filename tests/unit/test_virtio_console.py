@@ -166,7 +166,7 @@ def test_config_space_and_queues(rig):
     assert rig.drv.rd(c.MMIO_DEVICE_ID) == 3
     features = rig.drv.device_features()
     assert features & MULTIPORT and features & (1 << c.VIRTIO_F_VERSION_1)
-    assert not features & (1 << c.VIRTIO_RING_F_EVENT_IDX)
+    assert features & (1 << c.VIRTIO_RING_F_EVENT_IDX) and features & (1 << c.VIRTIO_RING_F_INDIRECT_DESC)
     assert len(rig.dev.queue_max_sizes) == 6  # port 0, control, port 1
     rig.drv.wr(c.MMIO_QUEUE_SEL, 6)
     assert rig.drv.rd(c.MMIO_QUEUE_NUM_MAX) == 0
@@ -370,6 +370,24 @@ def test_input_spread_over_buffers_binary_exact():
     r.post(con.rx_queue(0), 3, 3)
     assert r.dev.write(0, b"abcdef") == 6
     assert r.received(0) == b"abcdef"
+
+
+@pytest.mark.parametrize("event_idx", [True, False], ids=["event-idx", "no-event-idx"])
+def test_host_input_raises_the_used_buffer_interrupt(event_idx):
+    r = started(mask=~0 if event_idx else ~(1 << c.VIRTIO_RING_F_EVENT_IDX))
+    r.open(0, rx_buffers=(16, 16, 16))
+    r.drv.ack_interrupts()
+    raised = r.irq.raised
+    r.dev.write(0, b"wake up")  # from a host thread: interrupt.trigger()
+    assert r.received(0) == b"wake up"
+    assert r.irq.raised == raised + 1
+    assert r.drv.ack_interrupts() & c.MMIO_INT_VRING
+    if event_idx:
+        r.q[0].set_used_event(10)  # the driver wants no interrupt before used index 10
+    else:
+        r.q[0].set_avail_flags(c.VIRTQ_AVAIL_F_NO_INTERRUPT)
+    r.dev.write(0, b"quiet")
+    assert r.received(0) == b"quiet" and r.irq.raised == raised + 1
 
 
 def test_empty_host_write_is_a_noop():

@@ -35,9 +35,7 @@ state, not part of state().)
 Everything the guest writes is hostile: control messages are checked (size,
 event, port id, order); unknown or repeated ones are ignored, so the device
 queues at most a bounded number of control messages whatever the guest does.
-Only EVENT_IDX is not offered: a receive queue is deliberately left with
-available buffers when there is no input, which the transport's EVENT_IDX
-re-check loop would spin on.
+Ring features: INDIRECT_DESC and EVENT_IDX (the queue code honours both).
 """
 
 from __future__ import annotations
@@ -192,7 +190,10 @@ class VirtioConsole(VirtioDevice):
         self.max_input_backlog = max_input_backlog
         self.cols, self.rows = cols & 0xFFFF, rows & 0xFFFF
         self.features = (
-            1 << c.VIRTIO_F_VERSION_1 | 1 << c.VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_CONSOLE_F_MULTIPORT
+            1 << c.VIRTIO_F_VERSION_1
+            | 1 << c.VIRTIO_RING_F_INDIRECT_DESC
+            | 1 << c.VIRTIO_RING_F_EVENT_IDX
+            | 1 << VIRTIO_CONSOLE_F_MULTIPORT
         )
         self.queue_max_sizes = (QUEUE_SIZE,) * (2 * len(names) + 2)
         self._on_output = on_output
