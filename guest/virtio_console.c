@@ -86,6 +86,7 @@ static struct {
     struct vq ctrl_rx, ctrl_tx;
     u8 *ctrl_rx_bufs;
     struct virtio_console_control *ctrl_tx_msgs;
+    u16 ctrl_tx_slots;          /* control messages in flight at most */
     struct port ports[VCON_MAX_PORTS];
     struct vcon_stats stats;
     u64 last_control_tsc;       /* when the last control message arrived */
@@ -217,9 +218,13 @@ static void reap_control_tx(void)
 {
     u16 id;
     u32 len;
-    while (vq_take_used(&con.ctrl_tx, &id, &len))
-        if (id < CTRL_TX_SLOTS && con.ctrl_tx.free_count < CTRL_TX_SLOTS)
-            con.ctrl_tx.free[con.ctrl_tx.free_count++] = id;
+    while (vq_take_used(&con.ctrl_tx, &id, &len)) {
+        if (id >= con.ctrl_tx_slots || con.ctrl_tx.free_count >= con.ctrl_tx_slots) {
+            broken("device returned a control slot we did not give it");
+            return;
+        }
+        con.ctrl_tx.free[con.ctrl_tx.free_count++] = id;
+    }
 }
 
 static void send_control(u32 id, u16 event, u16 value)
@@ -682,6 +687,7 @@ static bool start_device(void)
             goto fail;
         }
         u16 slots = con.ctrl_tx.size < CTRL_TX_SLOTS ? con.ctrl_tx.size : CTRL_TX_SLOTS;
+        con.ctrl_tx_slots = slots;
         for (u16 id = slots; id-- > 0;)
             con.ctrl_tx.free[con.ctrl_tx.free_count++] = id;
     }
