@@ -41,7 +41,7 @@ void cmd_ports(int argc, char **argv)
     }
 }
 
-/* pipe IN OUT: copy port IN to port OUT until EOF on IN. */
+/* pipe IN OUT: copy port IN to port OUT until EOF on IN, then close OUT. */
 void cmd_pipe(int argc, char **argv)
 {
     int in, out;
@@ -74,7 +74,7 @@ void cmd_pipe(int argc, char **argv)
         }
         total += (u64)n;
     }
-    vcon_flush(out);
+    vcon_close(out);            /* flush, then PORT_OPEN 0: the host sees the end */
     u64 cycles = rdtsc() - t0;
     const struct vcon_stats *after = vcon_get_stats();
     alloc_release(mark);

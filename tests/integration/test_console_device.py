@@ -96,6 +96,7 @@ def test_pipe_10_mib_of_binary_data(host):
     data = os.urandom(10 << 20) + bytes(4096)  # zero bytes at the end as well as inside
     count, seconds, exits = pipe(host, data)
     assert count == len(data)
+    assert not host.dev.port_open(1)  # pipe closed its output: the host sees the end
     received = host.received(1)
     assert len(received) == len(data) and received == data
     mib = len(data) / (1 << 20)
