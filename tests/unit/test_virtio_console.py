@@ -19,7 +19,7 @@ from vmm.devices.virtio.queue import StateError
 from vmm.errors import ConfigError
 from vmm.memory import GuestMemory
 
-from .virtio_mock import InterruptLine, MockDriver, MockQueue
+from .virtio_mock import INDIRECT, NEXT, WRITE, InterruptLine, MockDriver, MockQueue, RecordingMemory, pack_desc
 
 RAM = 0x200000
 QSIZE = 16
@@ -689,10 +689,6 @@ def test_state_restore_checks_bounds(change, message):
 
 
 # -- arbitrary descriptor tables on every kind of queue ------------------------------
-
-from vmm.devices.virtio import queue as queue_module  # noqa: E402
-
-from .virtio_mock import INDIRECT, NEXT, WRITE, RecordingMemory, pack_desc  # noqa: E402
 
 FUZZ_REGIONS = [(0x0, 0x10000), (0x20000, 0x4000), (0x40000, 0x1000)]
 FUZZ_TABLE = 0x6800
