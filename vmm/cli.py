@@ -116,7 +116,7 @@ def _config(args) -> VmConfig:
         mem_mib=args.mem,
         timeout=args.timeout,
         serial_log=args.serial_log,
-        disks=tuple(args.disk),
+        devices=tuple(args.disk),
         ioeventfd=args.ioeventfd,
     )
 
@@ -153,13 +153,13 @@ def _pump_input(vm, interactive: bool) -> None:
 
 
 def cmd_run(args) -> int:
-    from .machine import MicroVM, VmOutcome
+    from .machine import MicroVM, StopReason, VmOutcome
 
     vm = MicroVM(_config(args), output_fd=1, capture=False)
     interactive = os.isatty(0)
 
     def terminate(signum, frame):
-        vm.stop(VmOutcome(128 + signum, "quit", f"stopped by signal {signal.Signals(signum).name}"))
+        vm.stop(VmOutcome(128 + signum, StopReason.QUIT, f"stopped by signal {signal.Signals(signum).name}"))
 
     previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -168,7 +168,7 @@ def cmd_run(args) -> int:
             try:
                 _pump_input(vm, interactive)
             except KeyboardInterrupt:
-                vm.stop(VmOutcome(130, "quit", "interrupted"))
+                vm.stop(VmOutcome(130, StopReason.QUIT, "interrupted"))
             outcome = vm.wait()
     finally:
         vm.close()

@@ -16,6 +16,8 @@ GUEST_ELF_ENV = "VMM_GUEST_ELF"
 
 
 class DiskConfig(namedtuple("DiskConfig", "path read_only", defaults=(False,))):
+    """A virtio-blk disk backed by a host file (or block device)."""
+
     __slots__ = ()
 
 
@@ -26,7 +28,8 @@ _VM_FIELDS = (
     ("mem_mib", DEFAULT_MEM_MIB),
     ("timeout", None),  # seconds, or None
     ("serial_log", None),
-    ("disks", ()),  # DiskConfig, ...
+    ("devices", ()),  # device records (DiskConfig, ...), each placed in the next virtio-mmio slot
+    ("vcpus", 1),
     # Queue notifications by ioeventfd, handled on an I/O thread while the
     # guest runs on, rather than on the vCPU thread at the MMIO exit: measured
     # (vmm bench blk) ~100k against ~78k random 4 KiB reads per second.
@@ -42,6 +45,10 @@ class VmConfig(namedtuple("VmConfig", [name for name, _ in _VM_FIELDS], defaults
 
     def base_cmdline(self) -> str:
         return DEFAULT_CMDLINE if self.cmdline is None else self.cmdline
+
+    @property
+    def disks(self) -> tuple:
+        return tuple(d for d in self.devices if isinstance(d, DiskConfig))
 
 
 def bundled_guest() -> str:
