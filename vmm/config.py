@@ -24,7 +24,7 @@ class DiskConfig(namedtuple("DiskConfig", "path read_only", defaults=(False,))):
 _VM_FIELDS = (
     ("kernel", None),  # None: the bundled guest
     ("cmdline", None),  # None: DEFAULT_CMDLINE
-    ("initrd", None),
+    ("initrd", None),  # a path, or the bytes themselves
     ("mem_mib", DEFAULT_MEM_MIB),
     ("timeout", None),  # seconds, or None
     ("serial_log", None),

@@ -59,16 +59,17 @@ class PvhBoot:
 
     name = "pvh"
 
-    def __init__(self, kernel_path: str, initrd_path: str | None = None):
+    def __init__(self, kernel_path: str, initrd: str | bytes | None = None):
         self.kernel_path = kernel_path
         self.kernel: KernelImage = load_kernel(kernel_path)
-        self.initrd = read_initrd(initrd_path) if initrd_path is not None else None
+        self.initrd = read_initrd(initrd) if isinstance(initrd, str) else initrd
 
     def load(self, memory: GuestMemory, cmdline: str) -> BootEntry:
         start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd)
         return PvhEntry(self.kernel.pvh_entry, start_info)
 
 
-def select_boot(kernel_path: str, initrd_path: str | None = None):
-    """The protocol that can boot ``kernel_path`` (PVH is the only one so far)."""
-    return PvhBoot(kernel_path, initrd_path)
+def select_boot(kernel_path: str, initrd: str | bytes | None = None):
+    """The protocol that can boot ``kernel_path`` (PVH is the only one so far).
+    ``initrd`` is a path, or the bytes themselves (the sandbox's bundle)."""
+    return PvhBoot(kernel_path, initrd)
