@@ -68,7 +68,7 @@ def test_python_dash_m_and_bundled_guest_default(run_vmm, guest_elf):
         (["run", "--mem", "lots"], ["not a whole number"]),
         (["run", "--frobnicate"], ["unrecognized arguments"]),
         (["run", "--timeout", "-1"], ["must be positive"]),
-        (["run", "--initrd", "/nonexistent/initrd"], ["cannot read initrd"]),
+        (["run", "--initrd", "/nonexistent/initrd"], ["initrd file not found"]),
         (["launch"], ["invalid choice"]),
     ],
 )
@@ -112,3 +112,89 @@ def test_timeout_stops_a_guest_whose_console_nobody_reads(guest_elf):
     assert proc.wait(30) == EXIT_TIMEOUT
     assert time.monotonic() - started < 15
     assert "within 3 s" in proc.stderr.read().decode()
+
+
+# --- host inputs that once misbehaved (issue 8) ---------------------------------------
+
+def timed_vmm(run_vmm, *args, bound=10.0):
+    started = time.monotonic()
+    result = run_vmm(*args, timeout=max(60, bound * 3))
+    assert time.monotonic() - started < bound, args
+    assert result.returncode == 2, result.stderr
+    return result
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--initrd"])
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "dir"])
+def test_kernel_and_initrd_must_be_regular_files(run_vmm, guest_elf, tmp_path, fifo, option, source):
+    path = {"/dev/zero": "/dev/zero", "fifo": fifo, "dir": str(tmp_path)}[source]
+    result = timed_vmm(run_vmm, "run", option, path)
+    one_line_error(result, path, "a directory" if source == "dir" else "not a regular file")
+
+
+def test_sparse_initrd_larger_than_ram_is_refused_unread(run_vmm, guest_elf, tmp_path):
+    initrd = tmp_path / "initrd"
+    with open(initrd, "wb") as f:
+        f.truncate(2 << 30)
+    result = timed_vmm(run_vmm, "run", "--initrd", str(initrd), "--mem", "64", bound=5)
+    one_line_error(result, "initrd of 2147483648 bytes does not fit", "--mem")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "1e10", "nan", "-inf"])
+def test_timeout_beyond_a_year_or_not_finite(run_vmm, guest_elf, value):
+    result = timed_vmm(run_vmm, "run", f"--timeout={value}")
+    one_line_error(result, "--timeout", "31536000 s" if value not in ("nan", "-inf") else "positive")
+
+
+def test_non_utf8_cmdline(guest_elf):
+    argv = [sys.executable, "-m", "vmm", "run", "--cmdline", os.fsdecode(b"console=ttyS0 \xff\xfe")]
+    result = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2
+    one_line_error(result, "not valid UTF-8")
+
+
+def test_cmdline_over_2047_bytes_with_the_disk_entries(run_vmm, guest_elf, tmp_path):
+    image = tmp_path / "d.img"
+    assert run_vmm("mkdisk", str(tmp_path), "-o", str(image)).returncode == 0
+    result = timed_vmm(run_vmm, "run", "--cmdline", "x" * 2030, "--disk", str(image))
+    one_line_error(result, "kernel command line is 2065 bytes", "at most 2047")
+    result = timed_vmm(run_vmm, "run", "--cmdline", "x" * 2048)
+    one_line_error(result, "kernel command line is 2048 bytes", "at most 2047")
+
+
+def write_kernel(tmp_path, segments, entry, notes=None):
+    from tests.unit.test_boot import make_elf_segments
+
+    path = tmp_path / "kernel.elf"
+    path.write_bytes(make_elf_segments(segments, entry, notes))
+    return str(path)
+
+
+def test_pvh_entry_outside_guest_ram(run_vmm, guest_elf, tmp_path):
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000), (0x4000000, b"\x90", 0x1000)], 0x4000000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel, "--mem", "32")
+    one_line_error(result, "needs guest RAM up to 0x4001000", "--mem")
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000)], 0x4000000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel, "--mem", "32")
+    one_line_error(result, "PVH entry 0x4000000 lies outside every loadable segment")
+
+
+def test_pvh_entry_at_or_above_4gib(run_vmm, guest_elf, tmp_path):
+    from tests.unit.test_boot import xen_note64
+
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000)], 1 << 32, xen_note64(1 << 32))
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel)
+    one_line_error(result, "PVH entry 0x100000000 is at or above 4 GiB")
+
+
+def test_overlapping_segments(run_vmm, guest_elf, tmp_path):
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x2000), (0x101000, b"\x90", 0x1000)], 0x100000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel)
+    one_line_error(result, "ELF segments 0 (0x100000-0x102000) and 1 (0x101000-0x102000) overlap")
