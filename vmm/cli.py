@@ -41,13 +41,26 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, **kwargs)
 
 
+def one_line(message: str) -> str:
+    """``message`` with anything that is not printable escaped: user input (a path,
+    a command line) may hold newlines, control characters or undecodable bytes,
+    and an error must stay one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in message)
+
+
+def print_error(message: str) -> None:
+    print(f"vmm: {one_line(message)}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"vmm: {message} (see 'vmm --help')\n")
+        self.exit(EXIT_USAGE, f"vmm: {one_line(message)} (see 'vmm --help')\n")
 
 
 def _decimal(text: str) -> int | None:
@@ -223,7 +236,7 @@ def cmd_run(args) -> int:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
         print(f"vmm: exits: {counts}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
-        print(f"vmm: {outcome.message}", file=sys.stderr)
+        print_error(outcome.message)
     return outcome.status
 
 
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_mkdisk(args)
         return cmd_bench(args)
     except VmmError as err:
-        print(f"vmm: {err}", file=sys.stderr)
+        print_error(str(err))
         return err.exit_status
     except KeyboardInterrupt:
         print("vmm: interrupted", file=sys.stderr)

@@ -198,3 +198,65 @@ def test_overlapping_segments(run_vmm, guest_elf, tmp_path):
     kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x2000), (0x101000, b"\x90", 0x1000)], 0x100000)
     result = timed_vmm(run_vmm, "run", "--kernel", kernel)
     one_line_error(result, "ELF segments 0 (0x100000-0x102000) and 1 (0x101000-0x102000) overlap")
+
+
+@pytest.mark.parametrize(
+    "output, fragments",
+    [
+        ("", ["output path is empty"]),
+        ("{tmp}", ["is a directory"]),
+        ("{tmp}/missing/disk.img", ["directory", "missing does not exist"]),
+    ],
+)
+def test_mkdisk_unusable_output(run_vmm, tmp_path, output, fragments):
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path), "-o", output.format(tmp=tmp_path))
+    one_line_error(result, *fragments)
+
+
+def test_mkdisk_size_too_big_for_the_filesystem(run_vmm, tmp_path):
+    (tmp_path / "src").mkdir()
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path / "src"), "-o", str(tmp_path / "d.img"), "--size", "99999999999")
+    one_line_error(result, "cannot make it 99999999999 MiB", "File too large")
+
+
+def test_mkdisk_names_the_file_ustar_cannot_hold(run_vmm, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / ("n" * 120)).write_text("x")
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path / "src"), "-o", str(tmp_path / "d.img"))
+    one_line_error(result, f"src/{'n' * 120}: its name", "120 bytes")
+
+
+def test_mkdisk_honours_umask_and_a_non_utf8_name(tmp_path):
+    (tmp_path / "src").mkdir()
+    image = os.path.join(os.fsencode(tmp_path), b"disk\xff.img")
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, sys; os.umask(0o027); from vmm.cli import main; sys.exit(main(sys.argv[1:]))",
+         "mkdisk", str(tmp_path / "src"), "-o", os.fsdecode(image)],
+        capture_output=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(image + b": 1 MiB ustar disk image") or result.stdout.startswith(image + b": 2 MiB")
+    assert stat.S_IMODE(os.stat(image).st_mode) == 0o640
+
+
+@pytest.mark.parametrize("mem, ram_end", [("0x40", None), ("010", b"-0x00000000009fffff type 1"), ("32M", b"-0x0000000001ffffff type 1")])
+def test_mem_is_decimal_mib_with_optional_suffix(run_vmm, guest_elf, mem, ram_end):
+    result = run_vmm("run", "--mem", mem, stdin="mem\nexit 0\n")
+    if ram_end is None:
+        assert result.returncode == 2
+        one_line_error(result, "--mem", "not a whole number of MiB")
+    else:
+        assert result.returncode == 0, result.stderr
+        assert ram_end in result.stdout  # the guest's memory map ends at 10 MiB, 32 MiB
+
+
+def test_disk_path_with_a_comma(run_vmm, guest_elf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "greeting").write_text("comma ok\n")
+    image = tmp_path / "a,b.img"
+    assert run_vmm("mkdisk", str(src), "-o", str(image)).returncode == 0
+    escaped = str(image).replace(",", ",,")
+    result = run_vmm("run", "--disk", escaped + ",ro", stdin="cat greeting\nexit 0\n")
+    assert result.returncode == 0, result.stderr
+    assert b"comma ok" in result.stdout
