@@ -163,7 +163,7 @@ def _config(args) -> VmConfig:
         mem_mib=args.mem,
         timeout=args.timeout,
         serial_log=args.serial_log,
-        disks=tuple(args.disk),
+        devices=tuple(args.disk),
         ioeventfd=args.ioeventfd,
     )
 
@@ -206,16 +206,17 @@ def cmd_run(args) -> int:
     config = _config(args)
     # Refuse unloadable inputs (a device as kernel, an initrd too big for the
     # guest) before the machine reads any of them.
+    config.validate()
     check_host_memory(config.mem_mib)
     check_boot_files(config.kernel_path(), config.initrd, config.mem_mib << 20)
 
-    from .machine import MicroVM, VmOutcome
+    from .machine import MicroVM, StopReason, VmOutcome
 
     vm = MicroVM(config, output_fd=1, capture=False)
     interactive = os.isatty(0)
 
     def terminate(signum, frame):
-        vm.stop(VmOutcome(128 + signum, "quit", f"stopped by signal {signal.Signals(signum).name}"))
+        vm.stop(VmOutcome(128 + signum, StopReason.QUIT, f"stopped by signal {signal.Signals(signum).name}"))
 
     previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -224,7 +225,7 @@ def cmd_run(args) -> int:
             try:
                 _pump_input(vm, interactive)
             except KeyboardInterrupt:
-                vm.stop(VmOutcome(130, "quit", "interrupted"))
+                vm.stop(VmOutcome(130, StopReason.QUIT, "interrupted"))
             outcome = vm.wait()
     finally:
         vm.close()

@@ -23,6 +23,8 @@ COMMAND_LINE_MAX = layout.COMMAND_LINE_SIZE - 1  # bytes of command line the gue
 
 
 class DiskConfig(namedtuple("DiskConfig", "path read_only", defaults=(False,))):
+    """A virtio-blk disk backed by a host file (or block device)."""
+
     __slots__ = ()
 
 
@@ -33,7 +35,8 @@ _VM_FIELDS = (
     ("mem_mib", DEFAULT_MEM_MIB),
     ("timeout", None),  # seconds, or None
     ("serial_log", None),
-    ("disks", ()),  # DiskConfig, ...
+    ("devices", ()),  # device records (DiskConfig, ...), each placed in the next virtio-mmio slot
+    ("vcpus", 1),
     # Queue notifications by ioeventfd, handled on an I/O thread while the
     # guest runs on, rather than on the vCPU thread at the MMIO exit: measured
     # (vmm bench blk) ~100k against ~78k random 4 KiB reads per second.
@@ -42,23 +45,22 @@ _VM_FIELDS = (
 
 
 class VmConfig(namedtuple("VmConfig", [name for name, _ in _VM_FIELDS], defaults=[d for _, d in _VM_FIELDS])):
-    """Checked when made: a VmConfig that exists holds sane values (files are checked later)."""
-
     __slots__ = ()
 
-    def __new__(cls, *args, **kwargs):
-        self = super().__new__(cls, *args, **kwargs)
+    def validate(self) -> "VmConfig":
+        """Refuse values no VM can use (ConfigError); returns self. Files are checked later."""
         _validate(self)
         return self
-
-    def _replace(self, **changes):  # namedtuple's _replace skips __new__
-        return VmConfig(**{**self._asdict(), **changes})
 
     def kernel_path(self) -> str:
         return self.kernel if self.kernel is not None else bundled_guest()
 
     def base_cmdline(self) -> str:
         return DEFAULT_CMDLINE if self.cmdline is None else self.cmdline
+
+    @property
+    def disks(self) -> tuple:
+        return tuple(d for d in self.devices if isinstance(d, DiskConfig))
 
 
 def _check_path(what: str, path) -> None:
@@ -80,9 +82,7 @@ def _validate(cfg: VmConfig) -> None:
         check_timeout(cfg.timeout)
     if cfg.cmdline is not None:
         check_cmdline(cfg.cmdline)
-    for disk in cfg.disks:
-        if not isinstance(disk, DiskConfig):
-            raise ConfigError(f"disks must be DiskConfig records, not {disk!r}")
+    for disk in cfg.disks:  # other device records are the builder's to check
         _check_path("disk", disk.path)
 
 

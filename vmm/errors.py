@@ -49,9 +49,3 @@ class KvmError(VmmError):
 
 class GuestMemoryError(VmmError):
     """A guest physical address range lies outside guest RAM."""
-
-
-class GuestCrashedError(VmmError):
-    """The guest can no longer run: fault report, triple fault, failed entry."""
-
-    exit_status = EXIT_GUEST_CRASHED

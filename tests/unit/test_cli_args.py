@@ -89,13 +89,23 @@ def test_cmdlines_refused(capsys, text, message):
     assert message in refused(capsys, "run", "--cmdline", text)
 
 
-def test_vmconfig_checks_values_for_the_python_api_too():
-    for bad in (dict(timeout=float("inf")), dict(timeout=1e10), dict(cmdline="\udcff"), dict(mem_mib=1), dict(mem_mib="64"), dict(kernel=""), dict(disks=("a.img",))):
-        with pytest.raises(ConfigError):
-            VmConfig(**bad)
-    with pytest.raises(ConfigError):
-        VmConfig()._replace(timeout=float("inf"))
-    assert VmConfig(timeout=10, mem_mib=64)._replace(mem_mib=32).mem_mib == 32
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(timeout=float("inf")), "too long"), (dict(timeout=1e10), "too long"), (dict(timeout="soon"), "number of seconds"),
+        (dict(cmdline="\udcff"), "UTF-8"), (dict(cmdline="a\0b"), "NUL"), (dict(cmdline="x" * 2048), "2048 bytes"),
+        (dict(mem_mib=1), "too small"), (dict(mem_mib="64"), "whole number"), (dict(kernel=""), "kernel path"),
+        (dict(initrd="a\0b"), "NUL"), (dict(devices=(DiskConfig(""),)), "disk path"),
+    ],
+)
+def test_vmconfig_validate_for_the_python_api(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        VmConfig(**bad).validate()
+
+
+def test_valid_vmconfig_passes():
+    config = VmConfig(timeout=TIMEOUT_MAX, mem_mib=64, cmdline="x" * 2047, devices=(DiskConfig("a,b.img"),))
+    assert config.validate() is config
 
 
 # --- fuzz: any argv gives status 0 or 2 and a one-line error, never a traceback -------

@@ -14,12 +14,13 @@ from .elf import KernelImage
 from .pvh import E820_RAM, E820_RESERVED, HVM_START_MAGIC, MemmapEntry, ModlistEntry, StartInfo
 
 PAGE = 4096
+MEMMAP_ROOM_ENTRIES = 128  # room kept for the memory map (it has 3-4 entries today)
 
 # (what, start, end) of everything load_pvh writes besides the kernel and initrd
 BOOT_STRUCTURES = (
     ("start info", layout.START_INFO_ADDR, layout.START_INFO_ADDR + StartInfo.size),
     ("module list", layout.MODLIST_ADDR, layout.MODLIST_ADDR + ModlistEntry.size),
-    ("memory map", layout.MEMMAP_ADDR, layout.MEMMAP_ADDR + layout.MEMMAP_MAX_ENTRIES * MemmapEntry.size),
+    ("memory map", layout.MEMMAP_ADDR, layout.MEMMAP_ADDR + MEMMAP_ROOM_ENTRIES * MemmapEntry.size),
     ("command line", layout.CMDLINE_ADDR, layout.CMDLINE_ADDR + layout.CMDLINE_MAX),
 )
 BOOT_STRUCTURES_END = max(end for _, _, end in BOOT_STRUCTURES)
