@@ -264,21 +264,21 @@ def _write(path, data):
     return path
 
 
-def test_kernel_too_big_for_ram_is_refused_before_its_data_is_read(tmp_path):
-    # A segment that claims 1 GiB of file data: a sparse file, so it is cheap to make.
-    path = tmp_path / "k.elf"
-    image = make_elf_segments([(0x100000, b"\x90" * 16, 0x1000)])
+def write_sparse_kernel(path, size=1 << 30):
+    """An ELF whose one segment at 1 MiB takes ``size`` - 4 KiB bytes of file data, from a hole."""
+    elf = bytearray(make_elf_segments([(0x100000, b"\x90" * 16, 0x1000)]))
+    ph = 64  # segment 0's program header: offset at +8, filesz at +32, memsz at +40
+    elf[ph + 8 : ph + 16] = (4096).to_bytes(8, "little")
+    elf[ph + 32 : ph + 40] = (size - 4096).to_bytes(8, "little")
+    elf[ph + 40 : ph + 48] = (size - 4096).to_bytes(8, "little")
     with open(path, "wb") as f:
-        f.write(image)
-        f.truncate(1 << 30)
-    elf = bytearray(image)
-    # segment 0 (its header at 64) now takes filesz = memsz = 1 GiB - 4 KiB from offset 4 KiB
-    ph = 64
-    elf[ph + 8 : ph + 16] = (4096).to_bytes(8, "little")  # offset
-    elf[ph + 32 : ph + 40] = ((1 << 30) - 4096).to_bytes(8, "little")  # filesz
-    elf[ph + 40 : ph + 48] = ((1 << 30) - 4096).to_bytes(8, "little")  # memsz
-    with open(path, "r+b") as f:
         f.write(elf)
+        f.truncate(size)
+    return path
+
+
+def test_kernel_too_big_for_ram_is_refused_before_its_data_is_read(tmp_path):
+    path = write_sparse_kernel(tmp_path / "k.elf")
     started = time.monotonic()
     with pytest.raises(ConfigError, match="needs guest RAM up to 0x400ff000"):
         load_kernel(str(path), 64 << 20)
