@@ -236,6 +236,9 @@ def cmd_run(args) -> int:
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
         print(f"vmm: exits: {counts}", file=sys.stderr)
+        misses = vm.unhandled_accesses
+        if any(misses.values()):
+            print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
         print_error(outcome.message)
     return outcome.status
