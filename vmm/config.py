@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .x86 import layout
 
 DEFAULT_MEM_MIB = 128
+MAX_VCPUS = 64  # a microVM; KVM's own limit (KVM_CAP_MAX_VCPUS) is checked when the VM is built
 DEFAULT_CMDLINE = "console=ttyS0"
 GUEST_ELF_ENV = "VMM_GUEST_ELF"
 # A timer further out than threading.TIMEOUT_MAX overflows in the timer
@@ -71,9 +72,13 @@ def _check_path(what: str, path) -> None:
 
 
 def _validate(cfg: VmConfig) -> None:
-    for what, path in (("kernel", cfg.kernel), ("initrd", cfg.initrd), ("serial log", cfg.serial_log)):
+    for what, path in (("kernel", cfg.kernel), ("serial log", cfg.serial_log)):
         if path is not None:
             _check_path(what, path)
+    if cfg.initrd is not None and not isinstance(cfg.initrd, (bytes, bytearray)):
+        _check_path("initrd", cfg.initrd)  # a path, or the initrd's bytes
+    if isinstance(cfg.vcpus, bool) or not isinstance(cfg.vcpus, int) or not 1 <= cfg.vcpus <= MAX_VCPUS:
+        raise ConfigError(f"vCPU count {cfg.vcpus!r} is out of range (1-{MAX_VCPUS})")
     if isinstance(cfg.mem_mib, bool) or not isinstance(cfg.mem_mib, int):
         raise ConfigError(f"guest memory must be a whole number of MiB, not {cfg.mem_mib!r}")
     if cfg.mem_mib < layout.MIN_MEMORY_MIB:

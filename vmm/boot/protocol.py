@@ -10,13 +10,9 @@ adding a class here and a line in ``select_boot``.
 
 from __future__ import annotations
 
-import os
-import stat
-
-from ..errors import ConfigError
 from ..memory import GuestMemory
 from .elf import KernelImage, load_kernel
-from .loader import load_pvh
+from .loader import initrd_address, load_initrd, load_pvh
 
 
 class BootEntry:
@@ -43,33 +39,28 @@ class PvhEntry(BootEntry):
         set_pvh_entry_state(vcpu, self.entry, self.start_info_addr)
 
 
-def read_initrd(path: str) -> bytes:
-    """The initrd's bytes; only a regular file (a FIFO or /dev/zero would never end)."""
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ConfigError(f"initrd {path}: not a regular file")
-            return f.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read initrd {path}: {err.strerror}") from None
-
-
 class PvhBoot:
     """An ELF kernel with a XEN_ELFNOTE_PHYS32_ENTRY note (our guest, Linux vmlinux)."""
 
     name = "pvh"
 
-    def __init__(self, kernel_path: str, initrd: str | bytes | None = None):
+    def __init__(self, kernel_path: str, initrd: str | bytes | None, ram_size: int):
+        """Reads no more than fits in ``ram_size`` bytes of guest RAM (checked first)."""
         self.kernel_path = kernel_path
-        self.kernel: KernelImage = load_kernel(kernel_path)
-        self.initrd = read_initrd(initrd) if isinstance(initrd, str) else initrd
+        self.kernel: KernelImage = load_kernel(kernel_path, ram_size)
+        if isinstance(initrd, str):
+            self.initrd = load_initrd(initrd, self.kernel, ram_size)
+        else:
+            if initrd is not None:
+                initrd_address(len(initrd), self.kernel, ram_size)
+            self.initrd = initrd
 
-    def load(self, memory: GuestMemory, cmdline: str) -> BootEntry:
-        start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd)
+    def load(self, memory: GuestMemory, cmdline: str, user_cmdline_length: int | None = None) -> BootEntry:
+        start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd, user_cmdline_length)
         return PvhEntry(self.kernel.pvh_entry, start_info)
 
 
-def select_boot(kernel_path: str, initrd: str | bytes | None = None):
+def select_boot(kernel_path: str, initrd: str | bytes | None, ram_size: int):
     """The protocol that can boot ``kernel_path`` (PVH is the only one so far).
     ``initrd`` is a path, or the bytes themselves (the sandbox's bundle)."""
-    return PvhBoot(kernel_path, initrd)
+    return PvhBoot(kernel_path, initrd, ram_size)
