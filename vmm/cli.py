@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=_positive_int, help="rounds per case and contender (default 3; 1 with --quick)")
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -208,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
+        if args.command == "doctor":
+            from .doctor import run_doctor
+
+            return run_doctor(args.json)
         return cmd_bench(args)
     except VmmError as err:
         print(f"vmm: {err}", file=sys.stderr)
