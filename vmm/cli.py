@@ -19,6 +19,8 @@ from .errors import EXIT_USAGE, ConfigError, VmmError
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
+EXIT_CODE_STYLES = ("vmm", "qemu")
+QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
 
 
 def _help_width() -> int:
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only")
     run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
-    run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
+    run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
+    run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
 
     mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")
     mkdisk.add_argument("directory", metavar="DIR")
@@ -181,9 +184,22 @@ def cmd_run(args) -> int:
         write_all(1, b"\r\n")
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
+        print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)
         print(f"vmm: exits: {counts}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
         print(f"vmm: {outcome.message}", file=sys.stderr)
+    return exit_status(outcome, args.exit_code_style)
+
+
+def exit_status(outcome, style: str = "vmm") -> int:
+    """The command's status. QEMU style is what scripts written against QEMU's
+    isa-debug-exit expect: (status << 1) | 1 for a guest power-off, and 124 for
+    a timeout (what `timeout` returns around QEMU, as kvm-unit-tests reads it)."""
+    if style == "qemu":
+        if outcome.reason == "poweroff":
+            return ((outcome.status << 1) | 1) & 0xFF
+        if outcome.reason == "timeout":
+            return QEMU_STYLE_TIMEOUT
     return outcome.status
 
 
