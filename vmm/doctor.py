@@ -46,12 +46,20 @@ def kvm_unusable_reason() -> str | None:
     """None when vmm can create VMs here, else one line saying why not."""
     try:
         from .builder import open_kvm
-        from .errors import VmmError
+        from .errors import KvmUnavailableError, VmmError
     except ImportError as err:
         return f"vmm's KVM bindings cannot be loaded ({err}); build them with `make`"
     try:
         kvm = open_kvm()
-    except VmmError as err:
+    except KvmUnavailableError as err:  # missing, no permission, API version, capability
+        return str(err)
+    except VmmError as err:  # it opened, yet KVM's ioctls fail on it
+        path = kvm_device()
+        try:
+            if not stat.S_ISCHR(os.stat(path).st_mode):
+                return f"{path} is not a character device, so not a KVM device"
+        except OSError:
+            pass
         return str(err)
     try:
         kvm.create_vm().close()

@@ -62,3 +62,14 @@ def test_unreadable_device_gets_the_udev_rule():
     assert opened["status"] == "fail" and "no permission to open /dev/kvm read/write" in opened["detail"]
     assert opened["fix"] == UDEV_FIX
     assert 'KERNEL=="kvm", GROUP="kvm", MODE="0666"' in UDEV_FIX and "udevadm trigger --name-match=kvm" in UDEV_FIX
+
+
+def test_the_plugins_one_line_reasons(monkeypatch, tmp_path):
+    from vmm.doctor import kvm_unusable_reason
+
+    monkeypatch.setenv("VMM_KVM_DEVICE", str(tmp_path / "none"))
+    assert kvm_unusable_reason() == f"{tmp_path / 'none'} does not exist: KVM is not available on this host"
+    plain = tmp_path / "file"
+    plain.write_text("")
+    monkeypatch.setenv("VMM_KVM_DEVICE", str(plain))
+    assert kvm_unusable_reason() == f"{plain} is not a character device, so not a KVM device"
