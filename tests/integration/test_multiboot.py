@@ -62,6 +62,11 @@ def test_qemu_exit_code_style(kernels):
     assert result.returncode == (5 << 1) | 1, result.stderr
     result = run_vmm("--kernel", kernels["elf"], "--cmdline", "exit=0", "--exit-code-style", "qemu")
     assert result.returncode == 1, result.stderr
+    spinning = subprocess.run(  # the bundled guest spins in ring 3 until --timeout: 124, as `timeout` gives
+        [sys.executable, "-m", "vmm", "run", "--timeout", "1", "--exit-code-style", "qemu"],
+        cwd=ROOT, input=b"spin\n", capture_output=True, timeout=60,
+    )
+    assert spinning.returncode == 124, spinning.stderr
 
 
 @pytest.mark.kvm
