@@ -19,6 +19,8 @@ from .errors import EXIT_USAGE, ConfigError, VmmError
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
+EXIT_CODE_STYLES = ("vmm", "qemu")
+QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
 
 
 def _help_width() -> int:
@@ -140,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
     run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
-    run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
+    run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
+    run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
 
     mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")
     mkdisk.add_argument("directory", metavar="DIR")
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=_count, help="rounds per case and contender (default 3; 1 with --quick)")
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -200,19 +206,11 @@ def _pump_input(vm, interactive: bool) -> None:
 
 
 def cmd_run(args) -> int:
-    from .boot.loader import check_boot_files
-    from .config import check_host_memory
-
-    config = _config(args)
-    # Refuse unloadable inputs (a device as kernel, an initrd too big for the
-    # guest) before the machine reads any of them.
-    config.validate()
-    check_host_memory(config.mem_mib)
-    check_boot_files(config.kernel_path(), config.initrd, config.mem_mib << 20)
-
     from .machine import MicroVM, StopReason, VmOutcome
 
-    vm = MicroVM(config, output_fd=1, capture=False)
+    # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
+    # big for the guest) before it reads them or touches KVM.
+    vm = MicroVM(_config(args), output_fd=1, capture=False)
     interactive = os.isatty(0)
 
     def terminate(signum, frame):
@@ -235,12 +233,25 @@ def cmd_run(args) -> int:
         write_all(1, b"\r\n")
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
+        print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)
         print(f"vmm: exits: {counts}", file=sys.stderr)
         misses = vm.unhandled_accesses
         if any(misses.values()):
             print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
         print_error(outcome.message)
+    return exit_status(outcome, args.exit_code_style)
+
+
+def exit_status(outcome, style: str = "vmm") -> int:
+    """The command's status. QEMU style is what scripts written against QEMU's
+    isa-debug-exit expect: (status << 1) | 1 for a guest power-off, and 124 for
+    a timeout (what `timeout` returns around QEMU, as kvm-unit-tests reads it)."""
+    if style == "qemu":
+        if outcome.reason == "poweroff":
+            return ((outcome.status << 1) | 1) & 0xFF
+        if outcome.reason == "timeout":
+            return QEMU_STYLE_TIMEOUT
     return outcome.status
 
 
@@ -271,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
+        if args.command == "doctor":
+            from .doctor import run_doctor
+
+            return run_doctor(args.json)
         return cmd_bench(args)
     except VmmError as err:
         print_error(str(err))

@@ -65,9 +65,11 @@ class MicroVM:
         self.finished_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the VM has stopped
         self._parts = None
         self._unhandled_at_close: dict[str, int] = {}
+        self.boot_protocol: str | None = None  # how the kernel boots, e.g. "pvh", "multiboot (ELF)"
         log_file = None
         try:
             prepared = builder.prepare(config, virtio_devices)
+            self.boot_protocol = getattr(prepared.boot, "description", prepared.boot.name)
             if config.serial_log is not None:
                 try:
                     log_file = open(config.serial_log, "ab", buffering=0)

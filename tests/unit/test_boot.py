@@ -7,7 +7,8 @@ import pytest
 
 from vmm.boot.elf import PT_LOAD, PT_NOTE, XEN_ELFNOTE_PHYS32_ENTRY, KernelImage, Segment, load_kernel, parse_kernel
 from vmm.boot.files import InputFile
-from vmm.boot.loader import check_boot_files, check_kernel_placement, load_initrd, load_pvh, memory_map
+from vmm.boot.protocol import select_boot
+from vmm.boot.loader import check_kernel_placement, load_initrd, load_pvh, memory_map
 from vmm.boot.pvh import E820_RAM, HVM_START_MAGIC
 from vmm.errors import ConfigError, KernelImageError
 from vmm.memory import GuestMemory
@@ -255,7 +256,7 @@ def test_sparse_initrd_too_big_is_refused_before_reading(tmp_path):
     with pytest.raises(ConfigError, match="initrd of 2147483648 bytes does not fit"):
         load_initrd(str(big), kernel, 64 << 20)
     with pytest.raises(ConfigError, match="does not fit"):
-        check_boot_files(str(_write(tmp_path / "k.elf", make_elf())), str(big), 64 << 20)
+        select_boot(str(_write(tmp_path / "k.elf", make_elf())), str(big), 64 << 20)
     assert time.monotonic() - started < 2
 
 
@@ -283,7 +284,7 @@ def test_kernel_too_big_for_ram_is_refused_before_its_data_is_read(tmp_path):
     with pytest.raises(ConfigError, match="needs guest RAM up to 0x400ff000"):
         load_kernel(str(path), 64 << 20)
     with pytest.raises(ConfigError, match="--mem"):
-        check_boot_files(str(path), None, 64 << 20)
+        select_boot(str(path), None, 64 << 20)
     assert time.monotonic() - started < 2
 
 

@@ -11,7 +11,7 @@ import struct
 from collections import namedtuple
 
 from ..binary import Layout
-from ..errors import KernelImageError
+from ..errors import KernelImageError, NoPvhNoteError
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -121,7 +121,7 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
     except struct.error:
         raise KernelImageError(f"{path}: truncated or malformed ELF file") from None
     if entry is None:
-        raise KernelImageError(
+        raise NoPvhNoteError(
             f"{path}: ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
             "build the kernel with PVH support"
         )

@@ -96,20 +96,6 @@ def load_initrd(path: str, kernel: KernelImage, ram_size: int) -> bytes:
         return source.read(0, source.size)
 
 
-def check_boot_files(kernel_path: str, initrd_path: str | None, ram_size: int) -> None:
-    """Refuse, before a VM is built, a kernel or initrd that cannot be loaded.
-
-    Reads the kernel's headers and notes only, and only stats the initrd.
-    """
-    from .elf import load_kernel
-    from .files import InputFile
-
-    kernel = load_kernel(kernel_path, ram_size, read_data=False)
-    if initrd_path is not None:
-        with InputFile(initrd_path, "initrd") as source:
-            initrd_address(source.size, kernel, ram_size)
-
-
 def encode_cmdline(cmdline: str) -> bytes:
     """The command line as the guest gets it, checked against COMMAND_LINE_SIZE."""
     try:
