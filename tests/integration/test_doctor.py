@@ -45,7 +45,7 @@ def test_missing_device_is_a_problem_with_a_fix(tmp_path):
     missing = str(tmp_path / "kvm")
     result = doctor(env={"VMM_KVM_DEVICE": missing})
     assert result.returncode == 1, result.stdout
-    assert f"FAIL  device" in result.stdout and f"{missing} does not exist" in result.stdout
+    assert "FAIL  device" in result.stdout and f"{missing} does not exist" in result.stdout
     assert "fix: unset VMM_KVM_DEVICE" in result.stdout
     assert "not ready: 1 problem(s)" in result.stdout
     assert "Traceback" not in result.stderr

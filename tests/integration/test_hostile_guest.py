@@ -1,6 +1,5 @@
 """A hostile guest (the bundled one's attack commands) cannot grow, crash or wedge the VMM."""
 
-import os
 import re
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """A Multiboot test kernel (tests/guests/multiboot/) under vmm, and the same under QEMU."""
 
-import os
 import re
 import shutil
 import subprocess

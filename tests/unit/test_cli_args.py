@@ -1,8 +1,6 @@
 """The command's argument parsing and input checks, without booting a VM."""
 
-import io
 import os
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
