@@ -1,4 +1,5 @@
 /* shell.c - the line-editing shell on COM1 (commands: see README.md). */
+#include "attack.h"
 #include "blk_shell.h"
 #include "console_shell.h"
 #include "console.h"
@@ -213,6 +214,9 @@ static const struct command commands[] = {
     { "ports", "", "list virtio-console ports", cmd_ports },
     { "pipe", "IN OUT", "copy console port IN to port OUT until EOF", cmd_pipe },
     { "conwrite", "PORT TEXT", "write TEXT and a newline to a console port", cmd_conwrite },
+    { "mmiostorm", "N [STRIDE [BASE]]", "read N unbacked MMIO addresses (attack)", cmd_mmiostorm },
+    { "piostorm", "", "read and write every port but 0xf4-0xff (attack)", cmd_piostorm },
+    { "faultrec", "ADDR", "report a fault record at ADDR (attack)", cmd_faultrec },
     { 0, 0, 0, 0 },
 };
 

@@ -1,15 +1,19 @@
 """vmm: a minimal virtual machine monitor in Python on Linux KVM."""
 
 from .config import DiskConfig, VmConfig
-from .errors import ConfigError, GuestCrashedError, KvmError, VmmError
+from .errors import ConfigError, KvmError, VmmError
 
-__all__ = ["ConfigError", "DiskConfig", "GuestCrashedError", "KvmError", "MicroVM", "VmConfig", "VmOutcome", "VmmError"]
+__all__ = ["ConfigError", "DiskConfig", "KvmError", "MicroVM", "StopReason", "VmConfig", "VmOutcome", "VmmError"]
 
 
 def __getattr__(name):
     # The machine pulls in the compiled KVM bindings: load it only when asked for.
-    if name in ("MicroVM", "VmOutcome"):
-        from . import machine
+    if name == "MicroVM":
+        from .machine import MicroVM
 
-        return getattr(machine, name)
+        return MicroVM
+    if name in ("VmOutcome", "StopReason"):
+        from . import outcome
+
+        return getattr(outcome, name)
     raise AttributeError(name)

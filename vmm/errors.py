@@ -35,6 +35,10 @@ class KernelImageError(ConfigError):
     """The kernel file is missing, not an ELF, or has no PVH entry."""
 
 
+class NoPvhNoteError(KernelImageError):
+    """A well-formed ELF without the PVH entry note: maybe another boot protocol's kernel."""
+
+
 class KvmError(VmmError):
     """An ioctl failed; the message names the ioctl and the errno."""
 
@@ -49,9 +53,3 @@ class KvmError(VmmError):
 
 class GuestMemoryError(VmmError):
     """A guest physical address range lies outside guest RAM."""
-
-
-class GuestCrashedError(VmmError):
-    """The guest can no longer run: fault report, triple fault, failed entry."""
-
-    exit_status = EXIT_GUEST_CRASHED

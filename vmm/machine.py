@@ -1,81 +1,42 @@
-"""MicroVM: assemble a VM from a VmConfig, run its vCPU, own its lifecycle.
+"""MicroVM: a VM's lifecycle and outcome, and the public API around it.
 
-One vCPU thread runs KVM_RUN; each exit is decoded (in C) into a small record
-and handed to the port-I/O or MMIO bus. Everything host-side (input, timers,
-waiting) happens on other threads, which stop the vCPU with a signal plus
-``immediate_exit``.
+The builder assembles the VM (vmm/builder.py), each vCPU runs on a thread of
+its own (vmm/vcpu.py), the event loop owns the host side (vmm/event_loop.py)
+and console output goes to sinks (vmm/capture.py). This class starts and
+stops them, records how the VM ended (the first outcome wins) and offers
+input, output and pause/resume to its user.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import select
-import signal
 import threading
-import time
-from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from .boot.elf import load_kernel
-from .boot.loader import load_pvh
+from . import builder
+from .capture import DEFAULT_CAPTURE_LIMIT, OutputCapture, OutputFanout
 from .config import VmConfig
-from .console import write_all
-from .devices.bus import MmioBus, NullDevice, PioBus
-from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice, GuestFault
-from .devices.serial import Uart16550
-from .errors import (
-    EXIT_GUEST_CRASHED,
-    EXIT_TIMEOUT,
-    EXIT_VMM_FAILURE,
-    ConfigError,
-    KvmError,
-    VmmError,
-)
-from .kvm import KICK_SIGNAL, Kvm, install_kick_handler
-from .kvm.api import KVM_DEVICE
-from .kvm._kvm_cffi import lib
-from .log import get_logger
-from .memory import GuestMemory
-from .x86 import layout
-from .x86.cpu import configure_vcpu, set_pvh_entry_state
+from .devices.exit_device import GuestFault
+from .errors import EXIT_GUEST_CRASHED, EXIT_TIMEOUT, EXIT_VMM_FAILURE, ConfigError, VmmError
+from .kvm import install_kick_handler
+from .outcome import StopReason, VmOutcome
+from .vcpu import EXIT_REASON_SLOTS, VcpuThread, current_vcpu, exit_reason_name
 
-log = get_logger("vmm")
+__all__ = ["MicroVM", "StopReason", "VmOutcome", "exit_reason_name"]
 
-COM1_PORT, COM1_IRQ, UART_SPAN = 0x3F8, 4, 8
-POST_CODE_PORT = 0x80
-TSS_ADDR = 0xFFFBD000  # three pages below 4 GiB, inside the MMIO hole
-
-_EXIT_REASON_NAMES: dict[int, str] = {}
-
-
-def exit_reason_name(reason: int) -> str:
-    """'io', 'mmio', 'shutdown', ... from the header's KVM_EXIT_* names (built on first use:
-    walking every constant of the cffi module costs milliseconds at start-up)."""
-    if not _EXIT_REASON_NAMES:
-        for name in dir(lib):
-            if name.startswith("KVM_EXIT_") and name not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT"):
-                _EXIT_REASON_NAMES[getattr(lib, name)] = name[len("KVM_EXIT_"):].lower()
-    return _EXIT_REASON_NAMES.get(reason, str(reason))
-
-
-class VmOutcome(namedtuple("VmOutcome", "status reason message", defaults=("",))):
-    """How a VM ended: ``status`` is the process exit status the CLI uses;
-    ``reason`` one of "poweroff", "crash", "timeout", "quit", "error"."""
-
-    __slots__ = ()
+PAUSE_TIMEOUT_S = 5.0  # a vCPU that is not out of KVM_RUN by then is reported, not waited for
 
 
 class MicroVM:
-    """A running (or runnable) microVM.
+    """A microVM, assembled at construction, running once started.
 
     Use as a context manager::
 
         with MicroVM(VmConfig()) as vm:
             vm.expect("$ ")
             vm.send("echo hi\\n")
-            vm.expect("hi")
+            vm.expect("hi\\r\\n$ ")
     """
 
     def __init__(
@@ -85,187 +46,117 @@ class MicroVM:
         output: Callable[[bytes], None] | None = None,
         output_fd: int | None = None,
         capture: bool = True,
-        capture_limit: int = 16 << 20,
-        virtio_devices=(),
+        capture_limit: int = DEFAULT_CAPTURE_LIMIT,
+        virtio_devices: Sequence = (),
     ):
+        """``output`` and ``output_fd`` receive serial output as it comes; ``capture``
+        keeps the most recent ``capture_limit`` bytes for ``expect``/``output``.
+        ``virtio_devices`` are device models placed after the configured ones."""
         self.config = config
-        # Device objects (VirtioDevice) placed after the disks, same slots and
-        # command-line entries; the VM closes them when it closes.
-        self._virtio_devices = tuple(virtio_devices)
-        self._output = output
-        self._output_fd = output_fd  # serial output also goes to this fd (the CLI's stdout)
-        self._capture = capture
-        # A guest may print forever: keep at most capture_limit bytes, dropping the oldest.
-        self._capture_limit = capture_limit
-        self._captured = bytearray()
-        self._dropped = 0  # bytes dropped from the front of _captured so far
-        self._cursor = 0
-        self._output_cond = threading.Condition()
-        self._serial_log = None
-        self._wake = threading.Event()  # set when the host has something for an idle guest
-        self._finished = threading.Event()
-        self.finished_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the VM has stopped
         self._outcome: VmOutcome | None = None
         self._outcome_lock = threading.Lock()
-        self._kick_lock = threading.Lock()
-        self._vcpu_running = False
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
+        self._finished = threading.Event()
         self._input_space = threading.Event()
-        self.exit_counts = [0] * 256  # by KVM_EXIT_* reason; a reason past 255 counts as 255
-        self.created_at: float | None = None
-        self._kvm = self._vm = self._vcpu = self.memory = None
-        self._eventfds: list[int] = []
-        self._notifiers: dict[int, tuple] = {}  # ioeventfd -> (transport, queue index)
-        self._io_thread: threading.Thread | None = None
-        self._disks = []
+        self._started = False
+        self._paused = False
+        self._threads: list[VcpuThread] = []
+        self._timer = None
+        self._capture = OutputCapture(capture_limit) if capture else None
+        self.finished_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the VM has stopped
+        self._parts = None
+        self._unhandled_at_close: dict[str, int] = {}
+        self.boot_protocol: str | None = None  # how the kernel boots, e.g. "pvh", "multiboot (ELF)"
+        log_file = None
         try:
-            self._prepare()
-        except BaseException:
-            self.close()  # disks, the serial log and our eventfd opened so far
-            raise
-
-    # --- assembly --------------------------------------------------------
-    def _prepare(self) -> None:
-        """Check the configuration and read every input file before touching KVM."""
-        cfg = self.config
-        if cfg.mem_mib < layout.MIN_MEMORY_MIB:
-            raise ConfigError(f"guest memory {cfg.mem_mib} MiB is too small (minimum {layout.MIN_MEMORY_MIB} MiB)")
-        host_mib = (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) >> 20
-        if cfg.mem_mib > host_mib:
-            raise ConfigError(f"guest memory {cfg.mem_mib} MiB is more than this host has ({host_mib} MiB)")
-        if cfg.timeout is not None and cfg.timeout <= 0:
-            raise ConfigError("--timeout must be a positive number of seconds")
-        self._kernel_path = cfg.kernel_path()
-        self._kernel = load_kernel(self._kernel_path)
-        self._initrd = None
-        if cfg.initrd is not None:
-            try:
-                with open(cfg.initrd, "rb") as f:
-                    self._initrd = f.read()
-            except OSError as err:
-                raise ConfigError(f"cannot read initrd {cfg.initrd}: {err.strerror}") from None
-        if cfg.disks:  # virtio is imported only when used: it is a third of start-up time
-            from .devices.virtio.block import VirtioBlock
-
-            for disk in cfg.disks:
-                self._disks.append(VirtioBlock(disk.path, read_only=disk.read_only))
-        if cfg.serial_log is not None:
-            try:
-                self._serial_log = open(cfg.serial_log, "ab", buffering=0)
-            except OSError as err:
-                raise ConfigError(f"cannot open serial log {cfg.serial_log}: {err.strerror}") from None
-
-    def _build(self) -> None:
-        self._kvm = Kvm(os.environ.get("VMM_KVM_DEVICE", KVM_DEVICE))
-        self.created_at = time.monotonic()
-        self._vm = vm = self._kvm.create_vm()
-        try:
-            self.memory = GuestMemory(layout.ram_regions(self.config.mem_mib << 20))
-        except OSError as err:
-            raise ConfigError(f"cannot allocate {self.config.mem_mib} MiB of guest memory: {err.strerror}") from None
-        # RAM before the interrupt controller: once KVM_CREATE_IRQCHIP has run,
-        # KVM_SET_USER_MEMORY_REGION takes 6-8 ms here, whatever the size, and
-        # before it 0.1 ms (vmm bench boot, and the C floor does the same).
-        for region in self.memory.regions:
-            vm.add_memory(region.guest_addr, region.mapping)
-        vm.set_tss_addr(TSS_ADDR)
-        vm.create_irqchip()
-
-        self.pio_bus, self.mmio_bus = PioBus(), MmioBus()
-        # When every sink of serial output is a plain fd, C writes the UART's
-        # bytes there itself while the model says a THR write is pure output:
-        # one exit per byte stays in C, as in the bare KVM_RUN floor.
-        transmit_in_c = not self._capture and self._output is None
-        self.uart = Uart16550(
-            self._serial_output,
-            lambda level: vm.set_irq_line(COM1_IRQ, level),
-            on_input_space=self._input_space.set,
-            on_plain_transmit=self._plain_transmit_changed if transmit_in_c else None,
-        )
-        self.pio_bus.register(COM1_PORT, UART_SPAN, self.uart)
-        self.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(self.memory, self._guest_power_off, self._guest_fault, self._guest_idle))
-        self.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
-
-        cmdline = self.config.base_cmdline()
-        for index, device in enumerate((*self._disks, *self._virtio_devices)):
-            cmdline += " " + self._add_virtio_device(index, device)
-        start_info = load_pvh(self.memory, self._kernel, self._kernel_path, cmdline, self._initrd)
-        self._vcpu = vcpu = vm.create_vcpu(0)
-        configure_vcpu(
-            vcpu,
-            supported_cpuid=self._kvm.supported_cpuid(),
-            supported_msrs=set(self._kvm.msr_index_list()),
-            vcpu_count=1,
-            has_xcrs=bool(self._kvm.check_extension(lib.KVM_CAP_XCRS)),
-        )
-        set_pvh_entry_state(vcpu, self._kernel.pvh_entry, start_info)
-        vcpu.ignore_port_writes(POST_CODE_PORT)  # the NullDevice there would drop them anyway
-        if transmit_in_c:
-            fds = [fd for fd in (self._output_fd, self._serial_log and self._serial_log.fileno()) if fd is not None]
-            vcpu.transmit_in_c(COM1_PORT, fds)
-            vcpu.enable_transmit(self.uart.plain_transmit)
-
-    def _add_virtio_device(self, index: int, device) -> str:
-        """Place a virtio-mmio device in the index-th slot; returns its command-line entry.
-
-        The used-buffer interrupt goes through an irqfd: KVM injects it
-        without the vCPU thread or a KVM_IRQ_LINE ioctl per interrupt.
-        """
-        addr, irq = layout.virtio_mmio_slot(index)
-        irq_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._eventfds.append(irq_fd)
-        self._vm.add_irqfd(irq_fd, irq)
-
-        def interrupt(level: bool, fd=irq_fd) -> None:
-            if level:
-                os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
-
-        from .devices.virtio.constants import MMIO_QUEUE_NOTIFY
-        from .devices.virtio.mmio import VirtioMmioTransport
-
-        transport = VirtioMmioTransport(device, self.memory, interrupt)
-        self.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
-        if self.config.ioeventfd:
-            for queue_index in range(len(device.queue_max_sizes)):
-                notify_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-                self._eventfds.append(notify_fd)
-                self._vm.add_ioeventfd(notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index)
-                self._notifiers[notify_fd] = (transport, queue_index)
-        return f"virtio_mmio.device={layout.VIRTIO_MMIO_SIZE // 1024}K@0x{addr:x}:{irq}"
-
-    def _close_disks(self) -> None:
-        for device in (*self._disks, *self._virtio_devices):
-            device.close()
-        self._disks = []
-        self._virtio_devices = ()
-
-    # --- lifecycle -------------------------------------------------------
-    def start(self) -> "MicroVM":
-        install_kick_handler()
-        try:
-            self._build()
+            prepared = builder.prepare(config, virtio_devices)
+            self.boot_protocol = getattr(prepared.boot, "description", prepared.boot.name)
+            if config.serial_log is not None:
+                try:
+                    log_file = open(config.serial_log, "ab", buffering=0)
+                except OSError as err:
+                    prepared.close()
+                    raise ConfigError(f"cannot open serial log {config.serial_log}: {err.strerror}") from None
+            self._fanout = OutputFanout(
+                callback=output, fd=output_fd, log_file=log_file, capture=self._capture, give_up=self._finished.is_set
+            )
+            install_kick_handler()
+            hooks = builder.MachineHooks(
+                power_off=self._guest_power_off,
+                fault=self._guest_fault,
+                idle=self._guest_idle,
+                wake=self.wake_vcpus,
+                input_space=self._input_space.set,
+                plain_transmit=self._plain_transmit_changed,
+                serial_output=self._fanout,
+            )
+            self._parts = builder.assemble(prepared, hooks, self._loop_failed)
+            self._threads = [VcpuThread(vcpu, self._parts.pio_bus, self._parts.mmio_bus, self._finish) for vcpu in self._parts.vcpus]
+            self._setup_transmit_in_c()
         except BaseException:
             self.close()
             raise
-        if self._notifiers:
-            self._io_thread = threading.Thread(target=self._io_main, name="virtio-io", daemon=True)
-            self._io_thread.start()
-        self._thread = threading.Thread(target=self._vcpu_main, name="vcpu0", daemon=True)
-        self._vcpu_running = True
-        self._thread.start()
+
+    # --- parts a user may look at ------------------------------------------
+    @property
+    def memory(self):
+        return self._parts.memory if self._parts else None
+
+    @property
+    def uart(self):
+        return self._parts.uart
+
+    @property
+    def devices(self) -> list:
+        """The virtio device models, in slot order."""
+        return [slot.device for slot in self._parts.virtio] if self._parts else []
+
+    @property
+    def vcpus(self) -> list[VcpuThread]:
+        return list(self._threads)
+
+    @property
+    def created_at(self) -> float | None:
+        return self._parts.created_at if self._parts else None
+
+    @property
+    def exit_counts(self) -> list[int]:
+        """VM exits by KVM_EXIT_* reason, summed over the vCPUs."""
+        totals = [0] * EXIT_REASON_SLOTS
+        for thread in self._threads:
+            for reason, count in enumerate(thread.exit_counts):
+                totals[reason] += count
+        return totals
+
+    @property
+    def unhandled_accesses(self) -> dict[str, int]:
+        """Guest accesses that hit no device, per bus."""
+        if self._parts is None:
+            return self._unhandled_at_close
+        return {"pio": self._parts.pio_bus.unhandled_total, "mmio": self._parts.mmio_bus.unhandled_total}
+
+    def exit_summary(self) -> dict[str, int]:
+        """VM exits so far, by reason name."""
+        return {exit_reason_name(i): n for i, n in enumerate(self.exit_counts) if n}
+
+    # --- lifecycle -----------------------------------------------------------
+    def start(self) -> "MicroVM":
+        if self._started:
+            raise VmmError("the VM has already been started")
+        if self._parts is None:
+            raise VmmError("the VM is closed")
+        self._started = True
+        self._parts.loop.start()
+        for thread in self._threads:
+            thread.start()
         if self.config.timeout is not None:
-            self._timer = threading.Timer(
-                self.config.timeout,
-                self.stop,
-                kwargs=dict(outcome=VmOutcome(EXIT_TIMEOUT, "timeout", f"guest did not power off within {self.config.timeout:g} s (--timeout)")),
+            message = f"guest did not power off within {self.config.timeout:g} s (--timeout)"
+            self._timer = self._parts.loop.call_later(
+                self.config.timeout, lambda: self.stop(VmOutcome(EXIT_TIMEOUT, StopReason.TIMEOUT, message))
             )
-            self._timer.daemon = True
-            self._timer.start()
         return self
 
     def __enter__(self) -> "MicroVM":
-        return self.start()
+        return self if self._started else self.start()
 
     def __exit__(self, *exc) -> bool:
         self.close()
@@ -273,15 +164,14 @@ class MicroVM:
 
     def stop(self, outcome: VmOutcome | None = None) -> None:
         """Stop the VM (from any thread); the first outcome recorded wins."""
-        self._finish(outcome or VmOutcome(0, "quit", "stopped by the host"))
-        self._kick()
+        self._finish(outcome or VmOutcome(0, StopReason.QUIT, "stopped by the host"))
 
     def wait(self, timeout: float | None = None) -> VmOutcome:
         """Block until the VM has stopped; returns how it ended."""
         if not self._finished.wait(timeout):
             raise TimeoutError(f"VM still running after {timeout} s")
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return self._outcome
 
     def is_finished(self, timeout: float = 0) -> bool:
@@ -293,31 +183,43 @@ class MicroVM:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and not self._finished.is_set()
+        return self._started and not self._finished.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop every vCPU (each out of KVM_RUN when this returns) and let the
+        host side finish the device work already signalled."""
+        if not self.running:
+            raise VmmError("the VM is not running")
+        late = [t.name for t in self._threads if not t.pause(PAUSE_TIMEOUT_S)]
+        if late:
+            raise VmmError(f"{', '.join(late)} did not pause within {PAUSE_TIMEOUT_S:g} s")
+        self._parts.loop.barrier(PAUSE_TIMEOUT_S)
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        for thread in self._threads:
+            thread.resume()
 
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._started and not self._finished.is_set():
             self.stop()
-            self._thread.join()
+        for thread in self._threads:
+            thread.stop()
+            thread.join()
         if self._timer is not None:
             self._timer.cancel()
-        if self._io_thread is not None:
-            self._finish(VmOutcome(0, "quit", "stopped by the host"))
-            self._io_thread.join()
-        for thing in (self._vcpu, self._vm, self._kvm):
-            if thing is not None:
-                thing.close()
-        self._vcpu = self._vm = self._kvm = None
-        for fd in self._eventfds:
-            os.close(fd)
-        self._eventfds = []
-        self._close_disks()
-        if self.memory is not None:
-            self.memory.close()
-            self.memory = None
-        if self._serial_log is not None:
-            self._serial_log.close()
-            self._serial_log = None
+        if self._parts is not None:
+            self._unhandled_at_close = self.unhandled_accesses
+            self._parts.close()
+            self._parts = None
+        fanout = getattr(self, "_fanout", None)
+        if fanout is not None:
+            fanout.close()
         if self.finished_fd >= 0:
             os.close(self.finished_fd)
             self.finished_fd = -1
@@ -326,219 +228,98 @@ class MicroVM:
         with self._outcome_lock:
             if self._outcome is None:
                 self._outcome = outcome
-        if not self._finished.is_set():
+            first = not self._finished.is_set()
             self._finished.set()
+        if first:
             os.eventfd_write(self.finished_fd, 1)
-        self._wake.set()
-        with self._output_cond:
-            self._output_cond.notify_all()
+        for thread in self._threads:
+            thread.stop()
+        if self._capture is not None:
+            self._capture.close(f"VM stopped ({self._outcome})")
 
-    def _kick(self) -> None:
-        with self._kick_lock:
-            if self._vcpu_running and self._thread is not None and threading.current_thread() is not self._thread:
-                self._vcpu.set_immediate_exit(True)
-                signal.pthread_kill(self._thread.ident, KICK_SIGNAL)
+    def _loop_failed(self, err: BaseException) -> None:
+        self.stop(VmOutcome(EXIT_VMM_FAILURE, StopReason.ERROR, f"internal error in the event loop: {err!r}"))
 
-    # --- the vCPU thread -------------------------------------------------
-    def _vcpu_main(self) -> None:
-        try:
-            self._run_loop()
-        except VmmError as err:
-            self._finish(VmOutcome(err.exit_status, "error", str(err)))
-        except Exception as err:  # a VMM bug: report it on one line, keep the details in the log
-            log.debug("vCPU thread failed", exc_info=True)
-            self._finish(VmOutcome(EXIT_VMM_FAILURE, "error", f"internal error in the vCPU thread: {err!r}"))
-        finally:
-            with self._kick_lock:
-                self._vcpu_running = False
-            if not self._finished.is_set():  # the loop only ends once an outcome exists
-                self._finish(VmOutcome(EXIT_VMM_FAILURE, "error", "vCPU thread ended unexpectedly"))
-
-    def _run_loop(self) -> None:
-        vcpu, ex = self._vcpu, self._vcpu.exit
-        pio, mmio, counts, finished = self.pio_bus, self.mmio_bus, self.exit_counts, self._finished
-        EXIT_IO, EXIT_MMIO = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO
-        while not finished.is_set():
-            result = vcpu.run()
-            if result < 0:
-                if result in (-errno.EINTR, -errno.EAGAIN):
-                    vcpu.set_immediate_exit(False)
-                    counts[lib.KVM_EXIT_INTR] += 1
-                    continue
-                raise KvmError("KVM_RUN", -result)
-            reason = ex.reason
-            counts[reason if reason < 256 else 255] += 1
-            if ex.absorbed:
-                counts[EXIT_IO] += ex.absorbed
-            if reason == EXIT_IO:
-                if ex.count != 1:
-                    self._string_pio(ex)
-                elif ex.is_write:
-                    pio.write(ex.addr, ex.size, ex.value)
-                else:
-                    vcpu.complete_read(pio.read(ex.addr, ex.size))
-            elif reason == EXIT_MMIO:
-                if ex.is_write:
-                    mmio.write(ex.addr, ex.size, ex.value)
-                else:
-                    vcpu.complete_read(mmio.read(ex.addr, ex.size))
-            else:
-                self._other_exit(reason, ex)
-
-    def _string_pio(self, ex) -> None:
-        """rep ins/outs: count accesses of size bytes each, through the kvm_run data area."""
-        size, count, port = ex.size, ex.count, ex.addr
-        data = self._vcpu.io_data(size * count)
-        for i in range(count):
-            item = data[i * size : (i + 1) * size]
-            if ex.is_write:
-                self.pio_bus.write(port, size, int.from_bytes(item, "little"))
-            else:
-                item[:] = self.pio_bus.read(port, size).to_bytes(size, "little")
-
-    def _other_exit(self, reason: int, ex) -> None:
-        if reason == lib.KVM_EXIT_SHUTDOWN:
-            self._crash("guest triple fault (KVM_EXIT_SHUTDOWN)")
-        elif reason == lib.KVM_EXIT_FAIL_ENTRY:
-            self._crash(f"vCPU failed to enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason 0x{ex.detail[0]:x})")
-        elif reason == lib.KVM_EXIT_INTERNAL_ERROR:
-            self._crash(f"KVM internal error (suberror {ex.detail[0]}, data 0x{ex.detail[2]:x} 0x{ex.detail[3]:x})")
-        elif reason == lib.KVM_EXIT_SYSTEM_EVENT:
-            self._finish(VmOutcome(0, "poweroff", "guest requested a system event (shutdown or reset)"))
-        elif reason == lib.KVM_EXIT_HLT:
-            self._guest_idle(0.01)  # only without an in-kernel irqchip; idle like the idle port
-        else:
-            name = exit_reason_name(reason)
-            self._crash(f"unexpected vCPU exit {name} ({reason})")
-
-    def _register_dump(self) -> str:
-        try:
-            r, s = self._vcpu.get_regs(), self._vcpu.get_sregs()
-        except KvmError:
-            return "registers unavailable"
-        return (
-            f"rip 0x{r.rip:x} rsp 0x{r.rsp:x} rflags 0x{r.rflags:x} rax 0x{r.rax:x} rbx 0x{r.rbx:x} "
-            f"cs 0x{s.cs.selector:x} cr0 0x{s.cr0:x} cr2 0x{s.cr2:x} cr3 0x{s.cr3:x} cr4 0x{s.cr4:x} efer 0x{s.efer:x}"
-        )
-
-    def _crash(self, what: str) -> None:
-        self._finish(VmOutcome(EXIT_GUEST_CRASHED, "crash", f"{what}: {self._register_dump()}"))
-
-    # --- the I/O thread (ioeventfd notifications) --------------------------
-    def _io_main(self) -> None:
-        """Process queues when the guest's QueueNotify writes land on ioeventfds."""
-        poller = select.epoll()
-        for fd in self._notifiers:
-            poller.register(fd, select.EPOLLIN)
-        poller.register(self.finished_fd, select.EPOLLIN)
-        try:
-            while not self._finished.is_set():
-                for fd, _ in poller.poll():
-                    if fd == self.finished_fd:
-                        return
-                    try:
-                        os.eventfd_read(fd)
-                    except BlockingIOError:
-                        continue
-                    transport, queue_index = self._notifiers[fd]
-                    transport.notify(queue_index)
-                    self._wake.set()  # a guest idling while it waits for this request
-        except Exception as err:  # a VMM bug: stop the VM with one line
-            log.debug("I/O thread failed", exc_info=True)
-            self.stop(VmOutcome(EXIT_VMM_FAILURE, "error", f"internal error in the I/O thread: {err!r}"))
-        finally:
-            poller.close()
-
-    # --- device callbacks (vCPU thread) ----------------------------------
+    # --- device callbacks (vCPU threads) -------------------------------------
     def _guest_power_off(self, status: int) -> None:
-        self._finish(VmOutcome(status, "poweroff"))
+        self._finish(VmOutcome(status, StopReason.POWEROFF))
 
     def _guest_fault(self, fault: GuestFault | str) -> None:
+        vcpu = current_vcpu()
+        who = f"{vcpu.name}: " if vcpu is not None else ""
         if isinstance(fault, str):
-            self._finish(VmOutcome(EXIT_GUEST_CRASHED, "crash", fault))
+            self._finish(VmOutcome(EXIT_GUEST_CRASHED, StopReason.CRASH, who + fault))
             return
         message = fault.describe()
-        if fault.vector == 14:
-            message += f", cr2 0x{self._vcpu.get_sregs().cr2:x}"
-        self._finish(VmOutcome(EXIT_GUEST_CRASHED, "crash", message))
-
-    def _plain_transmit_changed(self, plain: bool) -> None:
-        if self._vcpu is not None:  # the UART reports once before the vCPU exists
-            self._vcpu.enable_transmit(plain)
+        if fault.vector == 14 and vcpu is not None:
+            message += f", cr2 0x{vcpu.vcpu.get_sregs().cr2:x}"
+        self._finish(VmOutcome(EXIT_GUEST_CRASHED, StopReason.CRASH, who + message))
 
     def _guest_idle(self, seconds: float) -> None:
-        self._wake.wait(seconds)
-        self._wake.clear()
+        vcpu = current_vcpu()
+        if vcpu is not None:
+            vcpu.idle(seconds)
 
-    def _serial_output(self, data: bytes) -> None:
-        if self._output is not None:
-            self._output(data)
-        if self._output_fd is not None:
-            write_all(self._output_fd, data, give_up=self._finished.is_set)
-        if self._serial_log is not None:
-            self._serial_log.write(data)
-        if self._capture:
-            with self._output_cond:
-                self._captured += data
-                if len(self._captured) > self._capture_limit:
-                    excess = len(self._captured) - self._capture_limit // 2
-                    del self._captured[:excess]
-                    self._dropped += excess
-                    self._cursor = max(0, self._cursor - excess)
-                self._output_cond.notify_all()
+    def wake_vcpus(self) -> None:
+        """End the idle waits of every vCPU: the host has something for the guest."""
+        for thread in self._threads:
+            thread.wake()
 
-    # --- host side: input and output -------------------------------------
+    def _setup_transmit_in_c(self) -> None:
+        """When every sink of serial output is a plain fd, C writes the UART's
+        bytes there itself while the model says a THR write is pure output:
+        one exit per byte stays in C, as in the bare KVM_RUN floor."""
+        fds = self._fanout.plain_fds
+        self._transmit_in_c = fds is not None
+        if self._transmit_in_c:
+            from .builder import COM1_PORT
+
+            for vcpu in self._parts.vcpus:
+                vcpu.transmit_in_c(COM1_PORT, fds)
+                vcpu.enable_transmit(self._parts.uart.plain_transmit)
+
+    def _plain_transmit_changed(self, plain: bool) -> None:
+        if not getattr(self, "_transmit_in_c", False) or self._parts is None:
+            return  # the UART reports once while it is being built
+        for vcpu in self._parts.vcpus:
+            vcpu.enable_transmit(plain)
+
+    # --- host side: input and output -------------------------------------------
     def send(self, data: bytes | str) -> None:
-        """Type into the serial console."""
+        """Type into the serial console (before or after start)."""
+        if self._parts is None:
+            raise VmmError("the VM is closed")
         if isinstance(data, str):
             data = data.encode()
-        self.uart.enqueue_input(data)
-        self._wake.set()
+        view = memoryview(data)
+        while True:
+            view = view[self._parts.uart.enqueue_input(view) :]
+            self.wake_vcpus()
+            if not view or self._finished.is_set():
+                return  # a stopped guest takes no more input
+            # The UART's backlog is bounded: wait as a writer to a full pipe would.
+            self.wait_input_space(0.1)
 
     @property
     def input_backlog(self) -> int:
-        return self.uart.input_backlog
+        return self._parts.uart.input_backlog if self._parts else 0
 
     def wait_input_space(self, timeout: float) -> None:
         self._input_space.wait(timeout)
         self._input_space.clear()
 
+    def _require_capture(self) -> OutputCapture:
+        if self._capture is None:
+            raise VmmError("this MicroVM was created with capture=False: its output is not kept")
+        return self._capture
+
     @property
     def output(self) -> bytes:
-        with self._output_cond:
-            return bytes(self._captured)
+        return self._require_capture().data
 
     def expect(self, pattern: bytes | str | re.Pattern, timeout: float = 10.0) -> re.Match:
         """Wait until the serial output after the last match matches ``pattern``.
 
         A str or bytes pattern is matched literally; pass a compiled regex for more.
         """
-        if isinstance(pattern, str):
-            pattern = pattern.encode()
-        literal = not isinstance(pattern, re.Pattern)
-        regex = re.compile(re.escape(pattern)) if literal else pattern
-        deadline = time.monotonic() + timeout
-        with self._output_cond:
-            searched_to = self._dropped + self._cursor  # absolute: output may be dropped meanwhile
-            while True:
-                start = max(self._cursor, searched_to - self._dropped)
-                match = regex.search(self._captured, start)
-                if match:
-                    self._cursor = match.end()
-                    return match
-                if literal:  # a literal can only complete in output not yet searched
-                    searched_to = self._dropped + len(self._captured) - len(pattern) + 1
-                remaining = deadline - time.monotonic()
-                if self._finished.is_set() or remaining <= 0:
-                    tail = bytes(self._captured[-300:]).decode(errors="replace")
-                    state = f"VM stopped ({self._outcome})" if self._finished.is_set() else f"timed out after {timeout} s"
-                    raise TimeoutError(f"{regex.pattern!r} not seen: {state}; output ends with {tail!r}")
-                self._output_cond.wait(min(remaining, 0.5))
-                if not literal:
-                    # A regex is searched again from the cursor: let output
-                    # accumulate first, or a long stream costs quadratic time.
-                    self._output_cond.wait(min(max(deadline - time.monotonic(), 0), 0.01))
-
-    def exit_summary(self) -> dict[str, int]:
-        """VM exits so far, by reason name."""
-        return {exit_reason_name(i): n for i, n in enumerate(self.exit_counts) if n}
+        return self._require_capture().expect(pattern, timeout)

@@ -21,7 +21,7 @@ class Host:
     def __init__(self, guest_elf, names=("stdin", "stdout"), *, ioeventfd=True, disks=()):
         self.chunks = {}
         self.dev = VirtioConsole(list(names), on_output=self._output)
-        config = VmConfig(kernel=str(guest_elf), mem_mib=64, timeout=120, ioeventfd=ioeventfd, disks=disks)
+        config = VmConfig(kernel=str(guest_elf), mem_mib=64, timeout=120, ioeventfd=ioeventfd, devices=disks)
         self.vm = MicroVM(config, virtio_devices=[self.dev]).start()
         self.vm.expect(PROMPT, timeout=20)
 

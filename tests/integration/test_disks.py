@@ -28,7 +28,7 @@ def run_command(vm, line: str, timeout: float = 30) -> str:
 
 
 def boot(guest_elf, *disks: DiskConfig, ioeventfd: bool = True) -> MicroVM:
-    vm = MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, disks=disks, timeout=120, ioeventfd=ioeventfd)).start()
+    vm = MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, devices=disks, timeout=120, ioeventfd=ioeventfd)).start()
     vm.expect(PROMPT, timeout=20)
     return vm
 

@@ -47,7 +47,7 @@ def irqtest(vm, *disk_irqs: int) -> dict[str, int]:
 
 
 def test_uart_and_disk_interrupts_are_delivered(guest_elf, image):
-    with MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, disks=(DiskConfig(str(image)),), timeout=120)) as vm:
+    with MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, devices=(DiskConfig(str(image)),), timeout=120)) as vm:
         vm.expect(PROMPT, timeout=20)
         counts = irqtest(vm, 5)
         assert counts["uart"] > 0 and counts["disk0"] > 0, counts
@@ -56,7 +56,7 @@ def test_uart_and_disk_interrupts_are_delivered(guest_elf, image):
         assert run_command(vm, "echo still here") == "still here\r\n"
         assert run_command(vm, "cat hello.txt") == "hello from the host\r\n"
         # Interrupts are off again: KVM's view of the guest's IF at its last exit.
-        assert vm._vcpu.run_struct.if_flag == 0
+        assert vm.vcpus[0].vcpu.run_struct.if_flag == 0
         # A second run works just as well (PICs, gates and flags were put back).
         counts = irqtest(vm, 5)
         assert counts["uart"] > 0 and counts["disk0"] > 0, counts
@@ -66,7 +66,7 @@ def test_two_disks_without_ioeventfd(guest_elf, image, tmp_path):
     second = tmp_path / "second.img"
     second.write_bytes(bytes(1 << 20))
     disks = (DiskConfig(str(image)), DiskConfig(str(second), read_only=True))
-    with MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, disks=disks, ioeventfd=False, timeout=120)) as vm:
+    with MicroVM(VmConfig(kernel=str(guest_elf), mem_mib=64, devices=disks, ioeventfd=False, timeout=120)) as vm:
         vm.expect(PROMPT, timeout=20)
         counts = irqtest(vm, 5, 6)
         assert all(n > 0 for n in counts.values()), counts

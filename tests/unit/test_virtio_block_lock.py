@@ -146,3 +146,16 @@ def test_second_vm_on_a_disk_in_use(run_vmm, guest_elf, disk):
             first.kill()
             first.wait()
     assert run_vmm("run", "--disk", str(disk), stdin="exit 5\n").returncode == 5  # released
+
+
+def test_messages_stay_one_line_for_odd_file_names(tmp_path):
+    odd = tmp_path / "two\nlines.img"
+    with pytest.raises(ConfigError) as info:
+        VirtioBlock(odd)
+    assert "\n" not in str(info.value) and "no such file" in str(info.value)
+    odd.write_bytes(bytes(512))
+    first = VirtioBlock(odd)
+    with pytest.raises(ConfigError) as info:
+        VirtioBlock(odd)
+    assert "\n" not in str(info.value) and "another VM" in str(info.value)
+    first.close()

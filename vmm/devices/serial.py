@@ -10,12 +10,19 @@ Simplifications, each chosen so a guest never waits or loses data:
   * Transmission is instant: a THR write goes straight to ``output``, so THR
     and the transmitter are always empty (LSR.THRE and LSR.TEMT stay set) and
     the TX FIFO never holds anything.
-  * Host input is flow controlled like RTS/CTS: it waits in an unbounded
-    backlog until the guest asserts RTS (and loopback is off), then moves into
-    the RX FIFO as room appears. So it is never overrun; OE only happens in
-    loopback. PE/FE/BI and LSR bit 7 never set.
+  * Host input is flow controlled like RTS/CTS: it waits in a backlog until
+    the guest asserts RTS (and loopback is off), then moves into the RX FIFO
+    as room appears. So it is never overrun; OE only happens in loopback.
+    PE/FE/BI and LSR bit 7 never set. The backlog holds at most
+    INPUT_BACKLOG_MAX bytes: past that enqueue_input refuses the rest, and the
+    host must wait for ``on_input_space`` (a guest that never reads cannot
+    make the host buffer without bound).
   * With no baud-rate timer, the FIFO character-timeout indication is
     reported whenever data sits below the trigger level.
+
+Every buffer is bounded: the RX FIFO by RX_FIFO_SIZE, the backlog by
+INPUT_BACKLOG_MAX, and nothing is buffered on the way out. ``from_state``
+checks every field of a record against the same limits (serial_state.py).
 
 Threading: the vCPU thread calls read/write, a host thread enqueue_input; one
 lock guards all state. ``irq`` is called with the lock held (so concurrent
@@ -28,64 +35,53 @@ released, so a slow sink never blocks host input and the host may refill
 from __future__ import annotations
 
 import threading
-from collections import namedtuple
 from collections.abc import Callable
 
-REGISTER_SPAN = 8  # offsets 0-7 from the base port
-RX_FIFO_SIZE = 16
-
-IER_RX_DATA, IER_THR_EMPTY, IER_LINE_STATUS, IER_MODEM_STATUS = 0x01, 0x02, 0x04, 0x08
-IER_WRITABLE = 0x0F
-
-IIR_NO_INTERRUPT = 0x01  # bit 0 is 0 when an interrupt is pending
-IIR_MODEM_STATUS, IIR_THR_EMPTY, IIR_RX_DATA, IIR_LINE_STATUS = 0x00, 0x02, 0x04, 0x06
-IIR_RX_TIMEOUT = 0x0C
-IIR_FIFOS_ENABLED = 0xC0
-IIR_SOURCE_MASK = 0x0F
-
-FCR_ENABLE_FIFOS, FCR_CLEAR_RX, FCR_CLEAR_TX = 0x01, 0x02, 0x04
-FCR_TRIGGER_MASK = 0xC0
-RX_TRIGGER_LEVELS = {0x00: 1, 0x40: 4, 0x80: 8, 0xC0: 14}
-
-LCR_DLAB = 0x80  # divisor latch access: offsets 0/1 become DLL/DLM
-
-MCR_DTR, MCR_RTS, MCR_OUT1, MCR_OUT2, MCR_LOOPBACK = 0x01, 0x02, 0x04, 0x08, 0x10
-MCR_WRITABLE = 0x1F
-
-LSR_DATA_READY, LSR_OVERRUN = 0x01, 0x02
-LSR_THR_EMPTY, LSR_TRANSMITTER_EMPTY = 0x20, 0x40
-
-MSR_DELTA_CTS, MSR_DELTA_DSR, MSR_TRAILING_EDGE_RI, MSR_DELTA_DCD = 0x01, 0x02, 0x04, 0x08
-MSR_DELTAS = 0x0F
-MSR_CTS, MSR_DSR, MSR_RI, MSR_DCD = 0x10, 0x20, 0x40, 0x80
-MSR_CONNECTED_LINE = MSR_CTS | MSR_DSR | MSR_DCD  # what a cabled, ready peer shows
-
-
-# A named tuple, not a dataclass: importing dataclasses costs ~10 ms of start-up.
-_SERIAL_FIELDS = (
-    ("divisor_latch_low", 0),  # the datasheet leaves DLL/DLM undefined at reset
-    ("divisor_latch_high", 0),
-    ("ier", 0),
-    ("lcr", 0),
-    ("mcr", 0),
-    ("msr", MSR_CONNECTED_LINE),  # line bits and the delta bits not yet read
-    ("scr", 0),
-    ("fifo_control", 0),  # the FCR bits that persist: FIFO enable (bit 0), RX trigger (bits 7:6)
-    ("overrun", False),  # LSR.OE, until LSR is read
-    ("thr_interrupt_pending", False),
-    ("rx_fifo", b""),
-    ("input_backlog", b""),  # host input accepted but not yet in the RX FIFO
-    ("irq_level", False),  # the level last given to irq()
+from .serial_state import (  # the datasheet's register names, and the state record
+    FCR_CLEAR_RX,
+    FCR_ENABLE_FIFOS,
+    FCR_TRIGGER_MASK,
+    IER_LINE_STATUS,
+    IER_MODEM_STATUS,
+    IER_RX_DATA,
+    IER_THR_EMPTY,
+    IER_WRITABLE,
+    IIR_FIFOS_ENABLED,
+    IIR_LINE_STATUS,
+    IIR_MODEM_STATUS,
+    IIR_NO_INTERRUPT,
+    IIR_RX_DATA,
+    IIR_RX_TIMEOUT,
+    IIR_SOURCE_MASK,
+    IIR_THR_EMPTY,
+    INPUT_BACKLOG_MAX,
+    LCR_DLAB,
+    LSR_DATA_READY,
+    LSR_OVERRUN,
+    LSR_THR_EMPTY,
+    LSR_TRANSMITTER_EMPTY,
+    MCR_DTR,
+    MCR_LOOPBACK,
+    MCR_OUT1,
+    MCR_OUT2,
+    MCR_RTS,
+    MCR_WRITABLE,
+    MSR_CONNECTED_LINE,
+    MSR_DELTAS,
+    MSR_DELTA_CTS,
+    MSR_DELTA_DCD,
+    MSR_DELTA_DSR,
+    MSR_RI,
+    MSR_TRAILING_EDGE_RI,
+    REGISTER_SPAN,
+    RX_FIFO_SIZE,
+    RX_TRIGGER_LEVELS,
+    SerialState,
+    SerialStateError,
+    check_state,
 )
 
-
-class SerialState(namedtuple("SerialState", [name for name, _ in _SERIAL_FIELDS], defaults=[d for _, d in _SERIAL_FIELDS])):
-    """Everything needed to rebuild a Uart16550 exactly. Defaults are the reset state.
-
-    There is no TX FIFO field: transmission is instant, so it is always empty.
-    """
-
-    __slots__ = ()
+__all__ = ["INPUT_BACKLOG_MAX", "REGISTER_SPAN", "RX_FIFO_SIZE", "SerialState", "SerialStateError", "Uart16550", "check_state"]
 
 
 class Uart16550:
@@ -200,14 +196,24 @@ class Uart16550:
                 self._on_plain_transmit(plain)
 
     # --- host side -----------------------------------------------------------
-    def enqueue_input(self, data: bytes) -> None:
-        """Bytes arriving on the line. Never dropped: they wait until the guest takes them."""
+    def enqueue_input(self, data: bytes) -> int:
+        """Bytes arriving on the line; returns how many were accepted.
+
+        Accepted bytes are never dropped: they wait until the guest takes them.
+        Bytes that would take the backlog past INPUT_BACKLOG_MAX are refused
+        (not accepted, nothing kept); ``on_input_space`` says when to retry.
+        """
         if not data:
-            return
+            return 0
         with self._lock:
-            self._backlog += data
+            room = INPUT_BACKLOG_MAX - len(self._backlog)
+            if room <= 0:
+                return 0
+            accepted = data[:room] if len(data) > room else data
+            self._backlog += accepted
             self._move_backlog_to_fifo()
             self._update_irq()
+        return len(accepted)
 
     @property
     def input_backlog(self) -> int:
@@ -244,7 +250,9 @@ class Uart16550:
         on_plain_transmit: Callable[[bool], None] | None = None,
     ) -> "Uart16550":
         """Rebuild a device. irq is not called: the line is taken to already be at
-        state.irq_level, as it is when the interrupt controller is restored too."""
+        state.irq_level, as it is when the interrupt controller is restored too.
+        Raises SerialStateError for a record no UART could be in (see check_state)."""
+        state = check_state(state)
         device = cls(output, irq, on_input_space=on_input_space, on_plain_transmit=on_plain_transmit)
         with device._lock:
             device._load(state)

@@ -195,13 +195,6 @@ class Vcpu:
             failed = list(msrs)[done]
             raise KvmError("KVM_SET_MSRS", errno.EINVAL, f"MSR 0x{failed:x} refused")
 
-    def get_msr(self, index: int) -> int:
-        table = ffi.new("struct kvm_msrs *", {"nmsrs": 1, "entries": 1})
-        table.entries[0].index = index
-        if _check("KVM_GET_MSRS", lib.vmm_ioctl(self.fd, lib.KVM_GET_MSRS, table)) != 1:
-            raise KvmError("KVM_GET_MSRS", errno.EINVAL, f"MSR 0x{index:x}")
-        return table.entries[0].data
-
     def set_fpu(self, fcw: int, mxcsr: int) -> None:
         fpu = ffi.new("struct kvm_fpu *")
         fpu.fcw, fpu.mxcsr = fcw, mxcsr

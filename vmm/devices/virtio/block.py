@@ -71,6 +71,12 @@ def _split(views: list[memoryview], n: int) -> tuple[list[memoryview], list[memo
     return head, []
 
 
+def _shown(path: str) -> str:
+    """The path for a one-line message: quoted if it holds a newline or other
+    control character (a file may be named so; the message must stay one line)."""
+    return path if path.isprintable() else repr(path)
+
+
 def _total(views: list[memoryview]) -> int:
     return sum(len(v) for v in views)
 
@@ -98,11 +104,11 @@ class VirtioBlock(VirtioDevice):
             size = os.lseek(self.fd, 0, os.SEEK_END)
             if size % c.SECTOR_SIZE:
                 raise ConfigError(
-                    f"disk {self.path}: size {size} is not a multiple of {c.SECTOR_SIZE} bytes"
+                    f"disk {_shown(self.path)}: size {size} is not a multiple of {c.SECTOR_SIZE} bytes"
                 )
         except OSError as err:
             os.close(self.fd)
-            raise ConfigError(f"disk {self.path}: {err.strerror}") from None
+            raise ConfigError(f"disk {_shown(self.path)}: {err.strerror}") from None
         except ConfigError:
             os.close(self.fd)
             raise
@@ -132,16 +138,16 @@ class VirtioBlock(VirtioDevice):
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
-            raise ConfigError(f"disk {path}: no such file") from None
+            raise ConfigError(f"disk {_shown(path)}: no such file") from None
         except PermissionError:
             hint = "" if read_only else " (use PATH,ro for a read-only disk)"
-            raise ConfigError(f"disk {path}: permission denied{hint}") from None
+            raise ConfigError(f"disk {_shown(path)}: permission denied{hint}") from None
         except OSError as err:
-            raise ConfigError(f"disk {path}: {err.strerror}") from None
+            raise ConfigError(f"disk {_shown(path)}: {err.strerror}") from None
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
             os.close(fd)
-            raise ConfigError(f"disk {path}: not a regular file or block device")
+            raise ConfigError(f"disk {_shown(path)}: not a regular file or block device")
         try:
             VirtioBlock._lock(fd, path, read_only)
         except ConfigError:
@@ -162,10 +168,10 @@ class VirtioBlock(VirtioDevice):
             fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             held = "read-write" if read_only else "(only read-only disks can be shared: PATH,ro)"
-            raise ConfigError(f"disk {path}: another VM (or this one) has it open {held}") from None
+            raise ConfigError(f"disk {_shown(path)}: another VM (or this one) has it open {held}") from None
         except OSError as err:
             # A file system without flock (some FUSE mounts): run, but say so.
-            log.warning("disk %s: cannot lock (%s); nothing stops another VM using it", path, err.strerror)
+            log.warning("disk %s: cannot lock (%s); nothing stops another VM using it", _shown(path), err.strerror)
 
     def state(self) -> BlockState:
         return BlockState(self.path, self.size_bytes, self.read_only, self.disk_id)
@@ -176,7 +182,7 @@ class VirtioBlock(VirtioDevice):
         is malformed or the file is no longer the same size."""
         if not isinstance(state, BlockState):
             raise StateError(f"virtio state: disk record is a {type(state).__name__}, not a BlockState")
-        if type(state.path) is not str or not state.path or not state.path.isprintable():
+        if type(state.path) is not str or not state.path or "\0" in state.path:
             raise StateError(f"virtio state: disk path {state.path!r:.60} is not a file name")
         size = check_uint("disk size", state.size, 64)
         if size % c.SECTOR_SIZE:
@@ -187,7 +193,7 @@ class VirtioBlock(VirtioDevice):
         disk = cls(state.path, read_only=read_only, disk_id=state.disk_id)
         if disk.size_bytes != size:
             disk.close()
-            raise StateError(f"disk {state.path}: {disk.size_bytes} bytes now, {size} in the snapshot")
+            raise StateError(f"disk {_shown(state.path)}: {disk.size_bytes} bytes now, {size} in the snapshot")
         return disk
 
     def close(self) -> None:
@@ -288,7 +294,7 @@ class VirtioBlock(VirtioDevice):
             try:
                 os.fdatasync(self.fd)  # data and the metadata needed to read it back, as QEMU does
             except OSError as err:
-                log.warning("virtio-blk %s: flush failed: %s", self.path, err.strerror)
+                log.warning("virtio-blk %s: flush failed: %s", _shown(self.path), err.strerror)
                 return c.VIRTIO_BLK_S_IOERR, 0
             return c.VIRTIO_BLK_S_OK, 0
         if kind == c.VIRTIO_BLK_T_GET_ID:
@@ -321,11 +327,11 @@ class VirtioBlock(VirtioDevice):
                     if done != _total(batch):
                         break
         except OSError as err:
-            log.warning("virtio-blk %s: I/O error at sector %d: %s", self.path, sector, err.strerror)
+            log.warning("virtio-blk %s: I/O error at sector %d: %s", _shown(self.path), sector, err.strerror)
             return c.VIRTIO_BLK_S_IOERR, 0
         if moved != length:
             # Cannot happen in range unless the file shrank under us.
-            log.warning("virtio-blk %s: short transfer at sector %d", self.path, sector)
+            log.warning("virtio-blk %s: short transfer at sector %d", _shown(self.path), sector)
             return c.VIRTIO_BLK_S_IOERR, 0
         return c.VIRTIO_BLK_S_OK, moved
 
