@@ -80,7 +80,8 @@ static inline void virtio_mmio_write(u64 base, u32 off, u32 val)
 
 /* ---- devices from the command line ------------------------------------ */
 
-#define VIRTIO_MMIO_MAX_DEVICES 8
+/* As many as the VMM has device slots (vmm/x86/layout.py DEVICE_IRQS). */
+#define VIRTIO_MMIO_MAX_DEVICES 17
 
 struct virtio_mmio_device {
     u64 base;                   /* guest physical = virtual address */

@@ -206,3 +206,19 @@ def test_mkdisk_command(run_vmm, source, tmp_path):
         assert archive.extractfile("docs/table.txt").read() == (source / "docs" / "table.txt").read_bytes()
     too_small = run_vmm("mkdisk", str(source), "-o", str(tmp_path / "tiny.img"), "--size", "0")
     assert too_small.returncode == 2 and too_small.stderr.decode().count("\n") == 1
+
+
+def test_every_device_slot_reaches_the_guest(guest_elf, image):
+    # The VMM has 17 slots (IRQs 5-23 less the PC's fixed ones); the guest
+    # takes as many. The last slot's IRQ is on the IOAPIC only (pin 23).
+    from vmm.x86.layout import DeviceSlots
+
+    count = DeviceSlots().capacity
+    vm = boot(guest_elf, *(DiskConfig(str(image), read_only=True) for _ in range(count)))
+    try:
+        listing = run_command(vm, "disks")
+        assert listing.count("ro, virtio-mmio") == count, listing
+        assert f"disk {count - 1}: " in listing
+        assert "hello from the host" in run_command(vm, f"cat {count - 1}:hello.txt")
+    finally:
+        vm.close()

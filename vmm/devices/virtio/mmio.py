@@ -26,7 +26,6 @@ The device gets a :class:`TransportInterrupt` at activate(): its host side
 from __future__ import annotations
 
 import threading
-from collections import namedtuple
 from collections.abc import Callable
 
 from ...errors import GuestMemoryError
@@ -34,7 +33,8 @@ from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .queue import SplitQueue, StateError, VirtioError, check_bool, check_uint
+from .mmio_state import FEATURE_WORDS, TransportState, check_registers
+from .queue import SplitQueue, StateError, VirtioError
 
 log = get_logger("vmm.virtio")
 
@@ -44,10 +44,9 @@ _U32 = 0xFFFF_FFFF
 # Config space: only these access widths, only inside the device's config
 # bytes (any alignment); anything else reads 0 and writes nothing.
 CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
-# Feature selectors: 64 feature bits are two 32-bit words. A DeviceFeaturesSel
-# past them reads 0; a DriverFeatures write past them is remembered as one
-# flag (not stored) and makes FEATURES_OK fail.
-FEATURE_WORDS = 2
+# Feature selectors (FEATURE_WORDS, mmio_state.py): a DeviceFeaturesSel past
+# the two words reads 0; a DriverFeatures write past them is remembered as
+# one flag (not stored) and makes FEATURES_OK fail.
 # Selectors are stored clamped (a feature selector to FEATURE_WORDS, QueueSel
 # to len(queues) = "no queue"): the guest cannot tell, and a state record
 # then has only a few possible values to check.
@@ -89,27 +88,6 @@ class TransportInterrupt:
     def config_changed(self) -> None:
         """New config generation and a configuration-change interrupt."""
         self._transport.config_changed()
-
-
-_STATUS_BITS = (
-    c.STATUS_ACKNOWLEDGE | c.STATUS_DRIVER | c.STATUS_FEATURES_OK | c.STATUS_DRIVER_OK
-    | c.STATUS_DEVICE_NEEDS_RESET | c.STATUS_FAILED
-)
-# 3.1.1: each of these needs the one before it (the state machine enforces it).
-_STATUS_ORDER = (c.STATUS_ACKNOWLEDGE, c.STATUS_DRIVER, c.STATUS_FEATURES_OK, c.STATUS_DRIVER_OK)
-_INTERRUPT_BITS = c.MMIO_INT_VRING | c.MMIO_INT_CONFIG
-
-
-class TransportState(
-    namedtuple(
-        "TransportState",
-        "status device_features_sel driver_features_sel driver_features unknown_feature_bits "
-        "queue_sel interrupt_status config_generation acked_features queues",
-    )
-):
-    """The transport's registers and its queues' states (a tuple of QueueState)."""
-
-    __slots__ = ()
 
 
 class VirtioMmioTransport:
@@ -185,26 +163,9 @@ class VirtioMmioTransport:
         level (high while ``interrupt_status`` is non-zero).
         """
         t = cls(device, memory, interrupt)
-        if not isinstance(state, TransportState):
-            raise StateError(f"virtio state: transport record is a {type(state).__name__}, not a TransportState")
-        status = check_uint("status", state.status, 8)
-        if status & ~_STATUS_BITS:
-            raise StateError(f"virtio state: status 0x{status:02x} has bits no device sets")
-        for before, after in zip(_STATUS_ORDER, _STATUS_ORDER[1:]):
-            if status & after and not status & before:
-                raise StateError(f"virtio state: status 0x{status:02x} has bit 0x{after:x} without 0x{before:x}")
-        for name, value in (("device_features_sel", state.device_features_sel),
-                            ("driver_features_sel", state.driver_features_sel)):
-            if check_uint(name, value, 32) > FEATURE_WORDS:
-                raise StateError(f"virtio state: {name} {value} > {FEATURE_WORDS}")
-        driver_features = check_uint("driver_features", state.driver_features, 64)
-        unknown_bits = check_bool("unknown_feature_bits", state.unknown_feature_bits)
-        if check_uint("queue_sel", state.queue_sel, 32) > len(t.queues):
-            raise StateError(f"virtio state: queue_sel {state.queue_sel} past the {len(t.queues)} queues")
-        if check_uint("interrupt_status", state.interrupt_status, 32) & ~_INTERRUPT_BITS:
-            raise StateError(f"virtio state: interrupt_status 0x{state.interrupt_status:x} has unknown bits")
-        check_uint("config_generation", state.config_generation, 32)
-        acked = check_uint("acked_features", state.acked_features, 64)
+        check_registers(state, len(t.queues))
+        status, driver_features, acked = state.status, state.driver_features, state.acked_features
+        unknown_bits = state.unknown_feature_bits
         t.status, t.driver_features, t._unknown_feature_bits = status, driver_features, unknown_bits
         if status & c.STATUS_FEATURES_OK:
             if acked != driver_features or not t._features_acceptable():

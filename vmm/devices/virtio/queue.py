@@ -32,8 +32,25 @@ import struct
 import threading
 from collections import namedtuple
 
-from ...errors import ConfigError, GuestMemoryError, VmmError
+from ...errors import GuestMemoryError
 from ...memory import GuestMemory
+from .chain import (  # re-exported: devices and tests import them from here
+    BadIndirect,
+    Buffer,
+    BufferOutsideRam,
+    ChainError,
+    ChainLoop,
+    ChainTooLarge,
+    ChainTooLong,
+    DescriptorChain,
+    NextOutOfRange,
+    QueueError,
+    StateError,
+    VirtioError,
+    WrongDirection,
+    check_bool,
+    check_uint,
+)
 from .constants import (
     MAX_QUEUE_SIZE,
     VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -41,6 +58,13 @@ from .constants import (
     VIRTQ_DESC_F_NEXT,
     VIRTQ_DESC_F_WRITE,
 )
+
+__all__ = [
+    "BATCH_BUFFERS", "DEFAULT_MAX_CHAIN_LEN", "MAX_CHAIN_BYTES", "BadIndirect", "Buffer", "BufferOutsideRam",
+    "ChainError", "ChainLoop", "ChainTooLarge", "ChainTooLong", "DescriptorChain", "NextOutOfRange", "QueueError",
+    "QueueState", "SplitQueue", "StateError", "VirtioError", "WrongDirection", "check_bool", "check_uint",
+    "full_barrier", "vring_need_event",
+]
 
 # 2.7.5 struct virtq_desc: addr u64, len u32, flags u16, next u16.
 # 2.7.8 struct virtq_used_elem: id u32, len u32.
@@ -64,68 +88,6 @@ DEFAULT_MAX_CHAIN_LEN = 256
 # Buffers one pop_batch() resolves before the device answers them: with
 # max_chain_len this bounds the memory of a batch, whatever the guest queued.
 BATCH_BUFFERS = 2048
-
-
-class VirtioError(VmmError):
-    """Base of the typed errors a virtio transport catches at its boundary."""
-
-
-class QueueError(VirtioError):
-    """The driver broke the queue protocol; the device must be reset."""
-
-
-class ChainError(VirtioError):
-    """One descriptor chain is malformed (answered, not followed).
-
-    Each subclass is one kind of fault; ``str(err)`` is the message for logs.
-    """
-
-
-class NextOutOfRange(ChainError):
-    """A NEXT index points past the end of its table."""
-
-
-class ChainLoop(ChainError):
-    """The chain visits more descriptors than its table holds."""
-
-
-class ChainTooLong(ChainError):
-    """More buffers than the device's max_chain_len (direct or indirect)."""
-
-
-class ChainTooLarge(ChainError):
-    """The chain's buffers add up to more than MAX_CHAIN_BYTES."""
-
-
-class WrongDirection(ChainError):
-    """A device-readable buffer after a device-writable one (2.7.4.2)."""
-
-
-class BufferOutsideRam(ChainError):
-    """A buffer, or an indirect table, lies outside guest RAM."""
-
-
-class BadIndirect(ChainError):
-    """An INDIRECT descriptor breaks 2.7.5.3: not negotiated, nested, with
-    NEXT, or a length that is not a non-zero multiple of 16."""
-
-
-class StateError(ConfigError, ValueError):
-    """A state record (from a snapshot file: untrusted) that no device could
-    have been in; the message names the field. Exit status 2, like bad input."""
-
-
-def check_uint(name: str, value, bits: int) -> int:
-    """``value`` if it is an int in [0, 2^bits), else StateError."""
-    if type(value) is not int or not 0 <= value < 1 << bits:
-        raise StateError(f"virtio state: {name} {value!r:.40} is not a u{bits}")
-    return value
-
-
-def check_bool(name: str, value) -> bool:
-    if type(value) is not bool:
-        raise StateError(f"virtio state: {name} {value!r:.40} is not a bool")
-    return value
 
 
 class QueueState(
@@ -156,49 +118,6 @@ def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
     """2.7.10: True if the batch that moved used.idx from old_idx to new_idx
     filled entry event_idx, i.e. event_idx lies in [old_idx, new_idx) modulo 2^16."""
     return ((new_idx - event_idx - 1) & 0xFFFF) < ((new_idx - old_idx) & 0xFFFF)
-
-
-class Buffer(namedtuple("Buffer", "addr length writable view")):
-    """One guest buffer: its range, whether it is device-writable
-    (VIRTQ_DESC_F_WRITE), and a view straight into guest RAM."""
-
-    __slots__ = ()
-
-
-class DescriptorChain:
-    """The buffers of one request, or the fault that makes it malformed.
-
-    An invalid chain keeps the buffers resolved before the fault (each inside
-    guest RAM, at most max_chain_len of them), so a device may still report a
-    status in the last one.
-    """
-
-    __slots__ = ("head", "buffers", "fault")
-
-    def __init__(self, head: int, buffers: list[Buffer] | None = None, fault: ChainError | None = None):
-        self.head = head
-        self.buffers = [] if buffers is None else buffers
-        self.fault = fault
-
-    def __repr__(self) -> str:
-        return f"DescriptorChain(head={self.head}, buffers={self.buffers!r}, fault={self.fault!r})"
-
-    @property
-    def valid(self) -> bool:
-        return self.fault is None
-
-    @property
-    def error(self) -> str | None:
-        """The fault as a one-line message for logs (None when valid)."""
-        return None if self.fault is None else f"descriptor chain {self.head}: {self.fault}"
-
-    @property
-    def readable_buffers(self) -> list[Buffer]:
-        return [b for b in self.buffers if not b.writable]
-
-    @property
-    def writable_buffers(self) -> list[Buffer]:
-        return [b for b in self.buffers if b.writable]
 
 
 class SplitQueue:
