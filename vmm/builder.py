@@ -224,7 +224,7 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
         if level:
             os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
 
-    transport = VirtioMmioTransport(device, parts.memory, interrupt)
+    transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
     parts.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
     if use_ioeventfd:
         for queue_index in range(len(device.queue_max_sizes)):

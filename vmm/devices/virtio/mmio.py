@@ -82,8 +82,10 @@ class TransportInterrupt:
         self._transport = transport
 
     def trigger(self, queue_index: int) -> None:
-        """Host-side work on ``queue_index``: process it as a guest notify would."""
+        """Host-side work on ``queue_index``: process it as a guest notify would,
+        then tell the machine (a polling guest may be idling until it sees it)."""
         self._transport.notify(queue_index)
+        self._transport.on_host_work()
 
     def config_changed(self) -> None:
         """New config generation and a configuration-change interrupt."""
@@ -96,12 +98,16 @@ class VirtioMmioTransport:
         device: VirtioDevice,
         memory: GuestMemory,
         interrupt: Callable[[bool], None],
+        on_host_work: Callable[[], None] = lambda: None,
     ):
+        """``interrupt(level)`` drives the device's interrupt line; ``on_host_work()``
+        is called after the device's host side handed the guest new work."""
         if any(not 0 < size <= c.MAX_QUEUE_SIZE for size in device.queue_max_sizes):
             raise ValueError(f"{type(device).__name__}: queue sizes must be 1..{c.MAX_QUEUE_SIZE}")
         self.device = device
         self.memory = memory
         self._interrupt = interrupt
+        self.on_host_work = on_host_work
         # Reentrant: a device may call its TransportInterrupt from process().
         self._lock = threading.RLock()
         self._processing = False  # inside device.process(): triggers are deferred
