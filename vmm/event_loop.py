@@ -55,6 +55,8 @@ class EventLoop:
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._sequence = itertools.count()
         self._thread: threading.Thread | None = None
+        self._started = False  # start() was called: run a thread as soon as there is work
+        self._thread_lock = threading.Lock()
         self._stopping = False
         self._closed = False
 
@@ -65,6 +67,7 @@ class EventLoop:
             raise ValueError(f"fd {fd} is already registered")
         self._callbacks[fd] = callback
         self._epoll.register(fd, events)
+        self._spawn()
 
     def unregister(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is not None and not self._closed:
@@ -77,6 +80,7 @@ class EventLoop:
         """Run ``callback()`` on the loop thread at its next turn (thread-safe)."""
         with self._lock:
             self._soon.append(callback)
+        self._spawn()
         self._wake()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
@@ -84,6 +88,7 @@ class EventLoop:
         handle = TimerHandle(time.monotonic() + max(0.0, delay), callback)
         with self._lock:
             heapq.heappush(self._timers, (handle.when, next(self._sequence), handle))
+        self._spawn()
         self._wake()
         return handle
 
@@ -101,10 +106,21 @@ class EventLoop:
 
     # -- running --------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
+        """Run callbacks from now on. The thread itself starts with the first
+        fd, timer or call: a VM with nothing for the loop pays for no thread."""
+        self._started = True
+        with self._lock:
+            work = bool(self._callbacks or self._soon or self._timers)
+        if work:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        if not self._started or self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
-        self._thread.start()
+        with self._thread_lock:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
         """Ask the loop to end and wait for it (callbacks in progress finish first)."""
