@@ -43,6 +43,20 @@ class PvhEntry(BootEntry):
         set_pvh_entry_state(vcpu, self.entry, self.start_info_addr)
 
 
+class LongModeEntry(BootEntry):
+    """64-bit long mode, identity-mapped paging, RSI = the boot structure (Linux's zero page)."""
+
+    protocol = "linux64"
+
+    def __init__(self, entry: int, rsi: int, cr3: int):
+        self.entry, self.rsi, self.cr3 = entry, rsi, cr3
+
+    def apply(self, vcpu) -> None:
+        from ..x86.long_mode import set_long_mode_entry_state
+
+        set_long_mode_entry_state(vcpu, self.entry, self.rsi, self.cr3)
+
+
 def read_initrd(path: str) -> bytes:
     """The initrd's bytes; only a regular file (a FIFO or /dev/zero would never end)."""
     try:
@@ -64,11 +78,17 @@ class PvhBoot:
         self.kernel: KernelImage = load_kernel(kernel_path)
         self.initrd = read_initrd(initrd_path) if initrd_path is not None else None
 
-    def load(self, memory: GuestMemory, cmdline: str) -> BootEntry:
+    uses_acpi = False  # the PVH loader does not pass an RSDP yet
+
+    def load(self, memory: GuestMemory, cmdline: str, acpi_rsdp: int | None = None) -> BootEntry:
         start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd)
         return PvhEntry(self.kernel.pvh_entry, start_info)
 
 
 def select_boot(kernel_path: str, initrd_path: str | None = None):
-    """The protocol that can boot ``kernel_path`` (PVH is the only one so far)."""
+    """The protocol that can boot ``kernel_path``: a bzImage by the Linux boot protocol, else PVH."""
+    from .linux import LinuxBoot, is_bzimage
+
+    if is_bzimage(kernel_path):
+        return LinuxBoot(kernel_path, initrd_path)
     return PvhBoot(kernel_path, initrd_path)
