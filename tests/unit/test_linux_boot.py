@@ -20,7 +20,7 @@ from vmm.boot.protocol import LongModeEntry, PvhBoot, select_boot
 from vmm.boot.unpack import decompress_payload, lz4_legacy_decompress, parse_vmlinux
 from vmm.errors import ConfigError, KernelImageError
 from vmm.memory import GuestMemory
-from vmm.x86 import layout, long_mode
+from vmm.x86 import aml, layout, long_mode
 
 MIB = 1 << 20
 SETUP_SECTS = 4
@@ -350,3 +350,53 @@ def test_a_bad_bzimage_is_one_line_and_status_2(tmp_path):
     result = run_vmm("--kernel", write(tmp_path, make_bzimage(version=0x204)))
     assert result.returncode == 2
     assert result.stderr.decode().strip().startswith("vmm: ") and result.stderr.decode().count("\n") == 1
+
+
+POWEROFF_BY_ACPI = bytes.fromhex(
+    "b034"  # mov al, (5 << 2) | SLP_EN    (SLP_TYP of \_S5_ is 5)
+    "66ba0006"  # mov dx, 0x600            (the FADT's SLEEP_CONTROL_REG)
+    "ee"  # out dx, al
+    "ebfe"  # jmp .
+)
+
+
+@pytest.mark.kvm
+def test_a_guest_powers_off_through_the_acpi_sleep_register(tmp_path):
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=POWEROFF_BY_ACPI))))
+    result = run_vmm("--kernel", path, "--mem", "64", "--timeout", "20")
+    assert result.returncode == 0, result.stderr.decode()
+
+
+@pytest.mark.kvm
+def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_path):
+    from vmm import builder
+    from vmm.config import DiskConfig, VmConfig
+    from vmm.x86 import acpi
+
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(4096))
+    config = VmConfig(kernel=write(tmp_path, make_bzimage()), cmdline="console=ttyS0", mem_mib=64, devices=(DiskConfig(str(disk)),))
+    powered_off = []
+    nothing = lambda *args: None
+    hooks = builder.MachineHooks(powered_off.append, nothing, nothing, nothing, nothing, nothing, nothing)
+    parts = builder.assemble(builder.prepare(config), hooks, nothing)
+    try:
+        memory = parts.memory
+        assert memory.read(layout.CMDLINE_ADDR, 14) == b"console=ttyS0\0"
+        params = L.BootParams.parse(memory.read(BOOT_PARAMS_ADDR, 4096))
+        rsdp = acpi.Rsdp.parse(memory.read(params.acpi_rsdp_addr, 36))
+        fadt_addr = memory.read_int(rsdp.xsdt_address + 36, 8)
+        dsdt_addr = acpi.FadtBody.parse(memory.read(fadt_addr + 36, acpi.FadtBody.sizeof())).x_dsdt
+        dsdt = memory.read(dsdt_addr, acpi.SdtHeader.parse(memory.read(dsdt_addr, 36)).length)
+        (slot,) = parts.virtio
+        assert b"LNRO0005" in dsdt
+        assert aml.memory32_fixed(slot.addr, layout.VIRTIO_MMIO_SIZE) + aml.interrupt(slot.irq) in dsdt
+        parts.pio_bus.write(acpi.SLEEP_CONTROL_PORT, 1, (acpi.S5_SLEEP_TYPE << 2) | 0x20)
+        assert powered_off == [0]
+    finally:
+        parts.close()
+
+
+def test_a_payload_claiming_an_absurd_unpacked_size_is_refused_before_allocating():
+    with pytest.raises(KernelImageError, match="claims"):
+        decompress_payload(b"\x1f\x8b" + bytes(8) + struct.pack("<I", 0xFFFFFFFF))

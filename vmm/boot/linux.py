@@ -30,6 +30,8 @@ _HEADER_PROBE = 0x206
 
 def is_bzimage(path: str) -> bool:
     """Whether ``path`` carries the boot protocol's "HdrS" header (a bzImage)."""
+    if not os.path.isfile(path):
+        return False  # never open a FIFO here; the ELF loader reports what the path is
     try:
         with open(path, "rb") as f:
             head = f.read(_HEADER_PROBE)

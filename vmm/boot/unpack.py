@@ -22,7 +22,7 @@ from collections import namedtuple
 from ..errors import KernelImageError
 
 LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
-LZ4_LEGACY_BLOCK_MAX = 8 << 20  # a legacy-frame block decodes to at most 8 MiB
+MAX_UNPACKED = 1 << 30  # a kernel image, not a disk: refuse to allocate more for one
 
 ElfSegment = namedtuple("ElfSegment", "paddr data memsz")
 Vmlinux = namedtuple("Vmlinux", "entry segments")  # entry: a physical address
@@ -99,6 +99,8 @@ def decompress_payload(payload: bytes) -> bytes | None:
     if len(payload) < 8:
         return None
     (size,) = struct.unpack_from("<I", payload, len(payload) - 4)  # the build appends the size
+    if size > MAX_UNPACKED:
+        raise KernelImageError(f"the kernel's payload claims {size} bytes unpacked (more than {MAX_UNPACKED >> 20} MiB)")
     body = payload[:-4]
     try:
         if body.startswith(LZ4_LEGACY_MAGIC):
