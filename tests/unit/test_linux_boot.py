@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from vmm.boot import bzimage_layout as L
-from vmm.boot.linux import BOOT_PARAMS_ADDR, BzImage, LinuxBoot, is_bzimage
-from vmm.boot.protocol import LongModeEntry, PvhBoot, select_boot
+from vmm.boot.linux import BOOT_PARAMS_ADDR, BzImage, LinuxBoot
+from vmm.boot.protocol import LongModeEntry, is_bzimage, select_boot
 from vmm.boot.unpack import decompress_payload, lz4_legacy_decompress, parse_vmlinux
 from vmm.errors import ConfigError, KernelImageError
 from vmm.memory import GuestMemory

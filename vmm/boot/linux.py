@@ -7,8 +7,8 @@ fills a zero page (``boot_params``) holding the setup header, the E820 map,
 the command line pointer and the initrd, and jumps to load address + 0x200 in
 long mode with RSI pointing at the zero page. The real-mode code never runs.
 
-Only ``is_bzimage`` is cheap; the rest needs construct and is only imported
-for a Linux boot.
+protocol.select_boot imports this module only for a bzImage: the layouts
+need construct, which the bundled guest's start path must not load.
 """
 
 from __future__ import annotations
@@ -25,19 +25,6 @@ ENTRY_64_OFFSET = 0x200
 BOOT_PARAMS_ADDR = 0x7000
 HEAP_END_PTR = 0xFE00  # the usual value: the real-mode heap/stack never runs here anyway
 PAGE = 4096
-_HEADER_PROBE = 0x206
-
-
-def is_bzimage(path: str) -> bool:
-    """Whether ``path`` carries the boot protocol's "HdrS" header (a bzImage)."""
-    if not os.path.isfile(path):
-        return False  # never open a FIFO here; the ELF loader reports what the path is
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_HEADER_PROBE)
-    except OSError:
-        return False  # the ELF loader reports unreadable files
-    return len(head) == _HEADER_PROBE and head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS"
 
 
 def _align_up(value: int, alignment: int) -> int:

@@ -85,10 +85,25 @@ class PvhBoot:
         return PvhEntry(self.kernel.pvh_entry, start_info)
 
 
+_BZIMAGE_PROBE = 0x206
+
+
+def is_bzimage(path: str) -> bool:
+    """Whether ``path`` carries the boot protocol's "HdrS" header (a bzImage)."""
+    if not os.path.isfile(path):
+        return False  # never open a FIFO here; the ELF loader reports what the path is
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_BZIMAGE_PROBE)
+    except OSError:
+        return False  # the ELF loader reports unreadable files
+    return len(head) == _BZIMAGE_PROBE and head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS"
+
+
 def select_boot(kernel_path: str, initrd_path: str | None = None):
     """The protocol that can boot ``kernel_path``: a bzImage by the Linux boot protocol, else PVH."""
-    from .linux import LinuxBoot, is_bzimage
-
     if is_bzimage(kernel_path):
+        from .linux import LinuxBoot  # construct and all: only for Linux
+
         return LinuxBoot(kernel_path, initrd_path)
     return PvhBoot(kernel_path, initrd_path)
