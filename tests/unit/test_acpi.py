@@ -182,3 +182,19 @@ def test_writing_s5_with_slp_en_powers_off():
     device.write(0, 1, (acpi.S5_SLEEP_TYPE << 2) | 0x20)
     assert calls == [0]
     assert device.read(1, 1) & 0x80  # WAK_STS
+
+
+@pytest.mark.skipif(shutil.which("acpiexec") is None, reason="acpiexec (acpica-tools) is not installed")
+def test_acpica_loads_the_dsdt_namespace_and_evaluates_its_objects(tmp_path):
+    path = tmp_path / "dsdt.dat"
+    path.write_bytes(tables()[b"DSDT"][1])
+    commands = "evaluate \\_S5_; evaluate \\_SB.V002._CRS; evaluate \\_SB.V000._HID"
+    out = subprocess.run(["acpiexec", "-b", commands, str(path)], capture_output=True, text=True, timeout=30).stdout
+    assert f"with   {1 + len(DEVICES)} Devices" in out, out
+    s5 = out[out.index("Evaluating \\_S5_") :]
+    assert re.search(r"Contains 4 Elements:\s*\[Integer\] = 0+5\s*\[Integer\] = 0+5", s5)
+    crs = out[out.index("Evaluating \\_SB.V002._CRS") :]
+    expected = aml.memory32_fixed(0xD0002000, 0x1000) + aml.interrupt(17) + bytes([0x79, 0])
+    dumped = bytes.fromhex("".join(re.findall(r"^\s+[0-9A-F]{4}: ((?:[0-9A-F]{2} )+)", crs, re.M)[:2]).replace(" ", ""))
+    assert dumped == expected
+    assert '"LNRO0005"' in out[out.index("Evaluating \\_SB.V000._HID") :]

@@ -7,6 +7,13 @@ fills a zero page (``boot_params``) holding the setup header, the E820 map,
 the command line pointer and the initrd, and jumps to load address + 0x200 in
 long mode with RSI pointing at the zero page. The real-mode code never runs.
 
+By default (``LinuxBoot(unpack=True)``) the VMM goes one step further: it
+unpacks the compressed kernel inside the bzImage itself and enters that
+kernel's own 64-bit entry, skipping the guest's decompressor stub, which is
+slow in this platform's ring-0 emulator (see unpack.py). The zero page is
+the same either way. Kernels compressed in a format not unpacked here
+(zstd, LZO) are entered at load address + 0x200 as above.
+
 protocol.select_boot imports this module only for a bzImage: the layouts
 need construct, which the bundled guest's start path must not load.
 """
