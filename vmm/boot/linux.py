@@ -104,9 +104,10 @@ class BzImage:
             address = hdr.pref_address
         else:
             address = _align_up(layout.HIGH_MEMORY, self.alignment)
-        if address + self.init_size > low_ram_end:
+        end = address + self.init_size
+        if end > low_ram_end:
             raise ConfigError(
-                f"{self.path} needs guest RAM up to 0x{address + self.init_size:x} to unpack itself; "
+                f"{self.path} needs guest RAM up to 0x{end:x} ({-(-end >> 20)} MiB) to unpack itself; "
                 f"give the VM more memory (--mem)"
             )
         return address
@@ -136,20 +137,18 @@ def place_vmlinux(memory: GuestMemory, image: BzImage, vmlinux) -> tuple[int, in
     """Copy an unpacked kernel's segments to their physical addresses (zeroing their tails).
 
     Returns (entry point, lowest address, end of the image)."""
+    end = max(s.paddr + s.memsz for s in vmlinux.segments)
     for segment in vmlinux.segments:
         if segment.paddr < layout.HIGH_MEMORY:
             raise KernelImageError(f"{image.path}: kernel segment at 0x{segment.paddr:x} lies below 1 MiB")
-        if not memory.contains(segment.paddr, segment.memsz) or segment.paddr + segment.memsz > memory.regions[0].end:
-            raise ConfigError(
-                f"{image.path} needs guest RAM up to 0x{segment.paddr + segment.memsz:x}; give the VM more memory (--mem)"
-            )
+    if end > memory.regions[0].end:
+        raise ConfigError(f"{image.path} needs guest RAM up to 0x{end:x} ({-(-end >> 20)} MiB); give the VM more memory (--mem)")
     for segment in vmlinux.segments:
         memory.write(segment.paddr, segment.data)
         tail = segment.memsz - len(segment.data)
         if tail:
             memory.view(segment.paddr + len(segment.data), tail)[:] = bytes(tail)
-    start = min(s.paddr for s in vmlinux.segments)
-    return vmlinux.entry, start, max(s.paddr + s.memsz for s in vmlinux.segments)
+    return vmlinux.entry, min(s.paddr for s in vmlinux.segments), end
 
 
 def fill_zero_page(memory: GuestMemory, image: BzImage, load_addr: int, kernel_end: int, cmdline: str, initrd: bytes | None, acpi_rsdp: int | None = None) -> int:
