@@ -198,3 +198,9 @@ def test_acpica_loads_the_dsdt_namespace_and_evaluates_its_objects(tmp_path):
     dumped = bytes.fromhex("".join(re.findall(r"^\s+[0-9A-F]{4}: ((?:[0-9A-F]{2} )+)", crs, re.M)[:2]).replace(" ", ""))
     assert dumped == expected
     assert '"LNRO0005"' in out[out.index("Evaluating \\_SB.V000._HID") :]
+
+
+def test_tables_that_would_run_past_1mib_are_refused():
+    memory = GuestMemory(layout.ram_regions(4 << 20))
+    with pytest.raises(ConfigError, match="do not fit"):
+        acpi.build_acpi(memory, 1, DEVICES, base=acpi.ACPI_END - 0x100)

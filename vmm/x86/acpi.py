@@ -292,8 +292,10 @@ def build_acpi(memory, vcpus: int, devices: list[tuple[int, int, int]], base: in
 
     ``devices`` lists each virtio-mmio device as (MMIO address, size, IRQ)."""
     tables = build_tables(vcpus, devices, base)
-    signature, end_addr, last = tables[-1]
-    if base < ACPI_END <= end_addr + len(last) or not memory.contains(base, end_addr + len(last) - base):
+    _signature, last_addr, last = tables[-1]
+    end = last_addr + len(last)
+    # in the BIOS area they must stay below 1 MiB, where the E820 map reserves them
+    if (base < ACPI_END < end) or not memory.contains(base, end - base):
         raise ConfigError(f"ACPI tables for {len(devices)} devices do not fit at 0x{base:x}")
     for _signature, addr, table in tables:
         memory.write(addr, table)
