@@ -1,4 +1,5 @@
 /* shell.c - the line-editing shell on COM1 (commands: see README.md). */
+#include "attack.h"
 #include "blk_shell.h"
 #include "console.h"
 #include "guest.h"
@@ -209,6 +210,9 @@ static const struct command commands[] = {
     { "blkbench", "[N] [MIB]", "disk benchmark: read, write, 4 KiB random reads", cmd_blkbench },
     { "irqtest", "", "check that UART and disk interrupts arrive (PIC, IF=1)", cmd_irqtest },
     { "serialbench", "N", "print N bytes on the serial console", cmd_serialbench },
+    { "mmiostorm", "N [STRIDE [BASE]]", "read N unbacked MMIO addresses (attack)", cmd_mmiostorm },
+    { "piostorm", "", "read and write every port but 0xf4-0xff (attack)", cmd_piostorm },
+    { "faultrec", "ADDR", "report a fault record at ADDR (attack)", cmd_faultrec },
     { 0, 0, 0, 0 },
 };
 

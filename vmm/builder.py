@@ -17,7 +17,7 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 
 from .boot.protocol import select_boot
-from .config import DiskConfig, VmConfig
+from .config import DiskConfig, VmConfig, check_host_memory
 from .devices.bus import MmioBus, NullDevice, PioBus
 from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice
 from .devices.serial import Uart16550
@@ -33,7 +33,6 @@ from .x86.cpu import configure_vcpu
 COM1_PORT, COM1_IRQ, UART_SPAN = 0x3F8, 4, 8
 POST_CODE_PORT = 0x80
 TSS_ADDR = 0xFFFBD000  # three pages below 4 GiB, inside the MMIO hole
-MAX_VCPUS = 64  # a microVM; KVM's own limit (KVM_CAP_MAX_VCPUS) is checked too
 
 # Capabilities the VMM cannot run without, checked once, up front.
 REQUIRED_CAPABILITIES = (
@@ -116,15 +115,9 @@ class AssembledVm:
 
 
 def validate(config: VmConfig) -> None:
-    if config.mem_mib < layout.MIN_MEMORY_MIB:
-        raise ConfigError(f"guest memory {config.mem_mib} MiB is too small (minimum {layout.MIN_MEMORY_MIB} MiB)")
-    host_mib = (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) >> 20
-    if config.mem_mib > host_mib:
-        raise ConfigError(f"guest memory {config.mem_mib} MiB is more than this host has ({host_mib} MiB)")
-    if config.timeout is not None and not config.timeout > 0:
-        raise ConfigError("--timeout must be a positive number of seconds")
-    if not 1 <= config.vcpus <= MAX_VCPUS:
-        raise ConfigError(f"vCPU count {config.vcpus} is out of range (1-{MAX_VCPUS})")
+    """Everything a configuration can be refused for before its files are read."""
+    config.validate()
+    check_host_memory(config.mem_mib)
 
 
 def _device_for(record):
@@ -141,7 +134,7 @@ def prepare(config: VmConfig, virtio_devices: Sequence = ()) -> PreparedVm:
     capacity = layout.DeviceSlots().capacity
     if len(config.devices) + len(virtio_devices) > capacity:
         raise ConfigError(f"too many devices: {len(config.devices) + len(virtio_devices)} asked for, at most {capacity} virtio devices fit (one IRQ each)")
-    boot = select_boot(config.kernel_path(), config.initrd)
+    boot = select_boot(config.kernel_path(), config.initrd, config.mem_mib << 20)
     devices: list = []
     try:
         for record in config.devices:
@@ -198,8 +191,8 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
             if not uses_acpi:  # with ACPI the DSDT lists the devices instead
                 cmdline += " " + slot.cmdline_entry
-        rsdp = _add_acpi(parts, config.vcpus, hooks) if uses_acpi else None
-        parts.boot_entry = prepared.boot.load(parts.memory, cmdline, acpi_rsdp=rsdp)
+        extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
+        parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks)
     except BaseException:
         parts.close()

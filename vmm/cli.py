@@ -13,12 +13,14 @@ import select
 import signal
 import sys
 
-from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig
+from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_timeout
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import EXIT_USAGE, ConfigError, VmmError
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
+EXIT_CODE_STYLES = ("vmm", "qemu")
+QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
 
 
 def _help_width() -> int:
@@ -41,23 +43,54 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, **kwargs)
 
 
+def one_line(message: str) -> str:
+    """``message`` with anything that is not printable escaped: user input (a path,
+    a command line) may hold newlines, control characters or undecodable bytes,
+    and an error must stay one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in message)
+
+
+def print_error(message: str) -> None:
+    print(f"vmm: {one_line(message)}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"vmm: {message} (see 'vmm --help')\n")
+        self.exit(EXIT_USAGE, f"vmm: {one_line(message)} (see 'vmm --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+def _decimal(text: str) -> int | None:
+    """A plain decimal number (ASCII digits only: no sign, base prefix, '_' or spaces), or None."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _count(text: str) -> int:
+    value = _decimal(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
+
+
+_SIZE_SUFFIXES = {"": 1, "M": 1, "G": 1024}
+
+
+def _mib(text: str) -> int:
+    """A size in MiB: decimal digits, optionally followed by M (MiB) or G (GiB)."""
+    suffix = text[-1:].upper() if text[-1:].upper() in ("M", "G") else ""
+    value = _decimal(text[: len(text) - len(suffix)])
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r} (decimal, optionally with M or G: 512, 512M, 2G)")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value * _SIZE_SUFFIXES[suffix]
 
 
 def _seconds(text: str) -> float:
@@ -65,18 +98,34 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
+    try:
+        return check_timeout(value)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _cmdline(text: str) -> str:
+    try:
+        check_cmdline(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _disk(text: str) -> DiskConfig:
-    path, _, options = text.partition(",")
+    """PATH[,ro|,rw]; a comma inside PATH is written twice (a,,b.img), as QEMU does."""
+    path, i = [], 0
+    while i < len(text) and not (text[i] == "," and text[i + 1 : i + 2] != ","):
+        path.append(text[i])
+        i += 2 if text[i] == "," else 1
+    options = text[i + 1 :] if i < len(text) else ""
     if not path:
         raise argparse.ArgumentTypeError("empty disk path")
-    if options not in ("", "ro", "rw"):
-        raise argparse.ArgumentTypeError(f"unknown disk option {options!r} (use PATH or PATH,ro)")
-    return DiskConfig(path, read_only=options == "ro")
+    if i < len(text) and options not in ("ro", "rw"):
+        raise argparse.ArgumentTypeError(
+            f"unknown disk option {options!r} (use PATH, PATH,ro or PATH,rw; write a comma in PATH as ',,')"
+        )
+    return DiskConfig("".join(path), read_only=options == "ro")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,25 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="boot a guest with its serial console on this terminal")
     run.add_argument("--kernel", metavar="ELF", help="PVH ELF kernel (default: the bundled guest)")
-    run.add_argument("--cmdline", metavar="STR", help="kernel command line (default: console=ttyS0)")
+    run.add_argument("--cmdline", metavar="STR", type=_cmdline, help="kernel command line, UTF-8, at most 2047 bytes with the VMM's disk entries (default: console=ttyS0)")
     run.add_argument("--initrd", metavar="PATH", help="initial ramdisk, passed as the first PVH module")
-    run.add_argument("--mem", metavar="MIB", type=_positive_int, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB (default {DEFAULT_MEM_MIB})")
-    run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
+    run.add_argument("--mem", metavar="MIB", type=_mib, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB, decimal, or with a G suffix in GiB (default {DEFAULT_MEM_MIB})")
+    run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds (at most a year)")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
-    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only")
+    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
     run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
-    run.add_argument("--stats", action="store_true", help="print VM exit counts on stderr when the VM stops")
+    run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
+    run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
 
     mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")
     mkdisk.add_argument("directory", metavar="DIR")
     mkdisk.add_argument("-o", "--output", metavar="IMAGE", required=True, help="the image file to write")
-    mkdisk.add_argument("--size", metavar="MIB", type=_positive_int, help="pad the image to MIB MiB (default: the archive plus 1 MiB, rounded up)")
+    mkdisk.add_argument("--size", metavar="MIB", type=_mib, help="pad the image to MIB MiB (default: the archive plus 1 MiB, rounded up)")
 
     bench = commands.add_parser("bench", help="measure vmm against QEMU microvm and the bare KVM floor")
     bench.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(BENCH_CASES)} (default: all)")
-    bench.add_argument("--rounds", type=_positive_int, help="rounds per case and contender (default 3; 1 with --quick)")
+    bench.add_argument("--rounds", type=_count, help="rounds per case and contender (default 3; 1 with --quick)")
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -155,6 +208,8 @@ def _pump_input(vm, interactive: bool) -> None:
 def cmd_run(args) -> int:
     from .machine import MicroVM, StopReason, VmOutcome
 
+    # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
+    # big for the guest) before it reads them or touches KVM.
     vm = MicroVM(_config(args), output_fd=1, capture=False)
     interactive = os.isatty(0)
 
@@ -178,9 +233,25 @@ def cmd_run(args) -> int:
         write_all(1, b"\r\n")
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
+        print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)
         print(f"vmm: exits: {counts}", file=sys.stderr)
+        misses = vm.unhandled_accesses
+        if any(misses.values()):
+            print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
-        print(f"vmm: {outcome.message}", file=sys.stderr)
+        print_error(outcome.message)
+    return exit_status(outcome, args.exit_code_style)
+
+
+def exit_status(outcome, style: str = "vmm") -> int:
+    """The command's status. QEMU style is what scripts written against QEMU's
+    isa-debug-exit expect: (status << 1) | 1 for a guest power-off, and 124 for
+    a timeout (what `timeout` returns around QEMU, as kvm-unit-tests reads it)."""
+    if style == "qemu":
+        if outcome.reason == "poweroff":
+            return ((outcome.status << 1) | 1) & 0xFF
+        if outcome.reason == "timeout":
+            return QEMU_STYLE_TIMEOUT
     return outcome.status
 
 
@@ -188,7 +259,10 @@ def cmd_mkdisk(args) -> int:
     from .disk_image import build_disk_image
 
     size = build_disk_image(args.directory, args.output, args.size)
-    print(f"{args.output}: {size >> 20} MiB ustar disk image of {args.directory}")
+    # Names as the user gave them, even when not UTF-8 (argv is decoded with surrogateescape).
+    line = b"%s: %d MiB ustar disk image of %s\n" % (os.fsencode(args.output), size >> 20, os.fsencode(args.directory))
+    sys.stdout.flush()
+    write_all(1, line)
     return 0
 
 
@@ -208,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
+        if args.command == "doctor":
+            from .doctor import run_doctor
+
+            return run_doctor(args.json)
         return cmd_bench(args)
     except VmmError as err:
-        print(f"vmm: {err}", file=sys.stderr)
+        print_error(str(err))
         return err.exit_status
     except KeyboardInterrupt:
         print("vmm: interrupted", file=sys.stderr)

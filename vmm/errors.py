@@ -35,6 +35,10 @@ class KernelImageError(ConfigError):
     """The kernel file is missing, not an ELF, or has no PVH entry."""
 
 
+class NoPvhNoteError(KernelImageError):
+    """A well-formed ELF without the PVH entry note: maybe another boot protocol's kernel."""
+
+
 class KvmError(VmmError):
     """An ioctl failed; the message names the ioctl and the errno."""
 

@@ -64,9 +64,12 @@ class MicroVM:
         self._capture = OutputCapture(capture_limit) if capture else None
         self.finished_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the VM has stopped
         self._parts = None
+        self._unhandled_at_close: dict[str, int] = {}
+        self.boot_protocol: str | None = None  # how the kernel boots, e.g. "pvh", "multiboot (ELF)"
         log_file = None
         try:
             prepared = builder.prepare(config, virtio_devices)
+            self.boot_protocol = getattr(prepared.boot, "description", prepared.boot.name)
             if config.serial_log is not None:
                 try:
                     log_file = open(config.serial_log, "ab", buffering=0)
@@ -123,6 +126,13 @@ class MicroVM:
             for reason, count in enumerate(thread.exit_counts):
                 totals[reason] += count
         return totals
+
+    @property
+    def unhandled_accesses(self) -> dict[str, int]:
+        """Guest accesses that hit no device, per bus."""
+        if self._parts is None:
+            return self._unhandled_at_close
+        return {"pio": self._parts.pio_bus.unhandled_total, "mmio": self._parts.mmio_bus.unhandled_total}
 
     def exit_summary(self) -> dict[str, int]:
         """VM exits so far, by reason name."""
@@ -204,6 +214,7 @@ class MicroVM:
         if self._timer is not None:
             self._timer.cancel()
         if self._parts is not None:
+            self._unhandled_at_close = self.unhandled_accesses
             self._parts.close()
             self._parts = None
         fanout = getattr(self, "_fanout", None)
@@ -280,8 +291,14 @@ class MicroVM:
             raise VmmError("the VM is closed")
         if isinstance(data, str):
             data = data.encode()
-        self._parts.uart.enqueue_input(data)
-        self.wake_vcpus()
+        view = memoryview(data)
+        while True:
+            view = view[self._parts.uart.enqueue_input(view) :]
+            self.wake_vcpus()
+            if not view or self._finished.is_set():
+                return  # a stopped guest takes no more input
+            # The UART's backlog is bounded: wait as a writer to a full pipe would.
+            self.wait_input_space(0.1)
 
     @property
     def input_backlog(self) -> int:

@@ -19,6 +19,9 @@ class StopReason(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:  # VmOutcome(status=5, reason='poweroff', ...) as before
+        return repr(self.value)
+
 
 class VmOutcome(namedtuple("VmOutcome", "status reason message", defaults=("",))):
     """``status`` is the process exit status the CLI uses; ``reason`` a StopReason."""

@@ -68,7 +68,7 @@ def test_python_dash_m_and_bundled_guest_default(run_vmm, guest_elf):
         (["run", "--mem", "lots"], ["not a whole number"]),
         (["run", "--frobnicate"], ["unrecognized arguments"]),
         (["run", "--timeout", "-1"], ["must be positive"]),
-        (["run", "--initrd", "/nonexistent/initrd"], ["cannot read initrd"]),
+        (["run", "--initrd", "/nonexistent/initrd"], ["initrd file not found"]),
         (["launch"], ["invalid choice"]),
     ],
 )
@@ -112,3 +112,181 @@ def test_timeout_stops_a_guest_whose_console_nobody_reads(guest_elf):
     assert proc.wait(30) == EXIT_TIMEOUT
     assert time.monotonic() - started < 15
     assert "within 3 s" in proc.stderr.read().decode()
+
+
+# --- host inputs that once misbehaved (issue 8) ---------------------------------------
+
+def timed_vmm(run_vmm, *args, bound=10.0):
+    started = time.monotonic()
+    result = run_vmm(*args, timeout=max(60, bound * 3))
+    assert time.monotonic() - started < bound, args
+    assert result.returncode == 2, result.stderr
+    return result
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--initrd"])
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "dir"])
+def test_kernel_and_initrd_must_be_regular_files(run_vmm, guest_elf, tmp_path, fifo, option, source):
+    path = {"/dev/zero": "/dev/zero", "fifo": fifo, "dir": str(tmp_path)}[source]
+    result = timed_vmm(run_vmm, "run", option, path)
+    one_line_error(result, path, "a directory" if source == "dir" else "not a regular file")
+
+
+def measured_vmm(*args):
+    """(status, stderr, peak RSS in MiB, seconds) of one `vmm` run, stdin closed."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "vmm", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        err = proc.stderr.read()  # EOF when the process ends
+        _, wait_status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+    proc.returncode = os.waitstatus_to_exitcode(wait_status)
+    return proc.returncode, err.decode(), usage.ru_maxrss / 1024, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--kernel", "/dev/zero"], "not a regular file"),
+        (["--initrd", "/dev/zero"], "not a regular file"),
+        (["--initrd", "{sparse}", "--mem", "64"], "initrd of 2147483648 bytes does not fit"),
+        (["--kernel", "{sparse_elf}", "--mem", "64"], "needs guest RAM up to 0x400ff000"),
+    ],
+)
+def test_endless_or_huge_inputs_are_refused_fast_and_small(guest_elf, tmp_path, args, fragment):
+    # Each of these once read until killed (3.2 GB in 7 s) or read 2 GiB before refusing.
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:
+        f.truncate(2 << 30)
+    from tests.unit.test_boot import write_sparse_kernel
+
+    sparse_elf = write_sparse_kernel(tmp_path / "sparse.elf")  # 1 GiB of segment data, a hole
+    args = [a.format(sparse=sparse, sparse_elf=sparse_elf) for a in args]
+    status, err, rss_mib, seconds = measured_vmm("run", *args)
+    assert status == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1 and fragment in err, err
+    assert seconds < 5 and rss_mib < 100, (seconds, rss_mib)  # the interpreter and vmm alone: ~30 MiB
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "1e10", "nan", "-inf"])
+def test_timeout_beyond_a_year_or_not_finite(run_vmm, guest_elf, value):
+    result = timed_vmm(run_vmm, "run", f"--timeout={value}")
+    one_line_error(result, "--timeout", "31536000 s" if value not in ("nan", "-inf") else "positive")
+
+
+def test_non_utf8_cmdline(guest_elf):
+    argv = [sys.executable, "-m", "vmm", "run", "--cmdline", os.fsdecode(b"console=ttyS0 \xff\xfe")]
+    result = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2
+    one_line_error(result, "not valid UTF-8")
+
+
+def test_cmdline_over_2047_bytes_with_the_disk_entries(run_vmm, guest_elf, tmp_path):
+    image = tmp_path / "d.img"
+    assert run_vmm("mkdisk", str(tmp_path), "-o", str(image)).returncode == 0
+    result = timed_vmm(run_vmm, "run", "--cmdline", "x" * 2030, "--disk", str(image))
+    one_line_error(result, "kernel command line is 2065 bytes", "at most 2047")
+    result = timed_vmm(run_vmm, "run", "--cmdline", "x" * 2048)
+    one_line_error(result, "kernel command line is 2048 bytes", "at most 2047")
+
+
+def write_kernel(tmp_path, segments, entry, notes=None):
+    from tests.unit.test_boot import make_elf_segments
+
+    path = tmp_path / "kernel.elf"
+    path.write_bytes(make_elf_segments(segments, entry, notes))
+    return str(path)
+
+
+def test_pvh_entry_outside_guest_ram(run_vmm, guest_elf, tmp_path):
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000), (0x4000000, b"\x90", 0x1000)], 0x4000000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel, "--mem", "32")
+    one_line_error(result, "needs guest RAM up to 0x4001000", "--mem")
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000)], 0x4000000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel, "--mem", "32")
+    one_line_error(result, "PVH entry 0x4000000 lies outside every loadable segment")
+
+
+def test_pvh_entry_at_or_above_4gib(run_vmm, guest_elf, tmp_path):
+    from tests.unit.test_boot import xen_note64
+
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x1000)], 1 << 32, xen_note64(1 << 32))
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel)
+    one_line_error(result, "PVH entry 0x100000000 is at or above 4 GiB")
+
+
+def test_overlapping_segments(run_vmm, guest_elf, tmp_path):
+    kernel = write_kernel(tmp_path, [(0x100000, b"\x90", 0x2000), (0x101000, b"\x90", 0x1000)], 0x100000)
+    result = timed_vmm(run_vmm, "run", "--kernel", kernel)
+    one_line_error(result, "ELF segments 0 (0x100000-0x102000) and 1 (0x101000-0x102000) overlap")
+
+
+@pytest.mark.parametrize(
+    "output, fragments",
+    [
+        ("", ["output path is empty"]),
+        ("{tmp}", ["is a directory"]),
+        ("{tmp}/missing/disk.img", ["directory", "missing does not exist"]),
+    ],
+)
+def test_mkdisk_unusable_output(run_vmm, tmp_path, output, fragments):
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path), "-o", output.format(tmp=tmp_path))
+    one_line_error(result, *fragments)
+
+
+def test_mkdisk_size_too_big_for_the_filesystem(run_vmm, tmp_path):
+    (tmp_path / "src").mkdir()
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path / "src"), "-o", str(tmp_path / "d.img"), "--size", "99999999999")
+    one_line_error(result, "cannot make it 99999999999 MiB", "File too large")
+
+
+def test_mkdisk_names_the_file_ustar_cannot_hold(run_vmm, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / ("n" * 120)).write_text("x")
+    result = timed_vmm(run_vmm, "mkdisk", str(tmp_path / "src"), "-o", str(tmp_path / "d.img"))
+    one_line_error(result, f"src/{'n' * 120}: its name", "120 bytes")
+
+
+def test_mkdisk_honours_umask_and_a_non_utf8_name(tmp_path):
+    (tmp_path / "src").mkdir()
+    image = os.path.join(os.fsencode(tmp_path), b"disk\xff.img")
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, sys; os.umask(0o027); from vmm.cli import main; sys.exit(main(sys.argv[1:]))",
+         "mkdisk", str(tmp_path / "src"), "-o", os.fsdecode(image)],
+        capture_output=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(image + b": 1 MiB ustar disk image") or result.stdout.startswith(image + b": 2 MiB")
+    assert stat.S_IMODE(os.stat(image).st_mode) == 0o640
+
+
+@pytest.mark.parametrize("mem, ram_end", [("0x40", None), ("010", b"-0x00000000009fffff type 1"), ("32M", b"-0x0000000001ffffff type 1")])
+def test_mem_is_decimal_mib_with_optional_suffix(run_vmm, guest_elf, mem, ram_end):
+    result = run_vmm("run", "--mem", mem, stdin="mem\nexit 0\n")
+    if ram_end is None:
+        assert result.returncode == 2
+        one_line_error(result, "--mem", "not a whole number of MiB")
+    else:
+        assert result.returncode == 0, result.stderr
+        assert ram_end in result.stdout  # the guest's memory map ends at 10 MiB, 32 MiB
+
+
+def test_disk_path_with_a_comma(run_vmm, guest_elf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "greeting").write_text("comma ok\n")
+    image = tmp_path / "a,b.img"
+    assert run_vmm("mkdisk", str(src), "-o", str(image)).returncode == 0
+    escaped = str(image).replace(",", ",,")
+    result = run_vmm("run", "--disk", escaped + ",ro", stdin="cat greeting\nexit 0\n")
+    assert result.returncode == 0, result.stderr
+    assert b"comma ok" in result.stdout

@@ -129,3 +129,76 @@ def test_empty_directory(tmp_path):
     assert size == 2 * MIB
     with tarfile.open(fileobj=io.BytesIO((tmp_path / "disk.img").read_bytes())) as tar:
         assert tar.getnames() == []
+
+
+# --- issue 8, item 9 ------------------------------------------------------------------
+
+def test_name_too_long_names_the_file(tmp_path):
+    src = tmp_path / "src"
+    (src / "ok").mkdir(parents=True)
+    long_name = "n" * 120
+    (src / "ok" / long_name).write_text("x")
+    with pytest.raises(ConfigError) as info:
+        build_disk_image(src, tmp_path / "disk.img")
+    message = str(info.value)
+    assert f"ok/{long_name}:" in message
+    assert "is 120 bytes, more than ustar's 100" in message
+
+
+def test_path_too_long_names_the_file(tmp_path):
+    src = tmp_path / "src"
+    deep = src / ("d" * 90) / ("e" * 90) / ("f" * 90)
+    deep.mkdir(parents=True)  # no '/' splits d/e/f into 155 + 100 bytes
+    with pytest.raises(ConfigError, match=r"/f{90}: its path is 27\d bytes, more than ustar holds \(155 \+ 100"):
+        build_disk_image(src, tmp_path / "disk.img")
+
+
+def test_symlink_target_too_long_names_the_link(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "link").symlink_to("t" * 150)
+    with pytest.raises(ConfigError, match=r"cannot archive .*/link: its link target is 150 bytes"):
+        build_disk_image(src, tmp_path / "disk.img")
+
+
+def test_file_too_big_for_ustar_names_the_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge", "wb") as f:
+        f.truncate(9 << 30)  # sparse; refused before a byte of it is read
+    with pytest.raises(ConfigError, match=r"cannot archive .*/huge: it is 9663676416 bytes, more than ustar's 8589934591"):
+        build_disk_image(src, tmp_path / "disk.img")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no temporary left
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_image_mode_honours_the_umask(tree, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        build_disk_image(tree, tmp_path / "disk.img")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "disk.img").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("", "output path is empty"),
+        (".", r"is a directory; give a file name"),
+        ("missing/disk.img", r"directory .*missing does not exist"),
+        ("tree_file/disk.img", r"tree_file is not a directory"),
+    ],
+)
+def test_unusable_output_paths(tree, tmp_path, monkeypatch, output, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tree_file").write_text("x")
+    with pytest.raises(ConfigError, match=message) as info:
+        build_disk_image(tree, output)
+    assert "\n" not in str(info.value)
+
+
+def test_size_beyond_the_filesystem_is_a_config_error(tree, tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot make it 99999999999 MiB: File too large"):
+        build_disk_image(tree, tmp_path / "disk.img", size_mib=99999999999)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

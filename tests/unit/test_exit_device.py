@@ -1,4 +1,4 @@
-from vmm.devices.exit_device import FAULT_REPORT, IDLE, IDLE_MAX_US, POWER_OFF, ExitDevice, GuestFault
+from vmm.devices.exit_device import FAULT_RECORD_SIZE, FAULT_REPORT, IDLE, IDLE_MAX_US, POWER_OFF, ExitDevice, GuestFault
 from vmm.memory import GuestMemory
 
 from ..layouts import FaultRecord
@@ -47,6 +47,29 @@ def test_fault_record_outside_ram_is_reported_not_followed():
     assert all("outside guest RAM" in e[1] for e in events)
 
 
+def test_fault_record_at_the_last_bytes_of_ram_and_straddling_its_end():
+    memory = GuestMemory([(0, 0x10000), (0x20000, 0x10000)])  # two regions, a hole between
+    end = 0x10000
+    memory.write(end - FAULT_RECORD_SIZE, FaultRecord.build(dict(vector=6, error_code=0, rip=0x1234, cs=0x23, rflags=2, rsp=0x8000, ss=0x1B)))
+    device, events = make(memory)
+    device.write(FAULT_REPORT, 4, end - FAULT_RECORD_SIZE)  # the last whole record in the region
+    assert events.pop() == ("fault", GuestFault(vector=6, error_code=0, rip=0x1234, rsp=0x8000))
+    device.write(FAULT_REPORT, 4, 0x30000 - FAULT_RECORD_SIZE)  # the last one in the second region
+    assert events.pop()[1].vector == 0
+    for addr in (end - FAULT_RECORD_SIZE + 1, end - 8, end - 1, 0x20000 - 8, 0x30000 - 8, 0xFFFFFFFF):
+        device.write(FAULT_REPORT, 4, addr)
+        kind, message = events.pop()
+        assert kind == "fault" and message == f"guest fault report at 0x{addr:x} (56 bytes) lies outside guest RAM"
+    assert FAULT_RECORD_SIZE == 56
+
+
+def test_power_off_status_past_the_limit_on_every_width():
+    device, events = make()
+    for size, value in ((1, 0x80), (1, 0xFF), (2, 0xFFFF), (4, 0xFFFFFFFF)):
+        device.write(POWER_OFF, size, value)
+    assert [e[0] for e in events] == ["fault"] * 4 and all("outside 0-127" in e[1] for e in events)
+
+
 def test_idle_is_capped():
     device, events = make()
     device.write(IDLE, 4, 2500)
@@ -59,4 +82,5 @@ def test_reads_and_odd_offsets_do_nothing():
     assert device.read(POWER_OFF, 1) == 0xFF
     device.write(2, 1, 1)
     device.write(FAULT_REPORT, 1, 0x8000)  # fault reports are 32-bit writes only
+    device.write(IDLE, 2, 0xFFFF)  # so are idle requests
     assert events == []

@@ -16,7 +16,7 @@ import pytest
 
 from vmm.boot import bzimage_layout as L
 from vmm.boot.linux import BOOT_PARAMS_ADDR, BzImage, LinuxBoot
-from vmm.boot.protocol import LongModeEntry, is_bzimage, select_boot
+from vmm.boot.protocol import LongModeEntry, select_boot
 from vmm.boot.unpack import decompress_payload, lz4_legacy_decompress, parse_vmlinux
 from vmm.errors import ConfigError, KernelImageError
 from vmm.memory import GuestMemory
@@ -98,14 +98,11 @@ def write(tmp_path, data: bytes, name="bzImage") -> str:
 # --- recognising and checking the header
 
 
-def test_a_bzimage_is_recognised_and_an_elf_is_not(tmp_path):
-    assert is_bzimage(write(tmp_path, make_bzimage()))
-    assert not is_bzimage(write(tmp_path, tiny_vmlinux(), "vmlinux"))
-    assert not is_bzimage(str(tmp_path / "missing"))
-
-
-def test_select_boot_picks_the_linux_protocol_for_a_bzimage(tmp_path):
-    assert isinstance(select_boot(write(tmp_path, make_bzimage())), LinuxBoot)
+def test_select_boot_picks_the_linux_protocol_for_a_bzimage_only(tmp_path):
+    boot = select_boot(write(tmp_path, make_bzimage()), None, 64 * MIB)
+    assert isinstance(boot, LinuxBoot) and boot.description == "linux (bzImage, boot protocol 2.15)"
+    with pytest.raises(KernelImageError, match="not a kernel vmm can boot"):
+        select_boot(write(tmp_path, tiny_vmlinux(), "vmlinux"), None, 64 * MIB)  # an ELF without a PVH note
 
 
 @pytest.mark.parametrize(
@@ -120,7 +117,7 @@ def test_select_boot_picks_the_linux_protocol_for_a_bzimage(tmp_path):
 )
 def test_unbootable_headers_are_refused_with_one_line(tmp_path, fields, message):
     with pytest.raises(KernelImageError) as err:
-        LinuxBoot(write(tmp_path, make_bzimage(**fields)))
+        LinuxBoot(write(tmp_path, make_bzimage(**fields)), None, 64 * MIB)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -128,7 +125,7 @@ def test_syssize_past_the_end_of_the_file_is_refused(tmp_path):
     data = bytearray(make_bzimage())
     struct.pack_into("<I", data, 0x1F4, 0x100000)
     with pytest.raises(KernelImageError, match="past the end"):
-        LinuxBoot(write(tmp_path, bytes(data)))
+        LinuxBoot(write(tmp_path, bytes(data)), None, 64 * MIB)
 
 
 def test_a_truncated_file_is_refused(tmp_path):
@@ -166,7 +163,7 @@ def test_init_size_must_fit_in_ram():
 def load(tmp_path, mem_mib=64, cmdline="console=ttyS0", initrd=None, acpi_rsdp=None, **fields):
     path = write(tmp_path, make_bzimage(**fields))
     initrd_path = write(tmp_path, initrd, "initrd") if initrd is not None else None
-    boot = LinuxBoot(path, initrd_path, unpack=False)
+    boot = LinuxBoot(path, initrd_path, mem_mib * MIB, unpack=False)
     memory = GuestMemory(layout.ram_regions(mem_mib * MIB))
     entry = boot.load(memory, cmdline, acpi_rsdp=acpi_rsdp)
     params = L.BootParams.parse(memory.read(BOOT_PARAMS_ADDR, 4096))
@@ -204,7 +201,7 @@ def test_an_initrd_that_does_not_fit_beside_the_kernel_is_refused(tmp_path):
 
 
 def test_a_command_line_longer_than_the_kernel_takes_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="at most 16 bytes"):
+    with pytest.raises(ConfigError, match="is 17 bytes; this kernel takes at most 16"):
         load(tmp_path, cmdline="x" * 17, cmdline_size=16)
 
 
@@ -270,7 +267,7 @@ def test_parse_vmlinux_finds_segments_and_the_physical_entry():
 
 def test_the_unpacked_kernel_is_placed_at_its_physical_address(tmp_path):
     path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB))))
-    boot = LinuxBoot(path)
+    boot = LinuxBoot(path, None, 64 * MIB)
     assert boot.vmlinux is not None
     memory = GuestMemory(layout.ram_regions(64 * MIB))
     memory.write(8 * MIB + len(ENTRY_CODE), b"\xaa" * 16)  # the bss must be zeroed
@@ -282,7 +279,7 @@ def test_the_unpacked_kernel_is_placed_at_its_physical_address(tmp_path):
 def test_an_unpacked_kernel_below_1mib_is_refused(tmp_path):
     path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=0x10000))))
     with pytest.raises(KernelImageError, match="below 1 MiB"):
-        LinuxBoot(path).load(GuestMemory(layout.ram_regions(64 * MIB)), "x")
+        LinuxBoot(path, None, 64 * MIB)
 
 
 # --- long mode
@@ -400,3 +397,26 @@ def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_pat
 def test_a_payload_claiming_an_absurd_unpacked_size_is_refused_before_allocating():
     with pytest.raises(KernelImageError, match="claims"):
         decompress_payload(b"\x1f\x8b" + bytes(8) + struct.pack("<I", 0xFFFFFFFF))
+
+
+def test_the_initrd_may_come_as_bytes_and_is_placed_before_kvm(tmp_path):
+    boot = LinuxBoot(write(tmp_path, make_bzimage()), b"\x5a" * 5000, 64 * MIB, unpack=False)
+    assert boot.initrd_addr % 4096 == 0 and boot.initrd_addr + 5000 <= 64 * MIB
+    memory = GuestMemory(layout.ram_regions(64 * MIB))
+    boot.load(memory, "x")
+    hdr = L.SetupHeader.parse(L.BootParams.parse(memory.read(BOOT_PARAMS_ADDR, 4096)).hdr)
+    assert (hdr.ramdisk_image, hdr.ramdisk_size) == (boot.initrd_addr, 5000)
+    assert memory.read(boot.initrd_addr, 5000) == b"\x5a" * 5000
+
+
+def test_inputs_bigger_than_guest_ram_are_refused_before_reading(tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(1 << 40)  # sparse: a terabyte never read
+    with pytest.raises(ConfigError, match="more than the guest's RAM"):
+        LinuxBoot(write(tmp_path, make_bzimage()), str(big), 64 * MIB)
+    huge_kernel = write(tmp_path, make_bzimage(), "huge")
+    with open(huge_kernel, "r+b") as f:
+        f.truncate(1 << 40)
+    with pytest.raises(ConfigError, match="kernel .* more than the guest's RAM"):
+        select_boot(huge_kernel, None, 64 * MIB)

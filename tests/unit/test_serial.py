@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmm.devices.serial import SerialState, Uart16550
+from vmm.cli import INPUT_BACKLOG_LIMIT
+from vmm.devices.serial import INPUT_BACKLOG_MAX, RX_FIFO_SIZE, SerialState, SerialStateError, Uart16550, check_state
+from vmm.errors import EXIT_USAGE
 
 RBR = THR = DLL = 0
 IER = DLM = 1
@@ -442,6 +444,8 @@ def test_random_activity_never_raises_loses_or_reorders_host_input(operations):
             assert left == 0, f"{op} lost host input"
         gone += left
 
+        check_state(uart.state())  # every state the device reaches is one it can be restored from
+
         # The IRQ line only ever changes, and matches what the registers say.
         assert all(a != b for a, b in zip(h.irq_events, h.irq_events[1:]))
         state = uart.state()
@@ -501,3 +505,64 @@ def test_plain_transmit_survives_state_round_trip():
     reports = []
     Uart16550.from_state(uart.state(), lambda data: None, on_plain_transmit=reports.append)
     assert reports[-1] is False
+
+
+# --- limits: every buffer the host or a snapshot can fill is bounded ---
+
+
+def test_input_backlog_is_bounded_and_refused_bytes_are_not_kept():
+    h = Harness()  # reset: RTS low, so nothing moves into the RX FIFO
+    assert h.uart.enqueue_input(b"a" * (INPUT_BACKLOG_MAX - 1)) == INPUT_BACKLOG_MAX - 1
+    assert h.uart.enqueue_input(b"bcd") == 1  # only what fits
+    assert h.uart.enqueue_input(b"e") == 0
+    assert h.uart.input_backlog == INPUT_BACKLOG_MAX
+    h.w(MCR, RTS)  # 16450 mode: one byte moves into the receiver buffer
+    assert h.space_calls == 1 and h.uart.input_backlog == INPUT_BACKLOG_MAX - 1
+    assert h.uart.enqueue_input(b"fg") == 1
+    state = h.uart.state()
+    assert state.rx_fifo == b"a" and state.input_backlog[-2:] == b"bf"
+
+
+def test_the_cli_never_hits_the_backlog_limit():
+    # The CLI reads stdin in 4 KiB chunks while less than INPUT_BACKLOG_LIMIT waits.
+    assert INPUT_BACKLOG_MAX >= INPUT_BACKLOG_LIMIT + 4096
+
+
+def _record(**fields):
+    return SerialState(**{"mcr": DTR | RTS | OUT2, "fifo_control": 0xC1, **fields})
+
+
+def test_records_at_the_limits_restore():
+    full_fifo = _record(rx_fifo=bytes(RX_FIFO_SIZE), input_backlog=b"x" * INPUT_BACKLOG_MAX)
+    assert Harness(full_fifo).uart.state() == full_fifo
+    rts_low = _record(mcr=0, rx_fifo=b"", input_backlog=b"y" * INPUT_BACKLOG_MAX)
+    assert Harness(rts_low).uart.input_backlog == INPUT_BACKLOG_MAX
+    masked = Harness(_record(ier=0xFF, mcr=0xFF, fifo_control=0xFF)).uart.state()
+    assert (masked.ier, masked.mcr, masked.fifo_control) == (0x0F, 0x1F, 0xC1)
+
+
+@pytest.mark.parametrize(
+    "record, complaint",
+    [
+        (_record(rx_fifo=bytes(RX_FIFO_SIZE + 1)), "RX FIFO holds 17 bytes"),
+        (_record(fifo_control=0, rx_fifo=b"ab"), "more than its 1"),
+        (_record(mcr=0, input_backlog=bytes(INPUT_BACKLOG_MAX + 1)), "input backlog"),
+        (_record(rx_fifo=b"a", input_backlog=b"b"), "RX FIFO has room"),
+        (_record(ier=0x100), "ier is 256"),
+        (_record(lcr=-1), "lcr is -1"),
+        (_record(scr="7"), "scr is '7'"),
+        (_record(divisor_latch_low=True), "divisor_latch_low is True"),
+        (_record(overrun=1), "overrun is 1"),
+        (_record(irq_level=None), "irq_level is None"),
+        (_record(rx_fifo="abc"), "rx_fifo is a str"),
+        (tuple(_record())[:5], "5 fields"),
+        (tuple(_record()) + (0,), "14 fields"),
+        (42, "not a record"),
+    ],
+)
+def test_impossible_records_are_refused_with_one_line(record, complaint):
+    with pytest.raises(SerialStateError) as err:
+        Uart16550.from_state(record, lambda data: None)
+    message = str(err.value)
+    assert complaint in message and "\n" not in message
+    assert err.value.exit_status == EXIT_USAGE

@@ -97,8 +97,34 @@ def test_config_space(rig):
     assert rig.drv.rd(c.MMIO_QUEUE_NUM_MAX) == 256
 
 
+def test_close_is_idempotent_and_register_events_is_a_noop(disk):
+    dev = VirtioBlock(disk)
+    dev.register_events(object())  # block waits on no host fd
+    dev.close()
+    dev.close()
+    assert dev.fd == -1
+
+
+def test_activated_with_the_transport_interrupt(disk):
+    seen = []
+
+    class Spy(VirtioBlock):
+        def activate(self, memory, queues, interrupt):
+            seen.append((memory, len(queues), interrupt))
+
+    mem = GuestMemory([(0, RAM)])
+    dev = Spy(disk)
+    t = VirtioMmioTransport(dev, mem, InterruptLine())
+    MockDriver(t).start([MockQueue.at(mem, 0x1000, 16)])
+    assert seen == [(mem, 1, t.device_interrupt)]
+    dev.close()
+
+
 def test_features(disk):
-    rw, ro = VirtioBlock(disk), VirtioBlock(disk, read_only=True)
+    rw = VirtioBlock(disk)
+    rw.close()
+    ro = VirtioBlock(disk, read_only=True)
+    ro.close()
     for bit in (32, 28, 29, 1, 2, 6, 9):
         assert rw.features & ro.features & (1 << bit)
     assert not rw.features & (1 << c.VIRTIO_BLK_F_RO)
@@ -358,10 +384,19 @@ def test_invalid_chain_without_status_byte(rig):
     q = rig.q
     q.write_desc(0, HDR, 16, NEXT, 0)  # loops on itself, readable only
     q.publish(0)
-    q.publish(99)  # head out of range
     rig.drv.notify(0)
-    assert rig.q.used(0) == (0, 0) and rig.q.used(1) == (99, 0)
+    assert rig.q.used_idx == 1 and rig.q.used(0) == (0, 0)
     assert not rig.drv.status & c.STATUS_DEVICE_NEEDS_RESET
+
+
+def test_head_out_of_range_answers_earlier_chains_then_needs_reset(rig):
+    q = rig.q
+    q.write_desc(0, HDR, 16, NEXT, 0)
+    q.publish(0)
+    q.publish(99)  # not a descriptor index: the ring is broken, no chain to return
+    rig.drv.notify(0)
+    assert rig.q.used_idx == 1 and rig.q.used(0) == (0, 0)
+    assert rig.drv.status & c.STATUS_DEVICE_NEEDS_RESET
 
 
 def test_indirect_not_negotiated_answered(disk):

@@ -28,6 +28,8 @@ class DummyDevice(VirtioDevice):
         self.resets = 0
         self.processed = []
         self.config_writes = []
+        self.interrupt = None
+        self.on_process = None  # a hook run inside process()
 
     @property
     def config(self):
@@ -36,14 +38,17 @@ class DummyDevice(VirtioDevice):
     def write_config(self, offset, data):
         self.config_writes.append((offset, data))
 
-    def activate(self, memory, queues):
+    def activate(self, memory, queues, interrupt):
         self.activations.append([(q.ready, q.event_idx, q.indirect) for q in queues])
+        self.interrupt = interrupt
 
     def reset(self):
         super().reset()
         self.resets += 1
 
     def process(self, index, queue):
+        if self.on_process is not None:
+            self.on_process(index)
         added = False
         while (chain := queue.pop()) is not None:
             self.processed.append((index, chain.head, chain.valid))
@@ -412,3 +417,134 @@ def test_config_space_writes(env):
     t.write(c.MMIO_CONFIG + 2, 2, 0xABCDEF)
     t.write(c.MMIO_CONFIG + 11, 4, 1)  # out of range
     assert dev.config_writes == [(2, b"\xef\xcd")]
+
+
+# -- the device's side: TransportInterrupt (trigger, config_changed) -----------------
+
+
+def test_trigger_processes_queue_and_interrupts(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues, mask=~EVENT_IDX)
+    queues[0].add_chain([(DATA, 8, True)])  # buffers posted, no notify (e.g. an rx queue)
+    assert dev.processed == []
+    dev.interrupt.trigger(0)  # host input arrived
+    assert dev.processed == [(0, 0, True)]
+    assert queues[0].used_idx == 1
+    assert irq.calls == [True]
+    assert drv.rd(c.MMIO_INTERRUPT_STATUS) == c.MMIO_INT_VRING
+
+
+def test_trigger_honours_no_interrupt(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues, mask=~EVENT_IDX)
+    queues[0].set_avail_flags(c.VIRTQ_AVAIL_F_NO_INTERRUPT)
+    queues[0].add_chain([(DATA, 8, True)])
+    dev.interrupt.trigger(0)
+    assert queues[0].used_idx == 1 and irq.calls == []
+
+
+def test_trigger_honours_event_idx(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues)
+    queues[0].add_chain([(DATA, 8, True)])
+    dev.interrupt.trigger(0)
+    assert irq.calls == [True]  # the first batch always signals
+    drv.ack_interrupts()
+    queues[0].set_used_event(5)  # the driver wants an interrupt only past used index 5
+    queues[0].add_chain([(DATA, 8, True)])
+    dev.interrupt.trigger(0)
+    assert queues[0].used_idx == 2 and irq.raised == 1
+
+
+def test_trigger_is_noop_unless_running(env):
+    t, dev, irq, drv, queues = env
+    interrupt = t.device_interrupt  # what activate() will hand out
+    interrupt.trigger(0)
+    interrupt.trigger(99)
+    drv.start(queues)
+    drv.wr(c.MMIO_STATUS, 0)  # reset: stopped again
+    queues[0].add_chain([(DATA, 8, True)])
+    interrupt.trigger(0)
+    dev.interrupt.trigger(-1)
+    assert dev.processed == [] and irq.raised == 0
+
+
+def test_trigger_skips_queue_not_ready(env):
+    t, dev, irq, drv, queues = env
+    drv.negotiate()
+    drv.setup_queue(0, queues[0])  # queue 1 never made ready
+    drv.wr(c.MMIO_STATUS, drv.status | c.STATUS_DRIVER_OK)
+    dev.interrupt.trigger(1)
+    assert dev.processed == [] and not needs_reset(drv)
+
+
+def test_trigger_from_inside_process_is_deferred_not_recursive(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues)
+    depth = []
+
+    def hook(index):
+        depth.append(index)
+        if len(depth) == 1:
+            queues[1].add_chain([(DATA, 8, True)])
+            dev.interrupt.trigger(1)  # same thread, lock held: must not deadlock
+            dev.interrupt.config_changed()
+            assert dev.processed == []  # not run recursively
+
+    dev.on_process = hook
+    queues[0].add_chain([(DATA, 8, True)])
+    drv.notify(0)
+    assert depth == [0, 1]
+    assert dev.processed == [(0, 0, True), (1, 0, True)]
+    assert drv.rd(c.MMIO_INTERRUPT_STATUS) == c.MMIO_INT_VRING | c.MMIO_INT_CONFIG
+
+
+def test_self_retriggering_device_is_bounded(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues)
+    dev.on_process = lambda index: dev.interrupt.trigger(index)  # a buggy device
+    drv.notify(0)
+    assert t.read(c.MMIO_STATUS, 4) & c.STATUS_DRIVER_OK  # returned, device still up
+
+
+def test_trigger_from_another_thread(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues, mask=~EVENT_IDX)
+    for _ in range(8):
+        queues[0].add_chain([(DATA, 8, True)])
+    threads = [threading.Thread(target=dev.interrupt.trigger, args=(0,)) for _ in range(4)]
+    for th in threads:
+        th.start()
+    drv.notify(0)
+    for th in threads:
+        th.join()
+    assert sorted(h for _, h, _ in dev.processed) == list(range(8))
+    assert queues[0].used_idx == 8
+
+
+def test_config_changed_through_device_interrupt(env):
+    t, dev, irq, drv, queues = env
+    drv.start(queues)
+    generation = drv.rd(c.MMIO_CONFIG_GENERATION)
+    dev.interrupt.config_changed()
+    assert drv.rd(c.MMIO_CONFIG_GENERATION) == generation + 1
+    assert drv.rd(c.MMIO_INTERRUPT_STATUS) == c.MMIO_INT_CONFIG
+    assert irq.calls == [True]
+
+
+def test_device_leaving_buffers_queued_does_not_spin(env):
+    """An rx-like queue: buffers wait for host input, process() takes none."""
+    t, dev, irq, drv, queues = env
+    drv.start(queues)  # EVENT_IDX negotiated: publish_avail_event sees pending buffers
+    calls = []
+
+    def idle_process(index, queue):
+        calls.append(index)
+        assert len(calls) < 100, "transport keeps calling process() on a queue the device leaves alone"
+        return False
+
+    dev.process = idle_process
+    queues[0].add_chain([(DATA, 8, True)])
+    drv.notify(0)
+    dev.interrupt.trigger(0)
+    assert calls == [0, 0] and not needs_reset(drv)

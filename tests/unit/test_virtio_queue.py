@@ -3,7 +3,18 @@ import mmap
 import pytest
 
 from vmm.devices.virtio import constants as c
-from vmm.devices.virtio.queue import QueueError, SplitQueue, vring_need_event
+from vmm.devices.virtio.queue import (
+    BadIndirect,
+    BufferOutsideRam,
+    ChainLoop,
+    ChainTooLarge,
+    ChainTooLong,
+    NextOutOfRange,
+    QueueError,
+    SplitQueue,
+    WrongDirection,
+    vring_need_event,
+)
 from vmm.memory import GuestMemory
 
 from .virtio_mock import INDIRECT, NEXT, WRITE, MockQueue
@@ -81,24 +92,35 @@ def test_simple_chain(mem):
     chain = q.pop()
     assert chain.valid and chain.head == head
     assert [(b.addr, b.length, b.writable) for b in chain.buffers] == [(DATA, 5, False), (DATA + 0x100, 64, True)]
-    assert bytes(chain.readable[0].view) == b"hello"
-    chain.writable[0].view[:3] = b"abc"  # views write straight into guest RAM
+    assert bytes(chain.readable_buffers[0].view) == b"hello"
+    chain.writable_buffers[0].view[:3] = b"abc"  # views write straight into guest RAM
     assert mem.read(DATA + 0x100, 3) == b"abc"
     assert q.pop() is None
 
 
-def test_head_out_of_range(mem):
+def test_head_out_of_range_breaks_the_ring(mem):
     mq, q = make(mem)
     mq.publish(8)
-    chain = q.pop()
-    assert not chain.valid and chain.head == 8 and "head" in chain.error
+    with pytest.raises(QueueError, match="head 8"):
+        q.pop()
+    assert q.next_avail == 0  # not consumed: there is no chain to give back
+
+
+def test_head_out_of_range_ends_batch_after_good_chains(mem):
+    mq, q = make(mem)
+    mq.add_chain([(DATA, 16, True)])
+    mq.publish(8)
+    chains = q.pop_batch()
+    assert [ch.head for ch in chains] == [0] and chains[0].valid
+    with pytest.raises(QueueError):
+        q.pop_batch()
 
 
 def test_next_out_of_range(mem):
     mq, q = make(mem)
     chain_of(mq, [(DATA, 16, NEXT, 9)])
     chain = q.pop()
-    assert not chain.valid and "next" in chain.error
+    assert isinstance(chain.fault, NextOutOfRange) and "next" in chain.error
     assert len(chain.buffers) == 1  # what was resolved before the fault is kept
 
 
@@ -106,7 +128,7 @@ def test_loop_ends(mem):
     mq, q = make(mem)
     chain_of(mq, [(DATA, 16, NEXT, 1), (DATA, 16, NEXT, 0)])
     chain = q.pop()
-    assert not chain.valid and "loop" in chain.error
+    assert isinstance(chain.fault, ChainLoop) and "loop" in chain.error
     assert len(chain.buffers) == 8
 
 
@@ -120,16 +142,16 @@ def test_readable_after_writable(mem):
     mq, q = make(mem)
     chain_of(mq, [(DATA, 16, NEXT | WRITE, 1), (DATA, 16, 0, 0)])
     chain = q.pop()
-    assert not chain.valid and "readable" in chain.error
+    assert isinstance(chain.fault, WrongDirection) and "readable" in chain.error
     assert [b.writable for b in chain.buffers] == [True]
 
 
-@pytest.mark.parametrize("addr,length", [(RAM, 1), (RAM - 1, 2), (2**64 - 1, 1), (0, 2**32 - 1), (RAM + 1, 0)])
+@pytest.mark.parametrize("addr,length", [(RAM, 1), (RAM - 1, 2), (2**64 - 1, 1), (0, 2**32 - 17), (RAM + 1, 0)])
 def test_buffer_outside_ram(mem, addr, length):
     mq, q = make(mem)
     chain_of(mq, [(DATA, 16, NEXT | WRITE, 1), (addr, length, WRITE, 0)])
     chain = q.pop()
-    assert not chain.valid and chain.head == 0
+    assert isinstance(chain.fault, BufferOutsideRam) and chain.head == 0
     assert [b.addr for b in chain.buffers] == [DATA]
 
 
@@ -141,7 +163,7 @@ def test_total_over_4gib():
     mq, q = make(m)
     chain_of(mq, [(0x100000, 0xFFFF0000, NEXT, 1), (0x100000, 0x10000, 0, 0)])
     chain = q.pop()
-    assert not chain.valid and "4 GiB" in chain.error
+    assert isinstance(chain.fault, ChainTooLarge) and "4 GiB" in chain.error
 
 
 # -- indirect ---------------------------------------------------------------------------
@@ -176,32 +198,32 @@ def test_indirect_write_flag_on_table_descriptor_ignored(mem):
 
 
 @pytest.mark.parametrize(
-    "desc,table,why",
+    "desc,table,fault,why",
     [
-        ((TABLE, 16, INDIRECT | NEXT, 1), [(DATA, 8, 0, 0)], "NEXT"),
-        ((TABLE, 0, INDIRECT, 0), [], "multiple of 16"),
-        ((TABLE, 24, INDIRECT, 0), [(DATA, 8, 0, 0)], "multiple of 16"),
-        ((RAM - 16, 32, INDIRECT, 0), [], "outside"),
-        ((TABLE, 16, INDIRECT, 0), [(TABLE, 16, INDIRECT, 0)], "nested"),
-        ((TABLE, 32, INDIRECT, 0), [(DATA, 8, NEXT, 1), (DATA, 8, NEXT, 0)], "loop"),
-        ((TABLE, 16, INDIRECT, 0), [(DATA, 8, NEXT, 1)], "next index"),
-        ((TABLE, 16 * 40000, INDIRECT, 0), [], "entries"),
+        ((TABLE, 16, INDIRECT | NEXT, 1), [(DATA, 8, 0, 0)], BadIndirect, "NEXT"),
+        ((TABLE, 0, INDIRECT, 0), [], BadIndirect, "multiple of 16"),
+        ((TABLE, 24, INDIRECT, 0), [(DATA, 8, 0, 0)], BadIndirect, "multiple of 16"),
+        ((RAM - 16, 32, INDIRECT, 0), [], BufferOutsideRam, "outside"),
+        ((TABLE, 16, INDIRECT, 0), [(TABLE, 16, INDIRECT, 0)], BadIndirect, "nested"),
+        ((TABLE, 32, INDIRECT, 0), [(DATA, 8, NEXT, 1), (DATA, 8, NEXT, 0)], ChainLoop, "loop"),
+        ((TABLE, 16, INDIRECT, 0), [(DATA, 8, NEXT, 1)], NextOutOfRange, "next index"),
+        ((TABLE, 16 * 40000, INDIRECT, 0), [], ChainTooLong, "entries"),
     ],
 )
-def test_bad_indirect(mem, desc, table, why):
+def test_bad_indirect(mem, desc, table, fault, why):
     mq, q = make(mem, indirect=True)
     if table:
         mq.write_table(TABLE, table)
     chain_of(mq, [desc])
     chain = q.pop()
-    assert not chain.valid and why in chain.error
+    assert type(chain.fault) is fault and why in chain.error
 
 
 def test_indirect_not_negotiated(mem):
     mq, q = make(mem, indirect=False)
     mq.add_chain([(DATA, 16, False)], indirect_at=TABLE)
     chain = q.pop()
-    assert not chain.valid and "not negotiated" in chain.error
+    assert isinstance(chain.fault, BadIndirect) and "not negotiated" in chain.error
 
 
 # -- ring indexes ---------------------------------------------------------------------------
@@ -230,6 +252,16 @@ def test_indexes_wrap(mem):
     assert q.pop() is None
     assert mq.used_idx == 1
     assert mq.used(0xFFFF) == (2, 4) and mq.used(0x10000) == (2, 4)
+
+
+@pytest.mark.parametrize("head", [8, 0xFFFF, 2**32, -1])
+def test_push_used_refuses_head_past_the_table(mem, head):
+    mq, q = make(mem)
+    with pytest.raises(QueueError):
+        q.push_used(head, 0)
+    with pytest.raises(QueueError):
+        q.push_used_many([(0, 0), (head, 0)])
+    assert mq.used_idx == 0 and q.next_used == 0  # nothing written
 
 
 def test_push_used(mem):

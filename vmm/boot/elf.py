@@ -11,7 +11,7 @@ import struct
 from collections import namedtuple
 
 from ..binary import Layout
-from ..errors import KernelImageError
+from ..errors import KernelImageError, NoPvhNoteError
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -33,6 +33,10 @@ NoteHeader = Layout("NoteHeader", "namesz:I descsz:I type:I")
 
 # file contents at guest_addr; memsz - len(data) bytes of zeroes follow
 Segment = namedtuple("Segment", "guest_addr data memsz")
+
+ADDRESS_LIMIT = 1 << 64
+PVH_ENTRY_LIMIT = 1 << 32  # the PVH entry runs in 32-bit protected mode
+NOTES_MAX = 1 << 20  # PT_NOTE segments read in search of the PVH note; real ones are tiny
 
 
 class KernelImage:
@@ -71,16 +75,21 @@ def _find_pvh_entry(note_data: bytes) -> int | None:
     return None
 
 
-def parse_kernel(image: bytes, path: str = "kernel") -> KernelImage:
-    """Parse a PVH-bootable ELF; raises KernelImageError with a one-line reason."""
-    if image[:4] != ELF_MAGIC:
+def _parse(read, file_size: int, path: str, check_placement=None, read_data: bool = True) -> KernelImage:
+    """Check the headers, then read the loadable data through ``read(offset, length)``.
+
+    ``check_placement(segments, entry)`` (segments without data yet) runs
+    before any segment data is read, so a kernel that cannot fit costs nothing.
+    """
+    if read(0, min(4, file_size)) != ELF_MAGIC:
         raise KernelImageError(f"{path}: not an ELF file")
+    ident = read(0, min(Elf64Header.size, file_size))
     try:
-        elf_class = image[4]
+        elf_class = ident[4]
         if elf_class == ELFCLASS64:
-            header, phdr = Elf64Header.unpack_from(image), Elf64ProgramHeader
+            header, phdr = Elf64Header.unpack_from(ident), Elf64ProgramHeader
         elif elf_class == ELFCLASS32:
-            header, phdr = Elf32Header.unpack_from(image), Elf32ProgramHeader
+            header, phdr = Elf32Header.unpack_from(ident), Elf32ProgramHeader
         else:
             raise KernelImageError(f"{path}: unknown ELF class {elf_class}")
         if header.data != 1 or header.machine not in (EM_X86_64, EM_386):
@@ -88,42 +97,78 @@ def parse_kernel(image: bytes, path: str = "kernel") -> KernelImage:
         if header.phentsize != phdr.size or header.phnum == 0:
             raise KernelImageError(f"{path}: ELF has no usable program headers")
         table_end = header.phoff + header.phnum * header.phentsize
-        if table_end > len(image):
+        if table_end > file_size:
             raise KernelImageError(f"{path}: ELF program headers lie past the end of the file")
-        segments, entry = [], None
+        table = read(header.phoff, table_end - header.phoff)
+        loads, entry = [], None
         for i in range(header.phnum):
-            ph = phdr.unpack_from(image, header.phoff + i * header.phentsize)
+            ph = phdr.unpack_from(table, i * header.phentsize)
             if ph.type not in (PT_LOAD, PT_NOTE):
                 continue
-            if ph.offset + ph.filesz > len(image):
+            if ph.offset + ph.filesz > file_size:
                 raise KernelImageError(f"{path}: ELF segment {i} lies past the end of the file")
-            data = image[ph.offset : ph.offset + ph.filesz]
             if ph.type == PT_NOTE:
-                entry = entry if entry is not None else _find_pvh_entry(data)
+                if entry is None and ph.filesz <= NOTES_MAX:
+                    entry = _find_pvh_entry(read(ph.offset, ph.filesz))
             elif ph.memsz:
                 if ph.filesz > ph.memsz:
                     raise KernelImageError(f"{path}: ELF segment {i} has filesz > memsz")
-                segments.append(Segment(ph.paddr, data, ph.memsz))
+                if ph.paddr + ph.memsz > ADDRESS_LIMIT:
+                    raise KernelImageError(
+                        f"{path}: ELF segment {i} at 0x{ph.paddr:x} of 0x{ph.memsz:x} bytes wraps past 2^64"
+                    )
+                loads.append((i, ph))
     except struct.error:
         raise KernelImageError(f"{path}: truncated or malformed ELF file") from None
     if entry is None:
-        raise KernelImageError(
+        raise NoPvhNoteError(
             f"{path}: ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
             "build the kernel with PVH support"
         )
-    if not segments:
+    if not loads:
         raise KernelImageError(f"{path}: ELF has no loadable segments")
-    return KernelImage(entry, tuple(segments))
+    _check_layout(loads, entry, path)
+    if check_placement is not None:
+        check_placement(tuple(Segment(ph.paddr, None, ph.memsz) for _, ph in loads), entry)
+    segments = tuple(Segment(ph.paddr, read(ph.offset, ph.filesz) if read_data else None, ph.memsz) for _, ph in loads)
+    return KernelImage(entry, segments)
 
 
-def load_kernel(path: str) -> KernelImage:
-    try:
-        with open(path, "rb") as f:
-            image = f.read()
-    except FileNotFoundError:
-        raise KernelImageError(f"kernel file not found: {path}") from None
-    except IsADirectoryError:
-        raise KernelImageError(f"kernel path is a directory: {path}") from None
-    except OSError as err:
-        raise KernelImageError(f"cannot read kernel {path}: {err.strerror}") from None
-    return parse_kernel(image, path)
+def _check_layout(loads, entry: int, path: str) -> None:
+    """Segments must not overlap, and the 32-bit PVH entry must lie in one of them."""
+    ordered = sorted(loads, key=lambda item: item[1].paddr)
+    for (i, a), (j, b) in zip(ordered, ordered[1:]):
+        if a.paddr + a.memsz > b.paddr:
+            raise KernelImageError(
+                f"{path}: ELF segments {i} (0x{a.paddr:x}-0x{a.paddr + a.memsz:x}) and "
+                f"{j} (0x{b.paddr:x}-0x{b.paddr + b.memsz:x}) overlap"
+            )
+    if entry >= PVH_ENTRY_LIMIT:
+        raise KernelImageError(f"{path}: PVH entry 0x{entry:x} is at or above 4 GiB; the 32-bit PVH entry cannot reach it")
+    if not any(ph.paddr <= entry < ph.paddr + ph.memsz for _, ph in loads):
+        raise KernelImageError(f"{path}: PVH entry 0x{entry:x} lies outside every loadable segment")
+
+
+def parse_kernel(image: bytes, path: str = "kernel", check_placement=None) -> KernelImage:
+    """Parse a PVH-bootable ELF held in memory; raises KernelImageError with a one-line reason."""
+    view = memoryview(image)
+    return _parse(lambda offset, length: bytes(view[offset : offset + length]), len(image), path, check_placement)
+
+
+def load_kernel(path: str, ram_size: int | None = None, read_data: bool = True) -> KernelImage:
+    """Read a PVH ELF kernel from ``path``: only its headers, notes and loadable data.
+
+    Segments are checked against guest RAM of ``ram_size`` bytes (default:
+    the most any VM on this host can have) before their data is read. With
+    ``read_data`` False the segments carry no data: a check, nothing more.
+    """
+    from .files import InputFile
+    from .loader import check_kernel_placement, host_ram_size
+
+    limit = ram_size if ram_size is not None else host_ram_size()
+
+    def check_placement(segments, entry):
+        check_kernel_placement(segments, entry, limit, path)
+
+    with InputFile(path, "kernel", KernelImageError) as source:
+        return _parse(source.read, source.size, path, check_placement, read_data)

@@ -20,8 +20,6 @@ need construct, which the bundled guest's start path must not load.
 
 from __future__ import annotations
 
-import os
-
 from ..errors import ConfigError, KernelImageError
 from ..memory import GuestMemory
 from ..x86 import layout
@@ -113,83 +111,69 @@ class BzImage:
         return address
 
 
-def read_bzimage(path: str) -> BzImage:
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise KernelImageError(f"kernel {path}: not a regular file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise KernelImageError(f"cannot read kernel {path}: {err.strerror}") from None
-    return BzImage(path, data)
-
-
-def place_kernel(memory: GuestMemory, image: BzImage) -> tuple[int, int, int]:
-    """Copy the protected-mode kernel (decompressor and payload) to its load address.
+def plan_kernel(image: BzImage, low_end: int) -> tuple[int, int, int]:
+    """Where the protected-mode kernel (decompressor and payload) goes, checked.
 
     Returns (entry point, load address, end of the memory it will use)."""
-    load_addr = image.load_address(memory.regions[0].end)
-    memory.write(load_addr, image.kernel)
+    load_addr = image.load_address(low_end)
     return load_addr + ENTRY_64_OFFSET, load_addr, load_addr + image.init_size
 
 
-def place_vmlinux(memory: GuestMemory, image: BzImage, vmlinux) -> tuple[int, int, int]:
-    """Copy an unpacked kernel's segments to their physical addresses (zeroing their tails).
+def plan_vmlinux(image: BzImage, vmlinux, low_end: int) -> tuple[int, int, int]:
+    """Check an unpacked kernel's segments (at their physical addresses) against low RAM.
 
     Returns (entry point, lowest address, end of the image)."""
     end = max(s.paddr + s.memsz for s in vmlinux.segments)
     for segment in vmlinux.segments:
         if segment.paddr < layout.HIGH_MEMORY:
             raise KernelImageError(f"{image.path}: kernel segment at 0x{segment.paddr:x} lies below 1 MiB")
-    if end > memory.regions[0].end:
+    if end > low_end:
         raise ConfigError(f"{image.path} needs guest RAM up to 0x{end:x} ({-(-end >> 20)} MiB); give the VM more memory (--mem)")
-    for segment in vmlinux.segments:
-        memory.write(segment.paddr, segment.data)
-        tail = segment.memsz - len(segment.data)
-        if tail:
-            memory.view(segment.paddr + len(segment.data), tail)[:] = bytes(tail)
     return vmlinux.entry, min(s.paddr for s in vmlinux.segments), end
 
 
-def fill_zero_page(memory: GuestMemory, image: BzImage, load_addr: int, kernel_end: int, cmdline: str, initrd: bytes | None, acpi_rsdp: int | None = None) -> int:
-    """Write the command line, the initrd (above ``kernel_end``) and boot_params; returns boot_params' address."""
+def initrd_address(size: int, image: BzImage, kernel_end: int, low_end: int) -> int:
+    """As high as it may go, page-aligned: below initrd_addr_max (the highest address
+    its last byte may have) and the end of low RAM, above the kernel."""
+    top = min(low_end, image.hdr.initrd_addr_max + 1)
+    addr = (top - size) & ~(PAGE - 1)
+    if size > top or addr < kernel_end:
+        raise ConfigError(
+            f"initrd of {size} bytes does not fit in guest RAM below 0x{top:x} beside the kernel; "
+            f"give the VM more memory (--mem)"
+        )
+    return addr
+
+
+def check_cmdline(image: BzImage, cmdline: str, user_cmdline_length: int | None) -> bytes:
+    from .loader import encode_cmdline
+
+    encoded = encode_cmdline(cmdline)
+    limit = min(image.hdr.cmdline_size, layout.CMDLINE_MAX - 1)
+    if len(encoded) > limit:
+        yours = f", {user_cmdline_length} of them yours" if user_cmdline_length not in (None, len(encoded)) else ""
+        raise ConfigError(f"kernel command line is {len(encoded)} bytes{yours}; this kernel takes at most {limit} (cmdline_size)")
+    return encoded
+
+
+def zero_page(image: BzImage, load_addr: int, mem_size: int, ramdisk: tuple[int, int], acpi_rsdp: int | None) -> bytes:
+    """boot_params: the kernel's setup header as a loader fills it, the E820 map, the RSDP."""
     from .bzimage_layout import CAN_USE_HEAP, E820_MAX_ENTRIES_ZEROPAGE, TYPE_OF_LOADER_UNDEFINED, BootParams, SetupHeader
     from .loader import memory_map
 
-    low_end = memory.regions[0].end
-    hdr = image.hdr
-    encoded = cmdline.encode()
-    limit = min(hdr.cmdline_size, layout.CMDLINE_MAX - 1)
-    if len(encoded) > limit or b"\0" in encoded:
-        raise ConfigError(f"kernel command line too long or malformed (this kernel takes at most {limit} bytes)")
-    memory.write(layout.CMDLINE_ADDR, encoded + b"\0")
-
-    ramdisk_image = ramdisk_size = 0
-    if initrd:
-        # as high as it may go: below initrd_addr_max (its last byte's highest address) and the end of low RAM
-        top = min(low_end, hdr.initrd_addr_max + 1)
-        ramdisk_image = (top - len(initrd)) & ~(PAGE - 1)
-        if ramdisk_image < kernel_end:
-            raise ConfigError(
-                f"initrd of {len(initrd)} bytes does not fit in guest RAM below 0x{top:x} beside the kernel; "
-                f"give the VM more memory (--mem)"
-            )
-        memory.write(ramdisk_image, initrd)
-        ramdisk_size = len(initrd)
-
-    entries = memory_map(memory.size)[:E820_MAX_ENTRIES_ZEROPAGE]
+    entries = memory_map(mem_size)[:E820_MAX_ENTRIES_ZEROPAGE]
     setup = SetupHeader.parse(image.setup_header + bytes(SetupHeader.sizeof() - len(image.setup_header)))
     setup.type_of_loader = TYPE_OF_LOADER_UNDEFINED
     setup.loadflags = (setup.loadflags | CAN_USE_HEAP) & 0xFF
     setup.heap_end_ptr = HEAP_END_PTR - 0x200
     setup.cmd_line_ptr = layout.CMDLINE_ADDR
-    setup.ramdisk_image, setup.ramdisk_size = ramdisk_image, ramdisk_size
+    setup.ramdisk_image, setup.ramdisk_size = ramdisk
     setup.code32_start = load_addr
     # only the bytes the kernel's own header has: a later field must stay what the kernel says
     filled = SetupHeader.build(setup)[: len(image.setup_header)]
     table = [dict(addr=a, size=s, type=t) for a, s, t in entries]
     table += [dict(addr=0, size=0, type=0)] * (E820_MAX_ENTRIES_ZEROPAGE - len(table))
-    params = BootParams.build(
+    return BootParams.build(
         dict(
             acpi_rsdp_addr=acpi_rsdp or 0,
             e820_entries=len(entries),
@@ -197,8 +181,6 @@ def fill_zero_page(memory: GuestMemory, image: BzImage, load_addr: int, kernel_e
             e820_table=table,
         )
     )
-    memory.write(BOOT_PARAMS_ADDR, params)
-    return BOOT_PARAMS_ADDR
 
 
 class LinuxBoot:
@@ -207,24 +189,42 @@ class LinuxBoot:
     name = "linux"
     uses_acpi = True  # distribution kernels find virtio-mmio devices in the DSDT
 
-    def __init__(self, kernel_path: str, initrd_path: str | None = None, *, unpack: bool = True):
-        """``unpack``: decompress the kernel in the VMM when its format allows (see unpack.py),
+    def __init__(self, kernel_path: str, initrd: str | bytes | None, ram_size: int, *, unpack: bool = True):
+        """Reads and places everything against ``ram_size`` bytes of guest RAM before any KVM object exists.
+
+        ``unpack``: decompress the kernel in the VMM when its format allows (see unpack.py)
         rather than run the bzImage's own decompressor in the guest."""
-        from .protocol import read_initrd
+        from .protocol import _read_within
 
         self.kernel_path = kernel_path
-        self.image = read_bzimage(kernel_path)
-        self.initrd = read_initrd(initrd_path) if initrd_path is not None else None
-        self.vmlinux = self.image.unpacked() if unpack else None
+        self.image = image = BzImage(kernel_path, _read_within(kernel_path, "kernel", KernelImageError, ram_size))
+        self.description = f"linux (bzImage, boot protocol {image.version})"
+        self.vmlinux = image.unpacked() if unpack else None
+        low_end = layout.ram_regions(ram_size)[0][1]
+        if self.vmlinux is not None:
+            self.entry, self.load_addr, kernel_end = plan_vmlinux(image, self.vmlinux, low_end)
+        else:
+            self.entry, self.load_addr, kernel_end = plan_kernel(image, low_end)
+        self.initrd = _read_within(initrd, "initrd", ConfigError, ram_size) if isinstance(initrd, str) else initrd
+        self.initrd_addr = initrd_address(len(self.initrd), image, kernel_end, low_end) if self.initrd else 0
 
-    def load(self, memory: GuestMemory, cmdline: str, acpi_rsdp: int | None = None):
+    def load(self, memory: GuestMemory, cmdline: str, user_cmdline_length: int | None = None, acpi_rsdp: int | None = None):
+        """Write the kernel, command line, initrd, zero page and page tables; the long-mode entry state."""
         from ..x86.long_mode import write_boot_tables
         from .protocol import LongModeEntry
 
+        encoded = check_cmdline(self.image, cmdline, user_cmdline_length)
         if self.vmlinux is not None:
-            entry, load_addr, kernel_end = place_vmlinux(memory, self.image, self.vmlinux)
+            for segment in self.vmlinux.segments:
+                memory.write(segment.paddr, segment.data)
+                tail = segment.memsz - len(segment.data)
+                if tail:  # the bss
+                    memory.view(segment.paddr + len(segment.data), tail)[:] = bytes(tail)
         else:
-            entry, load_addr, kernel_end = place_kernel(memory, self.image)
-        boot_params = fill_zero_page(memory, self.image, load_addr, kernel_end, cmdline, self.initrd, acpi_rsdp)
-        cr3 = write_boot_tables(memory)
-        return LongModeEntry(entry, boot_params, cr3)
+            memory.write(self.load_addr, self.image.kernel)
+        memory.write(layout.CMDLINE_ADDR, encoded + b"\0")
+        if self.initrd:
+            memory.write(self.initrd_addr, self.initrd)
+        ramdisk = (self.initrd_addr, len(self.initrd)) if self.initrd else (0, 0)
+        memory.write(BOOT_PARAMS_ADDR, zero_page(self.image, self.load_addr, memory.size, ramdisk, acpi_rsdp))
+        return LongModeEntry(self.entry, BOOT_PARAMS_ADDR, write_boot_tables(memory))

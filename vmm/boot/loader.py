@@ -1,14 +1,40 @@
-"""Lay a PVH kernel, its command line, initrd and start info out in guest RAM."""
+"""Lay a PVH kernel, its command line, initrd and start info out in guest RAM.
+
+Everything is checked before the first byte is written: segments against
+guest RAM and the boot structures, the initrd against the room left, the
+command line against what the guest keeps.
+"""
 
 from __future__ import annotations
 
-from ..errors import ConfigError, GuestMemoryError, KernelImageError
+from ..errors import ConfigError, KernelImageError
 from ..memory import GuestMemory
 from ..x86 import layout
 from .elf import KernelImage
 from .pvh import E820_RAM, E820_RESERVED, HVM_START_MAGIC, MemmapEntry, ModlistEntry, StartInfo
 
 PAGE = 4096
+MEMMAP_ROOM_ENTRIES = 128  # room kept for the memory map (it has 3-4 entries today)
+
+# (what, start, end) of everything load_pvh writes besides the kernel and initrd
+BOOT_STRUCTURES = (
+    ("start info", layout.START_INFO_ADDR, layout.START_INFO_ADDR + StartInfo.size),
+    ("module list", layout.MODLIST_ADDR, layout.MODLIST_ADDR + ModlistEntry.size),
+    ("memory map", layout.MEMMAP_ADDR, layout.MEMMAP_ADDR + MEMMAP_ROOM_ENTRIES * MemmapEntry.size),
+    ("command line", layout.CMDLINE_ADDR, layout.CMDLINE_ADDR + layout.CMDLINE_MAX),
+)
+BOOT_STRUCTURES_END = max(end for _, _, end in BOOT_STRUCTURES)
+
+
+def host_ram_size() -> int:
+    """Bytes of RAM on this host: no guest can have more, so no kernel may need more."""
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _in_ram(addr: int, size: int, ram_size: int) -> bool:
+    return any(start <= addr and addr + size <= start + length for start, length in layout.ram_regions(ram_size))
 
 
 def memory_map(mem_size: int) -> list[tuple[int, int, int]]:
@@ -21,37 +47,102 @@ def memory_map(mem_size: int) -> list[tuple[int, int, int]]:
     return entries
 
 
-def load_pvh(memory: GuestMemory, kernel: KernelImage, kernel_path: str, cmdline: str, initrd: bytes | None) -> int:
-    """Copy everything into guest RAM; returns the start info address."""
-    low_end = memory.regions[0].end
-    for segment in kernel.segments:
-        if segment.guest_addr < layout.HIGH_MEMORY:
-            raise KernelImageError(
-                f"{kernel_path}: ELF segment at 0x{segment.guest_addr:x} lies below 1 MiB"
-            )
-        if not memory.contains(segment.guest_addr, segment.memsz):
-            raise ConfigError(
-                f"{kernel_path} needs guest RAM up to 0x{segment.guest_addr + segment.memsz:x}; "
-                f"give the VM more memory (--mem)"
-            )
+def check_kernel_placement(segments, pvh_entry: int, ram_size: int, kernel_path: str) -> None:
+    """Each segment at or above 1 MiB, clear of the boot structures, inside guest RAM."""
+    for segment in segments:
+        start, end = segment.guest_addr, segment.guest_addr + segment.memsz
+        if start < layout.HIGH_MEMORY:
+            raise KernelImageError(f"{kernel_path}: ELF segment at 0x{start:x} lies below 1 MiB")
+        for what, low, high in BOOT_STRUCTURES:
+            if start < high and low < end:
+                raise KernelImageError(
+                    f"{kernel_path}: ELF segment 0x{start:x}-0x{end:x} overlaps the PVH {what} at 0x{low:x}-0x{high:x}"
+                )
+        if not _in_ram(start, segment.memsz, ram_size):
+            raise ConfigError(f"{kernel_path} needs guest RAM up to 0x{end:x}; give the VM more memory (--mem)")
+    if not _in_ram(pvh_entry, 1, ram_size):
+        raise ConfigError(f"{kernel_path}: PVH entry 0x{pvh_entry:x} is outside guest RAM")
+
+
+def _initrd_floor(kernel: KernelImage, low_end: int) -> int:
+    """The lowest address the initrd may start at: above the boot structures and the low kernel."""
+    ends = [s.guest_addr + s.memsz for s in kernel.segments if s.guest_addr < low_end]
+    return max([BOOT_STRUCTURES_END, *ends])
+
+
+def initrd_address(size: int, kernel: KernelImage, ram_size: int) -> int:
+    """Where an initrd of ``size`` bytes goes: page-aligned at the top of low RAM, or ConfigError."""
+    low_end = layout.ram_regions(ram_size)[0][1]
+    addr = (low_end - size) & ~(PAGE - 1)
+    if size > low_end or addr < _initrd_floor(kernel, low_end):
+        room = max(0, ((low_end - _initrd_floor(kernel, low_end)) & ~(PAGE - 1)))
+        raise ConfigError(
+            f"initrd of {size} bytes does not fit in guest RAM beside the kernel "
+            f"({room} bytes free below 0x{low_end:x}); give the VM more memory (--mem)"
+        )
+    return addr
+
+
+def load_initrd(path: str, kernel: KernelImage, ram_size: int) -> bytes:
+    """Read an initrd that fits the guest, and no more than its size when checked.
+
+    A device, FIFO or directory is refused; a file too big for the room left
+    beside the kernel is refused before any of it is read.
+    """
+    from .files import InputFile
+
+    with InputFile(path, "initrd") as source:
+        initrd_address(source.size, kernel, ram_size)
+        return source.read(0, source.size)
+
+
+def encode_cmdline(cmdline: str) -> bytes:
+    """The command line as the guest gets it, checked against COMMAND_LINE_SIZE."""
+    try:
+        encoded = cmdline.encode()
+    except UnicodeEncodeError:
+        raise ConfigError("kernel command line is not valid UTF-8") from None
+    if b"\0" in encoded:
+        raise ConfigError("kernel command line contains a NUL byte")
+    return encoded
+
+
+def load_pvh(
+    memory: GuestMemory,
+    kernel: KernelImage,
+    kernel_path: str,
+    cmdline: str,
+    initrd: bytes | None,
+    user_cmdline_length: int | None = None,
+) -> int:
+    """Copy everything into guest RAM; returns the start info address.
+
+    ``cmdline`` is the final command line: the user's plus the VMM's device
+    entries (``user_cmdline_length`` bytes of it the user's, when given).
+    """
+    check_kernel_placement(kernel.segments, kernel.pvh_entry, memory.size, kernel_path)
+    encoded = encode_cmdline(cmdline)
+    limit = layout.COMMAND_LINE_SIZE - 1
+    if len(encoded) > limit:
+        if user_cmdline_length is not None:
+            parts = f"{user_cmdline_length} yours + {len(encoded) - user_cmdline_length} of the VMM's device entries"
+        else:
+            parts = "with the VMM's device entries"
+        raise ConfigError(
+            f"kernel command line is {len(encoded)} bytes ({parts}); the guest keeps at most {limit} "
+            f"(COMMAND_LINE_SIZE {layout.COMMAND_LINE_SIZE}) and would lose the rest"
+        )
+    initrd_addr = initrd_address(len(initrd), kernel, memory.size) if initrd is not None else None
+
     for segment in kernel.segments:
         memory.write(segment.guest_addr, segment.data)
         zero_length = segment.memsz - len(segment.data)
         if zero_length:
             memory.view(segment.guest_addr + len(segment.data), zero_length)[:] = bytes(zero_length)
-
-    encoded = cmdline.encode()
-    if len(encoded) + 1 > layout.CMDLINE_MAX or b"\0" in encoded:
-        raise ConfigError(f"kernel command line too long or malformed (max {layout.CMDLINE_MAX - 1} bytes)")
     memory.write(layout.CMDLINE_ADDR, encoded + b"\0")
 
     modules = b""
     if initrd is not None:
-        initrd_addr = (low_end - len(initrd)) & ~(PAGE - 1)
-        if initrd_addr < max(kernel.end, layout.CMDLINE_ADDR + layout.CMDLINE_MAX):
-            raise ConfigError(
-                f"initrd of {len(initrd)} bytes does not fit in guest RAM beside the kernel; give the VM more memory (--mem)"
-            )
         memory.write(initrd_addr, initrd)
         modules = ModlistEntry.pack(paddr=initrd_addr, size=len(initrd))
         memory.write(layout.MODLIST_ADDR, modules)
@@ -70,6 +161,4 @@ def load_pvh(memory: GuestMemory, kernel: KernelImage, kernel_path: str, cmdline
         memmap_entries=len(entries),
     )
     memory.write(layout.START_INFO_ADDR, info)
-    if not memory.contains(kernel.pvh_entry, 1):
-        raise GuestMemoryError(f"{kernel_path}: PVH entry 0x{kernel.pvh_entry:x} is outside guest RAM")
     return layout.START_INFO_ADDR

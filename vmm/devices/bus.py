@@ -2,18 +2,31 @@
 
 A device is any object with ``read(offset, size) -> int`` and
 ``write(offset, size, value)``, where offset is relative to the base the device
-was registered at. Accesses that hit no device are counted and logged once per
-address; reads of nothing return all ones, as on a real bus.
+was registered at. Reads of nothing return all ones, as on a real bus.
+
+Accesses that hit no device are counted. The guest chooses those addresses,
+so everything kept about them is bounded: a total, plus a count and one log
+line for each of the first MISS_ADDRESSES_ITEMISED distinct addresses.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
 
 from ..log import get_logger
 
 log = get_logger("vmm.bus")
+
+# Distinct missed addresses counted (and logged once) one by one; misses at any
+# further address only add to the total. A guest reading successive unbacked
+# addresses would otherwise grow host memory by ~100 bytes per address.
+MISS_ADDRESSES_ITEMISED = 64
+
+# Entries in the address -> device cache. The cache holds only addresses that hit
+# a device, so its size is bounded by the devices' spans, but a large device
+# (or many) could still let a guest sweep it into a big dict: past this many
+# entries it starts again from empty, which costs one bisect per address.
+HIT_CACHE_MAX = 4096
 
 
 class Bus:
@@ -21,8 +34,9 @@ class Bus:
         self.name = name
         self._starts: list[int] = []
         self._ranges: list[tuple[int, int, object]] = []  # (start, end, device), sorted
-        self._cache: dict[int, tuple[object, int]] = {}  # address -> (device, base)
-        self.unhandled: Counter[int] = Counter()
+        self._cache: dict[int, tuple[object, int]] = {}  # address -> (device, base), <= HIT_CACHE_MAX
+        self.unhandled: dict[int, int] = {}  # address -> misses, for the first itemised addresses only
+        self.unhandled_total = 0  # every miss, itemised or not
 
     def register(self, base: int, length: int, device) -> None:
         if length <= 0:
@@ -43,14 +57,32 @@ class Bus:
         if i >= 0:
             start, end, device = self._ranges[i]
             if addr < end:
+                if len(self._cache) >= HIT_CACHE_MAX:
+                    self._cache.clear()
                 self._cache[addr] = hit = (device, start)
                 return hit
         return None
 
     def _miss(self, addr: int, kind: str) -> None:
-        if addr not in self.unhandled:
+        self.unhandled_total += 1
+        unhandled = self.unhandled
+        count = unhandled.get(addr)
+        if count is not None:
+            unhandled[addr] = count + 1
+        elif len(unhandled) < MISS_ADDRESSES_ITEMISED:
+            unhandled[addr] = 1
             log.info("%s %s at 0x%x hits no device (ignored)", self.name, kind, addr)
-        self.unhandled[addr] += 1
+            if len(unhandled) == MISS_ADDRESSES_ITEMISED:
+                log.info(
+                    "%s: %d distinct addresses missed; misses at further addresses are only counted",
+                    self.name,
+                    MISS_ADDRESSES_ITEMISED,
+                )
+
+    @property
+    def unhandled_elsewhere(self) -> int:
+        """Misses at addresses past the itemised ones (counted in the total only)."""
+        return self.unhandled_total - sum(self.unhandled.values())
 
     def read(self, addr: int, size: int) -> int:
         hit = self._find(addr)
@@ -67,10 +99,6 @@ class Bus:
             return
         device, base = hit
         device.write(addr - base, size, value)
-
-    @property
-    def unhandled_total(self) -> int:
-        return sum(self.unhandled.values())
 
 
 class PioBus(Bus):

@@ -4,7 +4,9 @@ Registers (port offsets from the base, 0xf4 on the PC):
   +0  power off: write a status 0-127. QEMU's isa-debug-exit at the same port
       also powers off (reporting (status << 1) | 1), so one guest serves both.
   +4  fault report: 32-bit write of the guest physical address of a
-      FaultRecord; the VM stops as crashed.
+      FaultRecord; the VM stops as crashed. The guest chooses the address,
+      the VMM the size: the record is read only if all FAULT_RECORD_SIZE bytes
+      lie inside one RAM region, else the crash says so.
   +8  idle: 32-bit write, wait at most that many microseconds (capped) or until
       the host has something for the guest. Guests idle here instead of `hlt`.
 The device only decodes; what powering off or idling means is the machine's
@@ -22,9 +24,12 @@ from ..errors import GUEST_STATUS_MAX, GuestMemoryError
 EXIT_PORT = 0xF4
 EXIT_PORT_SPAN = 12
 POWER_OFF, FAULT_REPORT, IDLE = 0, 4, 8
+# The longest idle one write may ask for (the port takes 32 bits, ~71 minutes):
+# a guest cannot park its vCPU thread for long, so stop/pause stay prompt.
 IDLE_MAX_US = 1_000_000
 
 FaultRecord = Layout("FaultRecord", "vector:Q error_code:Q rip:Q cs:Q rflags:Q rsp:Q ss:Q")
+FAULT_RECORD_SIZE = FaultRecord.size  # 56: fixed, whatever the guest writes
 
 EXCEPTION_NAMES = {
     0: "#DE divide error", 1: "#DB debug", 2: "NMI", 3: "#BP breakpoint", 4: "#OF overflow",
@@ -71,9 +76,9 @@ class ExitDevice:
                 self._power_off(value)
         elif offset == FAULT_REPORT and size == 4:
             try:
-                record = FaultRecord.unpack_from(self._memory.read(value, FaultRecord.size))
+                record = FaultRecord.unpack_from(self._memory.read(value, FAULT_RECORD_SIZE))
             except GuestMemoryError:
-                self._fault(f"guest fault report at 0x{value:x} lies outside guest RAM")
+                self._fault(f"guest fault report at 0x{value:x} ({FAULT_RECORD_SIZE} bytes) lies outside guest RAM")
                 return
             self._fault(GuestFault(record.vector, record.error_code, record.rip, record.rsp))
         elif offset == IDLE and size == 4:

@@ -10,10 +10,17 @@ Simplifications, each chosen so a guest never waits or loses data:
   * Transmission is instant: a THR write goes straight to ``output``, so THR
     and the transmitter are always empty (LSR.THRE and LSR.TEMT stay set) and
     the TX FIFO never holds anything.
-  * Host input is flow controlled like RTS/CTS: it waits in an unbounded
-    backlog until the guest asserts RTS (and loopback is off), then moves into
-    the RX FIFO as room appears. So it is never overrun; OE only happens in
-    loopback. PE/FE/BI and LSR bit 7 never set.
+  * Host input is flow controlled like RTS/CTS: it waits in a backlog until
+    the guest asserts RTS (and loopback is off), then moves into the RX FIFO
+    as room appears. So it is never overrun; OE only happens in loopback.
+    PE/FE/BI and LSR bit 7 never set. The backlog holds at most
+    INPUT_BACKLOG_MAX bytes: past that enqueue_input refuses the rest, and the
+    host must wait for ``on_input_space`` (a guest that never reads cannot
+    make the host buffer without bound).
+
+Every buffer is bounded: the RX FIFO by RX_FIFO_SIZE, the backlog by
+INPUT_BACKLOG_MAX, and nothing is buffered on the way out. ``from_state``
+checks every field of a record against the same limits.
   * With no baud-rate timer, the FIFO character-timeout indication is
     reported whenever data sits below the trigger level.
 
@@ -31,8 +38,15 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable
 
+from ..errors import ConfigError
+
 REGISTER_SPAN = 8  # offsets 0-7 from the base port
-RX_FIFO_SIZE = 16
+RX_FIFO_SIZE = 16  # the 16550's receive FIFO; one byte with FIFOs off (16450 mode)
+
+# Host input accepted ahead of the guest. The CLI stops reading stdin once
+# 64 KiB wait (and reads 4 KiB at a time), so it never reaches this; an API
+# caller may paste up to 1 MiB at once and must wait for room after that.
+INPUT_BACKLOG_MAX = 1 << 20
 
 IER_RX_DATA, IER_THR_EMPTY, IER_LINE_STATUS, IER_MODEM_STATUS = 0x01, 0x02, 0x04, 0x08
 IER_WRITABLE = 0x0F
@@ -86,6 +100,51 @@ class SerialState(namedtuple("SerialState", [name for name, _ in _SERIAL_FIELDS]
     """
 
     __slots__ = ()
+
+
+class SerialStateError(ConfigError):
+    """A SerialState no UART could be in (a corrupt or forged snapshot record)."""
+
+
+_REGISTER_FIELDS = ("divisor_latch_low", "divisor_latch_high", "ier", "lcr", "mcr", "msr", "scr", "fifo_control")
+_BOOLEAN_FIELDS = ("overrun", "thr_interrupt_pending", "irq_level")
+
+
+def check_state(state) -> SerialState:
+    """``state`` as a SerialState if a UART could be in it, else SerialStateError.
+
+    Registers must be bytes (0-255; bits a register does not keep are then
+    masked off on load), flags real booleans, the RX FIFO no longer than the
+    FIFO mode allows, the backlog within INPUT_BACKLOG_MAX, and host input may
+    only wait in the backlog while the guest cannot take it.
+    """
+    try:
+        fields = tuple(state)
+    except TypeError:
+        raise SerialStateError(f"UART state is a {type(state).__name__}, not a record") from None
+    if len(fields) != len(_SERIAL_FIELDS):
+        raise SerialStateError(f"UART state has {len(fields)} fields, expected {len(_SERIAL_FIELDS)}")
+    state = SerialState(*fields)
+    for name in _REGISTER_FIELDS:
+        value = getattr(state, name)
+        if type(value) is not int or not 0 <= value <= 0xFF:
+            raise SerialStateError(f"UART state: {name} is {value!r}, not a byte value 0-255")
+    for name in _BOOLEAN_FIELDS:
+        value = getattr(state, name)
+        if type(value) is not bool:
+            raise SerialStateError(f"UART state: {name} is {value!r}, not a boolean")
+    for name in ("rx_fifo", "input_backlog"):
+        if not isinstance(getattr(state, name), (bytes, bytearray)):
+            raise SerialStateError(f"UART state: {name} is a {type(getattr(state, name)).__name__}, not bytes")
+    capacity = RX_FIFO_SIZE if state.fifo_control & FCR_ENABLE_FIFOS else 1
+    if len(state.rx_fifo) > capacity:
+        raise SerialStateError(f"UART state: RX FIFO holds {len(state.rx_fifo)} bytes, more than its {capacity}")
+    if len(state.input_backlog) > INPUT_BACKLOG_MAX:
+        raise SerialStateError(f"UART state: input backlog of {len(state.input_backlog)} bytes exceeds {INPUT_BACKLOG_MAX}")
+    accepting = state.mcr & (MCR_RTS | MCR_LOOPBACK) == MCR_RTS
+    if accepting and state.input_backlog and len(state.rx_fifo) < capacity:
+        raise SerialStateError("UART state: host input waits in the backlog while the RX FIFO has room and RTS is set")
+    return state
 
 
 class Uart16550:
@@ -200,14 +259,24 @@ class Uart16550:
                 self._on_plain_transmit(plain)
 
     # --- host side -----------------------------------------------------------
-    def enqueue_input(self, data: bytes) -> None:
-        """Bytes arriving on the line. Never dropped: they wait until the guest takes them."""
+    def enqueue_input(self, data: bytes) -> int:
+        """Bytes arriving on the line; returns how many were accepted.
+
+        Accepted bytes are never dropped: they wait until the guest takes them.
+        Bytes that would take the backlog past INPUT_BACKLOG_MAX are refused
+        (not accepted, nothing kept); ``on_input_space`` says when to retry.
+        """
         if not data:
-            return
+            return 0
         with self._lock:
-            self._backlog += data
+            room = INPUT_BACKLOG_MAX - len(self._backlog)
+            if room <= 0:
+                return 0
+            accepted = data[:room] if len(data) > room else data
+            self._backlog += accepted
             self._move_backlog_to_fifo()
             self._update_irq()
+        return len(accepted)
 
     @property
     def input_backlog(self) -> int:
@@ -244,7 +313,9 @@ class Uart16550:
         on_plain_transmit: Callable[[bool], None] | None = None,
     ) -> "Uart16550":
         """Rebuild a device. irq is not called: the line is taken to already be at
-        state.irq_level, as it is when the interrupt controller is restored too."""
+        state.irq_level, as it is when the interrupt controller is restored too.
+        Raises SerialStateError for a record no UART could be in (see check_state)."""
+        state = check_state(state)
         device = cls(output, irq, on_input_space=on_input_space, on_plain_transmit=on_plain_transmit)
         with device._lock:
             device._load(state)

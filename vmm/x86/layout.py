@@ -11,6 +11,7 @@ MODLIST_ADDR = 0x6800
 MEMMAP_ADDR = 0x7000
 CMDLINE_ADDR = 0x20000
 CMDLINE_MAX = 0x10000  # including the terminating NUL
+COMMAND_LINE_SIZE = 2048  # what the guest keeps, NUL included (Linux x86 COMMAND_LINE_SIZE; the bundled guest too)
 EBDA_START = 0x9FC00
 HIGH_MEMORY = 1 * MIB  # kernels load at or above 1 MiB
 

@@ -5,24 +5,33 @@ Device models know nothing of KVM: the machine wires a
 callback; the transport drives a :class:`VirtioDevice`.
 """
 
-from .block import VirtioBlock
+from .block import BlockState, VirtioBlock
 from .device import VirtioDevice
-from .mmio import VirtioMmioTransport
+from .mmio import TransportInterrupt, TransportState, VirtioMmioTransport
 from .queue import (
     Buffer,
     ChainError,
+    ChainTooLong,
     DescriptorChain,
     QueueError,
+    QueueState,
     SplitQueue,
+    StateError,
     VirtioError,
 )
 
 __all__ = [
+    "BlockState",
     "Buffer",
     "ChainError",
+    "ChainTooLong",
     "DescriptorChain",
     "QueueError",
+    "QueueState",
     "SplitQueue",
+    "StateError",
+    "TransportInterrupt",
+    "TransportState",
     "VirtioBlock",
     "VirtioDevice",
     "VirtioError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections import namedtuple
 
 from ...binary import Layout
 from ...errors import ConfigError
@@ -18,13 +19,16 @@ from ...log import get_logger
 from ...writeback import WriteBehind
 from . import constants as c
 from .device import VirtioDevice
-from .queue import DescriptorChain, SplitQueue
+from .queue import DescriptorChain, SplitQueue, StateError, check_bool, check_uint
 
 log = get_logger("vmm.virtio.block")
 
 QUEUE_SIZE = 256
 SIZE_MAX = 1 << 20  # largest single data segment we advertise
-SEG_MAX = 126  # data segments per request: header + 126 + status fit 128 descriptors
+SEG_MAX = 126  # data segments per request we advertise (config seg_max)
+# Descriptors per request we accept: header + SEG_MAX segments + status. A
+# longer chain (or indirect table) is refused unwalked and answered IOERR.
+MAX_CHAIN_LEN = SEG_MAX + 2
 
 # 5.2.6 struct virtio_blk_req, the device-readable header: type, reserved, sector.
 REQUEST_HEADER = struct.Struct("<IIQ")
@@ -67,13 +71,27 @@ def _split(views: list[memoryview], n: int) -> tuple[list[memoryview], list[memo
     return head, []
 
 
+def _shown(path: str) -> str:
+    """The path for a one-line message: quoted if it holds a newline or other
+    control character (a file may be named so; the message must stay one line)."""
+    return path if path.isprintable() else repr(path)
+
+
 def _total(views: list[memoryview]) -> int:
     return sum(len(v) for v in views)
+
+
+class BlockState(namedtuple("BlockState", "path size read_only disk_id")):
+    """What a restore checks to know it reopened the same disk (the fd is
+    reopened, not saved; the image's contents are the file's business)."""
+
+    __slots__ = ()
 
 
 class VirtioBlock(VirtioDevice):
     device_id = c.VIRTIO_ID_BLOCK
     queue_max_sizes = (QUEUE_SIZE,)
+    max_chain_len = MAX_CHAIN_LEN
 
     def __init__(self, path: str | os.PathLike, read_only: bool = False, disk_id: bytes | None = None):
         super().__init__()
@@ -86,11 +104,11 @@ class VirtioBlock(VirtioDevice):
             size = os.lseek(self.fd, 0, os.SEEK_END)
             if size % c.SECTOR_SIZE:
                 raise ConfigError(
-                    f"disk {self.path}: size {size} is not a multiple of {c.SECTOR_SIZE} bytes"
+                    f"disk {_shown(self.path)}: size {size} is not a multiple of {c.SECTOR_SIZE} bytes"
                 )
         except OSError as err:
             os.close(self.fd)
-            raise ConfigError(f"disk {self.path}: {err.strerror}") from None
+            raise ConfigError(f"disk {_shown(self.path)}: {err.strerror}") from None
         except ConfigError:
             os.close(self.fd)
             raise
@@ -120,17 +138,63 @@ class VirtioBlock(VirtioDevice):
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
-            raise ConfigError(f"disk {path}: no such file") from None
+            raise ConfigError(f"disk {_shown(path)}: no such file") from None
         except PermissionError:
             hint = "" if read_only else " (use PATH,ro for a read-only disk)"
-            raise ConfigError(f"disk {path}: permission denied{hint}") from None
+            raise ConfigError(f"disk {_shown(path)}: permission denied{hint}") from None
         except OSError as err:
-            raise ConfigError(f"disk {path}: {err.strerror}") from None
+            raise ConfigError(f"disk {_shown(path)}: {err.strerror}") from None
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
             os.close(fd)
-            raise ConfigError(f"disk {path}: not a regular file or block device")
+            raise ConfigError(f"disk {_shown(path)}: not a regular file or block device")
+        try:
+            VirtioBlock._lock(fd, path, read_only)
+        except ConfigError:
+            os.close(fd)
+            raise
         return fd
+
+    @staticmethod
+    def _lock(fd: int, path: str, read_only: bool) -> None:
+        """Advisory lock, as QEMU takes one: exclusive for read-write, shared
+        for read-only, so two writers (or a writer and a reader) cannot share
+        an image. flock() locks belong to the open file description, so a
+        second open in this same process conflicts too; closing the fd drops it.
+        """
+        import fcntl  # only when a disk is attached: keeps `vmm run` start-up lean
+
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = "read-write" if read_only else "(only read-only disks can be shared: PATH,ro)"
+            raise ConfigError(f"disk {_shown(path)}: another VM (or this one) has it open {held}") from None
+        except OSError as err:
+            # A file system without flock (some FUSE mounts): run, but say so.
+            log.warning("disk %s: cannot lock (%s); nothing stops another VM using it", _shown(path), err.strerror)
+
+    def state(self) -> BlockState:
+        return BlockState(self.path, self.size_bytes, self.read_only, self.disk_id)
+
+    @classmethod
+    def from_state(cls, state: BlockState) -> "VirtioBlock":
+        """Reopen (and lock) the disk a record names; StateError if the record
+        is malformed or the file is no longer the same size."""
+        if not isinstance(state, BlockState):
+            raise StateError(f"virtio state: disk record is a {type(state).__name__}, not a BlockState")
+        if type(state.path) is not str or not state.path or "\0" in state.path:
+            raise StateError(f"virtio state: disk path {state.path!r:.60} is not a file name")
+        size = check_uint("disk size", state.size, 64)
+        if size % c.SECTOR_SIZE:
+            raise StateError(f"virtio state: disk size {size} is not a multiple of {c.SECTOR_SIZE}")
+        read_only = check_bool("disk read_only", state.read_only)
+        if type(state.disk_id) is not bytes or len(state.disk_id) > c.VIRTIO_BLK_ID_BYTES:
+            raise StateError(f"virtio state: disk id {state.disk_id!r:.40} is not up to {c.VIRTIO_BLK_ID_BYTES} bytes")
+        disk = cls(state.path, read_only=read_only, disk_id=state.disk_id)
+        if disk.size_bytes != size:
+            disk.close()
+            raise StateError(f"disk {_shown(state.path)}: {disk.size_bytes} bytes now, {size} in the snapshot")
+        return disk
 
     def close(self) -> None:
         if self._executor is not None:
@@ -145,9 +209,15 @@ class VirtioBlock(VirtioDevice):
         return self._config
 
     def process(self, queue_index: int, queue: SplitQueue) -> bool:
-        chains = queue.pop_all()
-        if not chains:
-            return False
+        # Pop and answer batch by batch: a batch's memory is bounded
+        # (queue.pop_batch), and the guest sees answers as each one completes.
+        added = False
+        while chains := queue.pop_batch():
+            self._answer_batch(queue, chains)
+            added = True
+        return added
+
+    def _answer_batch(self, queue: SplitQueue, chains: list[DescriptorChain]) -> None:
         if len(chains) > 1 and sum(b.length for ch in chains for b in ch.buffers if b.writable) >= PARALLEL_READ_BYTES:
             # Large reads: preadv releases the GIL, so several run at once
             # (copying from the page cache is most of their cost). Writes stay
@@ -159,7 +229,6 @@ class VirtioBlock(VirtioDevice):
         else:
             used = [self._answer(chain) for chain in chains]
         queue.push_used_many([(chain.head, length) for chain, length in zip(chains, used)])
-        return True
 
     def _pool(self):
         if self._executor is None:
@@ -225,7 +294,7 @@ class VirtioBlock(VirtioDevice):
             try:
                 os.fdatasync(self.fd)  # data and the metadata needed to read it back, as QEMU does
             except OSError as err:
-                log.warning("virtio-blk %s: flush failed: %s", self.path, err.strerror)
+                log.warning("virtio-blk %s: flush failed: %s", _shown(self.path), err.strerror)
                 return c.VIRTIO_BLK_S_IOERR, 0
             return c.VIRTIO_BLK_S_OK, 0
         if kind == c.VIRTIO_BLK_T_GET_ID:
@@ -258,11 +327,11 @@ class VirtioBlock(VirtioDevice):
                     if done != _total(batch):
                         break
         except OSError as err:
-            log.warning("virtio-blk %s: I/O error at sector %d: %s", self.path, sector, err.strerror)
+            log.warning("virtio-blk %s: I/O error at sector %d: %s", _shown(self.path), sector, err.strerror)
             return c.VIRTIO_BLK_S_IOERR, 0
         if moved != length:
             # Cannot happen in range unless the file shrank under us.
-            log.warning("virtio-blk %s: short transfer at sector %d", self.path, sector)
+            log.warning("virtio-blk %s: short transfer at sector %d", _shown(self.path), sector)
             return c.VIRTIO_BLK_S_IOERR, 0
         return c.VIRTIO_BLK_S_OK, moved
 

@@ -1,9 +1,16 @@
 """virtio-mmio transport, version 2 (virtio 1.x section 4.2.2).
 
-A state machine driven by the guest's register accesses, in the sans-IO
-spirit: it never raises on guest input. A driver that breaks the protocol
-finds DEVICE_NEEDS_RESET in Status (plus a configuration-change interrupt once
-DRIVER_OK is set, 2.1.2) and the device stops until the driver resets it.
+What it guarantees:
+
+- It is a state machine driven by register accesses (:meth:`read`,
+  :meth:`write`) and notifications (:meth:`notify`); it knows nothing of KVM.
+- It never raises on guest input. A driver that breaks the protocol finds
+  DEVICE_NEEDS_RESET in Status (plus a configuration-change interrupt once
+  DRIVER_OK is set, 2.1.2) and the device stops until the driver resets it.
+- It is *not* sans-IO: a notify runs the device's process(), which does the
+  device's I/O (disk reads and writes, guest-memory copies) synchronously,
+  under the transport's lock. A register access therefore waits for any
+  request batch in progress on another thread.
 
 The caller routes MMIO accesses to :meth:`read`/:meth:`write` and may call
 :meth:`notify` from an ioeventfd thread; one lock serialises both. The
@@ -11,11 +18,15 @@ The caller routes MMIO accesses to :meth:`read`/:meth:`write` and may call
 can never be reordered between threads) and must not call back into the
 transport: ``interrupt(True)`` when an InterruptStatus bit is newly raised,
 ``interrupt(False)`` when InterruptStatus drops back to 0.
+
+The device gets a :class:`TransportInterrupt` at activate(): its host side
+(input arrived, config changed) enters the transport through it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import namedtuple
 from collections.abc import Callable
 
 from ...errors import GuestMemoryError
@@ -23,12 +34,25 @@ from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .queue import SplitQueue, VirtioError
+from .queue import SplitQueue, StateError, VirtioError, check_bool, check_uint
 
 log = get_logger("vmm.virtio")
 
 _U32 = 0xFFFF_FFFF
-_CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
+
+# -- limits on what the guest controls (each pushed past in test_virtio_bounds.py) -------
+# Config space: only these access widths, only inside the device's config
+# bytes (any alignment); anything else reads 0 and writes nothing.
+CONFIG_ACCESS_SIZES = (1, 2, 4, 8)
+# Feature selectors: 64 feature bits are two 32-bit words. A DeviceFeaturesSel
+# past them reads 0; a DriverFeatures write past them is remembered as one
+# flag (not stored) and makes FEATURES_OK fail.
+FEATURE_WORDS = 2
+# Selectors are stored clamped (a feature selector to FEATURE_WORDS, QueueSel
+# to len(queues) = "no queue"): the guest cannot tell, and a state record
+# then has only a few possible values to check.
+# QueueNum: any u32 is stored; QueueReady refuses one that is not a power of
+# two <= QueueNumMax (<= MAX_QUEUE_SIZE), before any ring is touched.
 _QUEUE_ADDRESS_REGS = {
     c.MMIO_QUEUE_DESC_LOW: ("desc_addr", 0),
     c.MMIO_QUEUE_DESC_HIGH: ("desc_addr", 32),
@@ -39,6 +63,55 @@ _QUEUE_ADDRESS_REGS = {
 }
 
 
+# A device calling trigger() from inside its own process() is deferred, not
+# recursed into; this many deferred rounds per notify at most, so a device
+# that re-triggers itself on every call cannot spin the transport forever.
+MAX_DEFERRED_ROUNDS = 64
+
+
+class TransportInterrupt:
+    """The handle a device gets at activate(): its way into the transport.
+
+    Safe from any thread. From inside process() (the transport's lock is an
+    RLock, held by that thread) trigger() does not recurse: the queue is
+    processed again once the current process() returns.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: "VirtioMmioTransport"):
+        self._transport = transport
+
+    def trigger(self, queue_index: int) -> None:
+        """Host-side work on ``queue_index``: process it as a guest notify would."""
+        self._transport.notify(queue_index)
+
+    def config_changed(self) -> None:
+        """New config generation and a configuration-change interrupt."""
+        self._transport.config_changed()
+
+
+_STATUS_BITS = (
+    c.STATUS_ACKNOWLEDGE | c.STATUS_DRIVER | c.STATUS_FEATURES_OK | c.STATUS_DRIVER_OK
+    | c.STATUS_DEVICE_NEEDS_RESET | c.STATUS_FAILED
+)
+# 3.1.1: each of these needs the one before it (the state machine enforces it).
+_STATUS_ORDER = (c.STATUS_ACKNOWLEDGE, c.STATUS_DRIVER, c.STATUS_FEATURES_OK, c.STATUS_DRIVER_OK)
+_INTERRUPT_BITS = c.MMIO_INT_VRING | c.MMIO_INT_CONFIG
+
+
+class TransportState(
+    namedtuple(
+        "TransportState",
+        "status device_features_sel driver_features_sel driver_features unknown_feature_bits "
+        "queue_sel interrupt_status config_generation acked_features queues",
+    )
+):
+    """The transport's registers and its queues' states (a tuple of QueueState)."""
+
+    __slots__ = ()
+
+
 class VirtioMmioTransport:
     def __init__(
         self,
@@ -46,10 +119,16 @@ class VirtioMmioTransport:
         memory: GuestMemory,
         interrupt: Callable[[bool], None],
     ):
+        if any(not 0 < size <= c.MAX_QUEUE_SIZE for size in device.queue_max_sizes):
+            raise ValueError(f"{type(device).__name__}: queue sizes must be 1..{c.MAX_QUEUE_SIZE}")
         self.device = device
         self.memory = memory
         self._interrupt = interrupt
-        self._lock = threading.Lock()
+        # Reentrant: a device may call its TransportInterrupt from process().
+        self._lock = threading.RLock()
+        self._processing = False  # inside device.process(): triggers are deferred
+        self._deferred: set[int] = set()
+        self.device_interrupt = TransportInterrupt(self)
         self.interrupt_status = 0
         self.config_generation = 0
         self.last_error: str | None = None  # why DEVICE_NEEDS_RESET was set
@@ -73,7 +152,8 @@ class VirtioMmioTransport:
                 self._write_register(offset, value & _U32)
 
     def notify(self, queue_index: int) -> None:
-        """The driver kicked a queue (QueueNotify write or ioeventfd)."""
+        """The driver kicked a queue (QueueNotify write or ioeventfd), or the
+        device's host side did (TransportInterrupt.trigger)."""
         with self._lock:
             self._notify(queue_index)
 
@@ -83,6 +163,74 @@ class VirtioMmioTransport:
             self.config_generation = (self.config_generation + 1) & _U32
             if self.status & c.STATUS_DRIVER_OK:
                 self._raise(c.MMIO_INT_CONFIG)
+
+    # -- state records ----------------------------------------------------------
+
+    def state(self) -> TransportState:
+        with self._lock:
+            return TransportState(
+                self.status, self.device_features_sel, self.driver_features_sel, self.driver_features,
+                self._unknown_feature_bits, self.queue_sel, self.interrupt_status, self.config_generation,
+                self.device.acked_features, tuple(q.state() for q in self.queues),
+            )
+
+    @classmethod
+    def from_state(
+        cls, device: VirtioDevice, memory: GuestMemory, interrupt: Callable[[bool], None], state: TransportState
+    ) -> "VirtioMmioTransport":
+        """Rebuild a transport (and re-activate its device) from an untrusted record.
+
+        Raises StateError for any record the state machine could not have
+        reached. The interrupt line is not driven: the caller restores its
+        level (high while ``interrupt_status`` is non-zero).
+        """
+        t = cls(device, memory, interrupt)
+        if not isinstance(state, TransportState):
+            raise StateError(f"virtio state: transport record is a {type(state).__name__}, not a TransportState")
+        status = check_uint("status", state.status, 8)
+        if status & ~_STATUS_BITS:
+            raise StateError(f"virtio state: status 0x{status:02x} has bits no device sets")
+        for before, after in zip(_STATUS_ORDER, _STATUS_ORDER[1:]):
+            if status & after and not status & before:
+                raise StateError(f"virtio state: status 0x{status:02x} has bit 0x{after:x} without 0x{before:x}")
+        for name, value in (("device_features_sel", state.device_features_sel),
+                            ("driver_features_sel", state.driver_features_sel)):
+            if check_uint(name, value, 32) > FEATURE_WORDS:
+                raise StateError(f"virtio state: {name} {value} > {FEATURE_WORDS}")
+        driver_features = check_uint("driver_features", state.driver_features, 64)
+        unknown_bits = check_bool("unknown_feature_bits", state.unknown_feature_bits)
+        if check_uint("queue_sel", state.queue_sel, 32) > len(t.queues):
+            raise StateError(f"virtio state: queue_sel {state.queue_sel} past the {len(t.queues)} queues")
+        if check_uint("interrupt_status", state.interrupt_status, 32) & ~_INTERRUPT_BITS:
+            raise StateError(f"virtio state: interrupt_status 0x{state.interrupt_status:x} has unknown bits")
+        check_uint("config_generation", state.config_generation, 32)
+        acked = check_uint("acked_features", state.acked_features, 64)
+        t.status, t.driver_features, t._unknown_feature_bits = status, driver_features, unknown_bits
+        if status & c.STATUS_FEATURES_OK:
+            if acked != driver_features or not t._features_acceptable():
+                raise StateError(f"virtio state: acked features 0x{acked:x} are not an acceptable driver choice")
+        elif acked:
+            raise StateError("virtio state: acked features without FEATURES_OK")
+        if not isinstance(state.queues, tuple) or len(state.queues) != len(t.queues):
+            raise StateError(f"virtio state: expected {len(t.queues)} queue records")
+        queues = [
+            SplitQueue.from_state(memory, record, max_size, device.max_chain_len)
+            for record, max_size in zip(state.queues, device.queue_max_sizes)
+        ]
+        negotiated = (bool(acked & (1 << c.VIRTIO_RING_F_EVENT_IDX)), bool(acked & (1 << c.VIRTIO_RING_F_INDIRECT_DESC)))
+        for index, queue in enumerate(queues):
+            # Set at DRIVER_OK from the acked features, False before.
+            expected = negotiated if status & c.STATUS_DRIVER_OK else (False, False)
+            if (queue.event_idx, queue.indirect) != expected:
+                raise StateError(f"virtio state: queue {index} ring features disagree with the acked features")
+        t.device_features_sel, t.driver_features_sel = state.device_features_sel, state.driver_features_sel
+        t.queue_sel, t.interrupt_status = state.queue_sel, state.interrupt_status
+        t.config_generation = state.config_generation
+        t.queues = queues
+        device.acked_features = acked
+        if status & c.STATUS_DRIVER_OK:
+            device.activate(memory, queues, t.device_interrupt)
+        return t
 
     # -- state ----------------------------------------------------------------
 
@@ -95,7 +243,8 @@ class VirtioMmioTransport:
         self.driver_features = 0
         self._unknown_feature_bits = False  # driver set bits beyond 64
         self.queue_sel = 0
-        self.queues = [SplitQueue(self.memory, size) for size in self.device.queue_max_sizes]
+        chain_len = self.device.max_chain_len
+        self.queues = [SplitQueue(self.memory, size, chain_len) for size in self.device.queue_max_sizes]
         if self.interrupt_status:
             self.interrupt_status = 0
             self._interrupt(False)
@@ -138,7 +287,7 @@ class VirtioMmioTransport:
         if offset == c.MMIO_VENDOR_ID:
             return c.MMIO_VENDOR
         if offset == c.MMIO_DEVICE_FEATURES:
-            if self.device_features_sel > 1:
+            if self.device_features_sel >= FEATURE_WORDS:
                 return 0
             return self.device.features >> (32 * self.device_features_sel)
         if offset == c.MMIO_QUEUE_NUM_MAX:
@@ -166,13 +315,13 @@ class VirtioMmioTransport:
         elif self.status & c.STATUS_DEVICE_NEEDS_RESET:
             pass  # stopped until the driver resets it
         elif offset == c.MMIO_DEVICE_FEATURES_SEL:
-            self.device_features_sel = value
+            self.device_features_sel = min(value, FEATURE_WORDS)
         elif offset == c.MMIO_DRIVER_FEATURES_SEL:
-            self.driver_features_sel = value
+            self.driver_features_sel = min(value, FEATURE_WORDS)
         elif offset == c.MMIO_DRIVER_FEATURES:
             self._write_driver_features(value)
         elif offset == c.MMIO_QUEUE_SEL:
-            self.queue_sel = value
+            self.queue_sel = min(value, len(self.queues))
         elif offset == c.MMIO_QUEUE_NOTIFY:
             self._notify(value)
         elif offset == c.MMIO_QUEUE_READY:
@@ -186,7 +335,7 @@ class VirtioMmioTransport:
             self._violation("DriverFeatures written after FEATURES_OK")
             return
         sel = self.driver_features_sel
-        if sel > 1:
+        if sel >= FEATURE_WORDS:
             # No such feature bits exist; remember them so FEATURES_OK fails.
             self._unknown_feature_bits |= value != 0
             return
@@ -241,7 +390,7 @@ class VirtioMmioTransport:
         for queue in self.queues:
             queue.event_idx = bool(acked & (1 << c.VIRTIO_RING_F_EVENT_IDX))
             queue.indirect = bool(acked & (1 << c.VIRTIO_RING_F_INDIRECT_DESC))
-        self.device.activate(self.memory, self.queues)
+        self.device.activate(self.memory, self.queues, self.device_interrupt)
 
     def _ack(self, value: int) -> None:
         before = self.interrupt_status
@@ -285,7 +434,29 @@ class VirtioMmioTransport:
             self._violation(f"queue {self.queue_sel}: {err}")
 
     def _notify(self, queue_index: int) -> None:
-        if not self._running or queue_index >= len(self.queues):
+        if self._processing:
+            if 0 <= queue_index < len(self.queues):  # bounded: one entry per queue
+                self._deferred.add(queue_index)  # re-entered from process(): run it after
+            return
+        self._processing = True
+        try:
+            self._process_queue(queue_index)
+            rounds = 0
+            while self._deferred:
+                rounds += 1
+                if rounds > MAX_DEFERRED_ROUNDS:
+                    log.warning("virtio device %d keeps re-triggering itself; deferred work dropped",
+                                self.device.device_id)
+                    self._deferred.clear()
+                    break
+                for index in sorted(self._deferred):
+                    self._deferred.discard(index)
+                    self._process_queue(index)
+        finally:
+            self._processing = False
+
+    def _process_queue(self, queue_index: int) -> None:
+        if not self._running or not 0 <= queue_index < len(self.queues):
             return  # 4.2.2: notifications before DRIVER_OK are ignored
         queue = self.queues[queue_index]
         if not queue.ready:
@@ -293,8 +464,13 @@ class VirtioMmioTransport:
         try:
             added = False
             while True:
+                consumed_from = queue.next_avail
                 added |= self.device.process(queue_index, queue)
-                if not queue.publish_avail_event():
+                # Look again only if buffers arrived while we worked *and* the
+                # device takes buffers now: one that leaves them queued (an rx
+                # queue with no input yet) would otherwise spin here forever.
+                # Each round needs new guest buffers, so the guest bounds it.
+                if not queue.publish_avail_event() or queue.next_avail == consumed_from:
                     break
             if added and queue.needs_interrupt():
                 self._raise(c.MMIO_INT_VRING)
@@ -305,12 +481,12 @@ class VirtioMmioTransport:
 
     def _read_config(self, offset: int, size: int) -> int:
         config = self.device.config
-        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(config):
+        if size not in CONFIG_ACCESS_SIZES or offset + size > len(config):
             return 0
         return int.from_bytes(config[offset : offset + size], "little")
 
     def _write_config(self, offset: int, size: int, value: int) -> None:
-        if size not in _CONFIG_ACCESS_SIZES or offset + size > len(self.device.config):
+        if size not in CONFIG_ACCESS_SIZES or offset + size > len(self.device.config):
             return
         if self.status & c.STATUS_DEVICE_NEEDS_RESET:
             return

@@ -6,10 +6,17 @@ input. Every access goes through :class:`GuestMemory`, so a bad address is a
 ``GuestMemoryError``, never a host access outside guest RAM.
 
 A malformed descriptor chain is still *returned* by :meth:`SplitQueue.pop`
-(flagged invalid, with its head index) so the device can answer it with a used
-entry: the driver gets its descriptors back and the queue does not stall. Only
-a broken ring (the available index running ahead by more than the queue size)
-raises :class:`QueueError`, which the transport turns into DEVICE_NEEDS_RESET.
+(with ``chain.fault`` set to a typed :class:`ChainError`, and its head index)
+so the device can answer it with a used entry: the driver gets its
+descriptors back and the queue does not stall. A broken *ring* (the available
+index running ahead by more than the queue size, a head index outside the
+table) raises :class:`QueueError`, which the transport turns into
+DEVICE_NEEDS_RESET.
+
+Work and memory are bounded per chain and per batch: a chain holds at most
+``max_chain_len`` buffers (an indirect table longer than that is refused
+before it is walked), and :meth:`SplitQueue.pop_batch` resolves at most
+about ``BATCH_BUFFERS`` buffers before the device must answer them.
 
 Memory ordering: the driver runs on other CPUs. CPython executes our loads and
 stores in program order and x86-64 (the only KVM target here) keeps stores in
@@ -25,7 +32,7 @@ import struct
 import threading
 from collections import namedtuple
 
-from ...errors import GuestMemoryError, VmmError
+from ...errors import ConfigError, GuestMemoryError, VmmError
 from ...memory import GuestMemory
 from .constants import (
     MAX_QUEUE_SIZE,
@@ -46,7 +53,17 @@ USED_ELEM_SIZE = _USED_ELEM.size
 
 # Ring headers are flags u16 + idx u16, then the ring, then the event u16.
 RING_HEADER = 4
-MAX_CHAIN_BYTES = 0xFFFF_FFFF  # used.len is a u32
+
+# -- limits on what the guest controls (each enforced below, each tested) --------
+# Total bytes of one chain: used.len is a u32 (rust-vmm stops at 2^32 too).
+MAX_CHAIN_BYTES = 0xFFFF_FFFF
+# Buffers per chain when the device does not say (devices set their own:
+# virtio-blk allows header + seg_max + status). Direct chains and indirect
+# tables alike; 2.7.5.3.1 lets a device refuse longer ones.
+DEFAULT_MAX_CHAIN_LEN = 256
+# Buffers one pop_batch() resolves before the device answers them: with
+# max_chain_len this bounds the memory of a batch, whatever the guest queued.
+BATCH_BUFFERS = 2048
 
 
 class VirtioError(VmmError):
@@ -58,7 +75,72 @@ class QueueError(VirtioError):
 
 
 class ChainError(VirtioError):
-    """One descriptor chain is malformed (answered, not followed)."""
+    """One descriptor chain is malformed (answered, not followed).
+
+    Each subclass is one kind of fault; ``str(err)`` is the message for logs.
+    """
+
+
+class NextOutOfRange(ChainError):
+    """A NEXT index points past the end of its table."""
+
+
+class ChainLoop(ChainError):
+    """The chain visits more descriptors than its table holds."""
+
+
+class ChainTooLong(ChainError):
+    """More buffers than the device's max_chain_len (direct or indirect)."""
+
+
+class ChainTooLarge(ChainError):
+    """The chain's buffers add up to more than MAX_CHAIN_BYTES."""
+
+
+class WrongDirection(ChainError):
+    """A device-readable buffer after a device-writable one (2.7.4.2)."""
+
+
+class BufferOutsideRam(ChainError):
+    """A buffer, or an indirect table, lies outside guest RAM."""
+
+
+class BadIndirect(ChainError):
+    """An INDIRECT descriptor breaks 2.7.5.3: not negotiated, nested, with
+    NEXT, or a length that is not a non-zero multiple of 16."""
+
+
+class StateError(ConfigError, ValueError):
+    """A state record (from a snapshot file: untrusted) that no device could
+    have been in; the message names the field. Exit status 2, like bad input."""
+
+
+def check_uint(name: str, value, bits: int) -> int:
+    """``value`` if it is an int in [0, 2^bits), else StateError."""
+    if type(value) is not int or not 0 <= value < 1 << bits:
+        raise StateError(f"virtio state: {name} {value!r:.40} is not a u{bits}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if type(value) is not bool:
+        raise StateError(f"virtio state: {name} {value!r:.40} is not a bool")
+    return value
+
+
+class QueueState(
+    namedtuple(
+        "QueueState",
+        "size ready desc_addr avail_addr used_addr next_avail next_used event_idx indirect signalled_used",
+    )
+):
+    """Everything a SplitQueue keeps outside guest RAM (the rings live in RAM).
+
+    ``signalled_used`` is the used index at the last interrupt decision, or
+    None before the first (EVENT_IDX then always signals).
+    """
+
+    __slots__ = ()
 
 
 _barrier_lock = threading.Lock()
@@ -84,41 +166,50 @@ class Buffer(namedtuple("Buffer", "addr length writable view")):
 
 
 class DescriptorChain:
-    """The buffers of one request, or the reason the chain is malformed.
+    """The buffers of one request, or the fault that makes it malformed.
 
     An invalid chain keeps the buffers resolved before the fault (each inside
-    guest RAM), so a device may still report a status in the last one.
+    guest RAM, at most max_chain_len of them), so a device may still report a
+    status in the last one.
     """
 
-    __slots__ = ("head", "buffers", "error")
+    __slots__ = ("head", "buffers", "fault")
 
-    def __init__(self, head: int, buffers: list[Buffer] | None = None, error: str | None = None):
+    def __init__(self, head: int, buffers: list[Buffer] | None = None, fault: ChainError | None = None):
         self.head = head
         self.buffers = [] if buffers is None else buffers
-        self.error = error
+        self.fault = fault
 
     def __repr__(self) -> str:
-        return f"DescriptorChain(head={self.head}, buffers={self.buffers!r}, error={self.error!r})"
+        return f"DescriptorChain(head={self.head}, buffers={self.buffers!r}, fault={self.fault!r})"
 
     @property
     def valid(self) -> bool:
-        return self.error is None
+        return self.fault is None
 
     @property
-    def readable(self) -> list[Buffer]:
+    def error(self) -> str | None:
+        """The fault as a one-line message for logs (None when valid)."""
+        return None if self.fault is None else f"descriptor chain {self.head}: {self.fault}"
+
+    @property
+    def readable_buffers(self) -> list[Buffer]:
         return [b for b in self.buffers if not b.writable]
 
     @property
-    def writable(self) -> list[Buffer]:
+    def writable_buffers(self) -> list[Buffer]:
         return [b for b in self.buffers if b.writable]
 
 
 class SplitQueue:
     """One split virtqueue as configured by the driver through the transport."""
 
-    def __init__(self, memory: GuestMemory, size: int):
+    batch_buffers = BATCH_BUFFERS  # pop_batch()'s default budget
+
+    def __init__(self, memory: GuestMemory, size: int, max_chain_len: int = DEFAULT_MAX_CHAIN_LEN):
         self.memory = memory
         self.size = size  # the driver may lower it (QueueNum) before enabling
+        self.max_chain_len = max_chain_len  # buffers per chain the device can use
         self.desc_addr = 0
         self.avail_addr = 0
         self.used_addr = 0
@@ -155,6 +246,51 @@ class SplitQueue:
         self._signalled_used = None
         self.ready = True
 
+    # -- state records -------------------------------------------------------
+
+    def state(self) -> QueueState:
+        return QueueState(
+            self.size, self.ready, self.desc_addr, self.avail_addr, self.used_addr,
+            self.next_avail, self.next_used, self.event_idx, self.indirect, self._signalled_used,
+        )
+
+    @classmethod
+    def from_state(
+        cls, memory: GuestMemory, state: QueueState, max_size: int, max_chain_len: int = DEFAULT_MAX_CHAIN_LEN
+    ) -> "SplitQueue":
+        """Rebuild a queue from an untrusted record; StateError if no queue could be so.
+
+        A queue that is not ready holds whatever the driver wrote to its
+        registers (QueueNum is a u32 until QueueReady checks it); a ready one
+        passed :meth:`validate` (size a power of two <= ``max_size``, rings
+        aligned and inside guest RAM) and is checked again here.
+        """
+        if not isinstance(state, QueueState):
+            raise StateError(f"virtio state: queue record is a {type(state).__name__}, not a QueueState")
+        queue = cls(memory, check_uint("queue size", state.size, 32), max_chain_len)
+        queue.ready = check_bool("queue ready", state.ready)
+        queue.desc_addr = check_uint("descriptor table address", state.desc_addr, 64)
+        queue.avail_addr = check_uint("available ring address", state.avail_addr, 64)
+        queue.used_addr = check_uint("used ring address", state.used_addr, 64)
+        queue.next_avail = check_uint("next_avail", state.next_avail, 16)
+        queue.next_used = check_uint("next_used", state.next_used, 16)
+        queue.event_idx = check_bool("event_idx", state.event_idx)
+        queue.indirect = check_bool("indirect", state.indirect)
+        if state.signalled_used is not None:
+            check_uint("signalled_used", state.signalled_used, 16)
+        queue._signalled_used = state.signalled_used
+        if queue.ready:
+            if queue.size > max_size:
+                raise StateError(f"virtio state: queue size {queue.size} > its maximum {max_size}")
+            try:
+                queue.validate()
+            except QueueError as err:
+                raise StateError(f"virtio state: {err}") from None
+            in_flight = (queue.next_avail - queue.next_used) & 0xFFFF
+            if in_flight > queue.size:
+                raise StateError(f"virtio state: {in_flight} chains in flight on a queue of {queue.size}")
+        return queue
+
     # -- ring fields ---------------------------------------------------------
 
     def _avail_flags(self) -> int:
@@ -178,7 +314,7 @@ class SplitQueue:
     # -- consuming requests --------------------------------------------------
 
     def pop(self) -> DescriptorChain | None:
-        """The next available chain (possibly flagged invalid), or None.
+        """The next available chain (possibly with a fault), or None.
 
         Raises QueueError (ring broken) or GuestMemoryError (rings moved out
         of RAM, which validate() rules out) for the transport to handle.
@@ -187,19 +323,42 @@ class SplitQueue:
             return None
         return self._take(*self._ring_and_table())
 
-    def pop_all(self) -> list[DescriptorChain]:
-        """Every available chain, as pop() would return them one by one.
+    def pop_batch(self, max_buffers: int | None = None) -> list[DescriptorChain]:
+        """Available chains, as pop() would return them, for one batch.
 
         Reads the available index and maps the descriptor table once for the
-        whole batch: the per-request cost is what limits small-request IOPS.
+        batch (the per-request cost is what limits small-request IOPS), and
+        stops once the batch holds ``max_buffers`` (default
+        ``self.batch_buffers``) buffers: a batch holds at
+        most queue-size chains and max_buffers + max_chain_len buffers. The
+        device answers a batch before it asks for the next, so one notify
+        never builds more than that, however much the guest queued.
+
+        A broken ring entry ends the batch early; the next call raises its
+        QueueError, so the chains already popped can still be answered.
         """
         if not self.ready:
             return []
         count = self.pending()
         if not count:
             return []
+        if max_buffers is None:
+            max_buffers = self.batch_buffers
         ring, table = self._ring_and_table()
-        return [self._take(ring, table) for _ in range(count)]
+        chains: list[DescriptorChain] = []
+        buffers = 0
+        for _ in range(count):
+            try:
+                chain = self._take(ring, table)
+            except QueueError:
+                if chains:
+                    break
+                raise
+            chains.append(chain)
+            buffers += len(chain.buffers)
+            if buffers >= max_buffers:
+                break
+        return chains
 
     def _ring_and_table(self) -> tuple[memoryview, memoryview]:
         """The available ring's entries and the descriptor table, each bounds-checked once."""
@@ -209,71 +368,97 @@ class SplitQueue:
         )
 
     def _take(self, ring: memoryview, table: memoryview) -> DescriptorChain:
-        """Consume the next available entry and resolve its chain (flagged invalid if bad)."""
+        """Consume the next available entry and resolve its chain (with a fault if bad).
+
+        A head outside the table is a broken ring (QueueError, entry not
+        consumed): there is no chain to give back, and the used ring may only
+        name heads < size (rust-vmm's add_used refuses them too).
+        """
         head = _U16.unpack_from(ring, 2 * (self.next_avail % self.size))[0]
+        if head >= self.size:
+            raise QueueError(f"available ring entry {self.next_avail} names head {head} >= queue size {self.size}")
         self.next_avail = (self.next_avail + 1) & 0xFFFF
         chain = DescriptorChain(head)
         try:
             self._resolve(chain, table)
-        except (ChainError, GuestMemoryError) as err:
-            chain.error = f"descriptor chain {head}: {err}"
+        except ChainError as err:
+            chain.fault = err
         return chain
 
     def _resolve(self, chain: DescriptorChain, table: memoryview) -> None:
-        """Follow the chain into chain.buffers; raise ChainError at the first fault."""
+        """Follow the chain into chain.buffers; raise a ChainError at the first fault."""
         count = self.size
         index = chain.head
-        if index >= count:
-            raise ChainError(f"head index {index} >= queue size {count}")
+        max_len = self.max_chain_len
+        buffers = chain.buffers
         ttl = count  # a chain visits each descriptor at most once: this ends loops
         in_indirect = False
         total = 0
         seen_writable = False
         while True:
             if ttl == 0:
-                raise ChainError("chain longer than its table (loop?)")
+                raise ChainLoop("chain longer than its table (loop?)")
             ttl -= 1
             addr, length, flags, next_index = _DESC.unpack_from(table, DESC_SIZE * index)
             if flags & VIRTQ_DESC_F_INDIRECT:
-                table, count = self._indirect_table(addr, length, flags, in_indirect)
+                table, count = self._indirect_table(chain, addr, length, flags, in_indirect)
                 index, ttl, in_indirect = 0, count, True
                 continue
+            if len(buffers) == max_len:
+                raise ChainTooLong(f"chain of more than {max_len} descriptors")
             writable = bool(flags & VIRTQ_DESC_F_WRITE)
             if seen_writable and not writable:
-                raise ChainError("device-readable buffer after a device-writable one")
+                raise WrongDirection("device-readable buffer after a device-writable one")
             seen_writable |= writable
             total += length
             if total > MAX_CHAIN_BYTES:
-                raise ChainError("chain longer than 4 GiB")
+                raise ChainTooLarge("chain longer than 4 GiB")
             try:
                 view = self.memory.view(addr, length)
             except GuestMemoryError as err:
-                raise ChainError(str(err)) from None
-            chain.buffers.append(Buffer(addr, length, writable, view))
+                raise BufferOutsideRam(str(err)) from None
+            buffers.append(Buffer(addr, length, writable, view))
             if not flags & VIRTQ_DESC_F_NEXT:
                 return
             index = next_index
             if index >= count:
-                raise ChainError(f"next index {index} >= table size {count}")
+                raise NextOutOfRange(f"next index {index} >= table size {count}")
 
-    def _indirect_table(self, addr: int, length: int, flags: int, in_indirect: bool) -> tuple[memoryview, int]:
+    def _indirect_table(
+        self, chain: DescriptorChain, addr: int, length: int, flags: int, in_indirect: bool
+    ) -> tuple[memoryview, int]:
         """Check an INDIRECT descriptor (2.7.5.3); return (the table, its entries)."""
         if not self.indirect:
-            raise ChainError("indirect descriptor but VIRTIO_RING_F_INDIRECT_DESC not negotiated")
+            raise BadIndirect("indirect descriptor but VIRTIO_RING_F_INDIRECT_DESC not negotiated")
         if in_indirect:
-            raise ChainError("nested indirect descriptor")
+            raise BadIndirect("nested indirect descriptor")
         if flags & VIRTQ_DESC_F_NEXT:
-            raise ChainError("descriptor has both INDIRECT and NEXT")
+            raise BadIndirect("descriptor has both INDIRECT and NEXT")
         if length == 0 or length % DESC_SIZE:
-            raise ChainError(f"indirect table length {length} is not a multiple of 16")
-        count = length // DESC_SIZE
-        # Bound the work a single request can cost: no sane driver needs more.
-        if count > MAX_QUEUE_SIZE:
-            raise ChainError(f"indirect table of {count} entries")
+            raise BadIndirect(f"indirect table length {length} is not a multiple of 16")
+        entries = length // DESC_SIZE
+        room = self.max_chain_len - len(chain.buffers)
+        if entries > room:
+            # Refused before it is walked: the work stays O(1) however long it is.
+            self._keep_status_candidate(chain, addr, entries)
+            raise ChainTooLong(f"indirect table of {entries} entries > {room} the device accepts")
         try:
-            return self.memory.view(addr, length), count
+            return self.memory.view(addr, length), entries
         except GuestMemoryError:
-            raise ChainError(f"indirect table 0x{addr:x}+0x{length:x} outside guest RAM") from None
+            raise BufferOutsideRam(f"indirect table 0x{addr:x}+0x{length:x} outside guest RAM") from None
+
+    def _keep_status_candidate(self, chain: DescriptorChain, table_addr: int, entries: int) -> None:
+        """Keep a refused table's last entry if it can hold a status: a single
+        device-writable, chain-ending buffer in RAM (drivers put the status byte
+        there), so the device can still report an error where the driver looks."""
+        try:
+            addr, length, flags, _next = _DESC.unpack_from(
+                self.memory.view(table_addr + DESC_SIZE * (entries - 1), DESC_SIZE)
+            )
+            if flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT) == 0 and flags & VIRTQ_DESC_F_WRITE and length:
+                chain.buffers.append(Buffer(addr, length, True, self.memory.view(addr, length)))
+        except GuestMemoryError:
+            pass  # nowhere to report: the device answers with a used length of 0
 
     # -- returning requests ---------------------------------------------------
 
@@ -282,8 +467,15 @@ class SplitQueue:
         self.push_used_many([(head, written_len)])
 
     def push_used_many(self, answers: list[tuple[int, int]]) -> None:
-        """push_used for each (head, written_len), publishing used.idx once at the end."""
+        """push_used for each (head, written_len), publishing used.idx once at the end.
+
+        Raises QueueError, writing nothing, if a head is not a descriptor index
+        (>= size): the used ring may only return chains the driver made.
+        """
         size = self.size
+        for head, _ in answers:
+            if not 0 <= head < size:
+                raise QueueError(f"used element for head {head} >= queue size {size}")
         ring = self.memory.view(self.used_addr + RING_HEADER, USED_ELEM_SIZE * size)
         next_used = self.next_used
         for head, written_len in answers:

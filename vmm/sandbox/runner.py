@@ -1,0 +1,320 @@
+"""Run one static Linux program in a fresh microVM: the host side of the sandbox.
+
+The program, its arguments, environment and input files travel into the VM
+as a bundle (a ustar archive handed to the bundled guest as its PVH module,
+vmm/sandbox/bundle.py). Its stdin, stdout and stderr travel over
+virtio-console ports of those names; the guest reports the outcome, traced
+syscalls and the program's /out on a fourth port, ``vmm.control``
+(vmm/sandbox/control.py). The UART carries only the guest kernel's own log.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from ..config import VmConfig
+from ..errors import ConfigError, VmmError
+from ..outcome import StopReason
+from .control import ControlParser
+
+DEFAULT_MEM_MIB = 128
+DEFAULT_MAX_OUTPUT = 64 << 20  # bytes kept per stream; the rest is cut, with a note
+PORTS = ("stdin", "stdout", "stderr", "vmm.control")
+STDIN, STDOUT, STDERR, CONTROL = range(4)
+GUEST_LOG_LIMIT = 64 << 10  # the guest kernel's serial log, kept for error messages
+
+# Statuses of `vmm exec`, after timeout(1) and `docker run`.
+EXEC_TIMEOUT = 124
+EXEC_SANDBOX_FAILED = 125
+EXEC_CANNOT_RUN = 126
+EXEC_NOT_FOUND = 127
+
+
+class SandboxError(VmmError):
+    """The sandbox itself failed (not the program)."""
+
+    exit_status = EXEC_SANDBOX_FAILED
+
+
+class ProgramError(VmmError):
+    """The program cannot run: not found (127) or not a static x86-64 ELF (126)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.exit_status = status
+
+
+class SandboxResult(subprocess.CompletedProcess):
+    """subprocess.CompletedProcess plus what only a sandbox knows.
+
+    ``returncode`` is the program's exit status, or -N when signal N ended it
+    (as subprocess reports it). ``signal`` and ``fault_addr`` say which and
+    where; ``out_files`` lists what was extracted from /out; ``notes`` holds
+    anything cut or refused (output over the limit, unsafe /out entries).
+    """
+
+    def __init__(self, args, returncode, stdout=None, stderr=None):
+        super().__init__(args, returncode, stdout, stderr)
+        self.signal: int | None = None
+        self.fault_addr: int | None = None
+        self.out_files: list[str] = []
+        self.notes: list[str] = []
+        self.seed: int | None = None
+        self.exits: dict[str, int] = {}
+
+
+def resolve_program(program: str) -> str:
+    """The host path of ``program``: as given when it has a slash, else from $PATH."""
+    if "/" in program:
+        path = program
+    else:
+        found = shutil.which(program)
+        if found is None:
+            raise ProgramError(f"{program}: not found", EXEC_NOT_FOUND)
+        path = found
+    if not os.path.exists(path):
+        raise ProgramError(f"{program}: not found", EXEC_NOT_FOUND)
+    if not os.path.isfile(path):
+        raise ProgramError(f"{program}: not a regular file", EXEC_CANNOT_RUN)
+    return path
+
+
+def check_static_elf(path: str) -> None:
+    """Refuse what the guest cannot run, saying which: not ELF, not x86-64, dynamic."""
+    from ..boot.elf import Elf64Header, Elf64ProgramHeader
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF":
+                raise ProgramError(f"{path}: not an ELF executable", EXEC_CANNOT_RUN)
+            if head[4] != 2 or head[5] != 1:
+                raise ProgramError(f"{path}: not a 64-bit little-endian ELF", EXEC_CANNOT_RUN)
+            header = Elf64Header.unpack_from(head)
+            if header.machine != 62:
+                raise ProgramError(f"{path}: not an x86-64 program (ELF machine {header.machine})", EXEC_CANNOT_RUN)
+            if header.type not in (2, 3):
+                raise ProgramError(f"{path}: not an executable (ELF type {header.type})", EXEC_CANNOT_RUN)
+            if header.phentsize != Elf64ProgramHeader.size or not 0 < header.phnum <= 256:
+                raise ProgramError(f"{path}: malformed ELF program headers", EXEC_CANNOT_RUN)
+            f.seek(header.phoff)
+            table = f.read(header.phnum * header.phentsize)
+    except OSError as err:
+        raise ProgramError(f"{path}: {err.strerror}", EXEC_CANNOT_RUN) from None
+    except Exception as err:  # struct.error on a truncated file
+        if isinstance(err, ProgramError):
+            raise
+        raise ProgramError(f"{path}: truncated or malformed ELF", EXEC_CANNOT_RUN) from None
+    for i in range(len(table) // Elf64ProgramHeader.size):
+        if Elf64ProgramHeader.unpack_from(table, i * Elf64ProgramHeader.size).type == 3:  # PT_INTERP
+            raise ProgramError(f"{path}: dynamically linked; the sandbox runs static programs only", EXEC_CANNOT_RUN)
+
+
+class _Stream:
+    """One output stream: kept up to a limit, and passed on as it comes."""
+
+    def __init__(self, keep: bool, limit: int, callback: Callable[[bytes], None] | None):
+        self.data = bytearray() if keep else None
+        self.limit = limit
+        self.callback = callback
+        self.cut = 0  # bytes past the limit
+
+    def write(self, chunk: bytes) -> None:
+        if self.callback is not None:
+            self.callback(chunk)
+        if self.data is not None:
+            room = self.limit - len(self.data)
+            if room >= len(chunk):
+                self.data += chunk
+            else:
+                self.data += chunk[: max(room, 0)]
+                self.cut += len(chunk) - max(room, 0)
+
+
+class Sandbox:
+    """One run; ``run()`` below is the usual way in."""
+
+    def __init__(self, args: Sequence[str], *, mem_mib: int, max_output: int, capture_output: bool,
+                 on_stdout=None, on_stderr=None, trace: Callable[[str], None] | None = None):
+        from ..devices.virtio.console import VirtioConsole
+
+        self.args = list(args)
+        self.stdout = _Stream(capture_output, max_output, on_stdout)
+        self.stderr = _Stream(capture_output, max_output, on_stderr)
+        self.trace = trace
+        self.control = ControlParser()
+        self.report: list[tuple] = []
+        self.out_archive: bytes | None = None
+        self.guest_log = bytearray()
+        self.mem_mib = mem_mib
+        self.exits: dict[str, int] = {}
+        self.console = VirtioConsole(PORTS, on_output=self._on_output)
+
+    def _on_output(self, port: int, data: bytes) -> None:
+        if port == STDOUT:
+            self.stdout.write(data)
+        elif port == STDERR:
+            self.stderr.write(data)
+        elif port == CONTROL:
+            for event in self.control.feed(data):
+                if event[0] == "trace":
+                    if self.trace is not None:
+                        self.trace(event[1])
+                elif event[0] == "out":
+                    self.out_archive = event[1]
+                else:
+                    self.report.append(event)
+
+    def _on_serial(self, data: bytes) -> None:
+        room = GUEST_LOG_LIMIT - len(self.guest_log)
+        if room > 0:
+            self.guest_log += data[:room]
+
+    def _feed_stdin(self, vm, data: bytes | None) -> None:
+        view = memoryview(data or b"")
+        try:
+            while view and not vm.is_finished():
+                taken = self.console.write(STDIN, view)
+                view = view[taken:]
+                if view:
+                    self.console.wait_writable(STDIN, 0.1)
+            self.console.close_port(STDIN)
+        except VmmError:
+            pass  # the VM went away: nothing left to feed
+
+    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None):
+        from ..config import bundled_guest
+        from ..machine import MicroVM
+
+        config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
+        vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
+        try:
+            vm.start()
+            feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin), name="sandbox-stdin", daemon=True)
+            feeder.start()
+            try:
+                outcome = vm.wait(timeout)
+            except TimeoutError:
+                vm.stop()
+                vm.wait()
+                raise
+            self.exits = vm.exit_summary()
+            return outcome
+        finally:
+            vm.close()
+
+
+def run(
+    args: Sequence[str],
+    *,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    files: Mapping[str, str | bytes] | None = None,
+    env: Mapping[str, str] | None = None,
+    mem_mib: int = DEFAULT_MEM_MIB,
+    capture_output: bool = True,
+    text: bool = False,
+    check: bool = False,
+    out_dir: str | None = None,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    seed: int | None = None,
+    deterministic: bool = False,
+    trace: bool | Callable[[str], None] = False,
+    on_stdout: Callable[[bytes], None] | None = None,
+    on_stderr: Callable[[bytes], None] | None = None,
+) -> SandboxResult:
+    """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
+    microVM, as subprocess.run runs it on the host.
+
+    ``files`` maps guest paths to host paths or bytes: read-only inputs in the
+    sandbox's root file system. ``out_dir`` receives what the program left
+    under /out. ``deterministic`` starts the clock at a fixed time and seeds
+    every random source (``seed``, or a fresh one reported in ``result.seed``).
+    Raises subprocess.TimeoutExpired on timeout (with the output so far),
+    ProgramError when the program cannot be run, SandboxError when the sandbox fails.
+    """
+    from .bundle import build_bundle
+    from .outdir import extract_out
+
+    args = [os.fspath(a) for a in args]
+    if not args:
+        raise ConfigError("no program given")
+    if timeout is not None and not 0 < timeout <= 365 * 86400:
+        raise ConfigError("timeout must be a positive number of seconds (at most a year)")
+    program = resolve_program(args[0])
+    check_static_elf(program)
+    if isinstance(input, str):
+        input = input.encode()
+    options: dict[str, str] = {}
+    if deterministic or seed is not None:
+        seed = secrets.randbits(63) if seed is None else seed
+        options["seed"] = str(seed)
+    if deterministic:
+        options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
+    if trace:
+        options["trace"] = "1"
+    environment = dict(env) if env is not None else {"PATH": "/bin:/usr/bin", "HOME": "/tmp"}
+    bundle = build_bundle(program, args, environment, dict(files or {}), options)
+    trace_sink = trace if callable(trace) else (_trace_to_stderr if trace else None)
+    box = Sandbox(args, mem_mib=mem_mib, max_output=max_output, capture_output=capture_output,
+                  on_stdout=on_stdout, on_stderr=on_stderr, trace=trace_sink)
+
+    def streams():
+        out = bytes(box.stdout.data) if box.stdout.data is not None else None
+        err = bytes(box.stderr.data) if box.stderr.data is not None else None
+        if text:
+            out = out.decode(errors="replace") if out is not None else None
+            err = err.decode(errors="replace") if err is not None else None
+        return out, err
+
+    started = time.monotonic()
+    try:
+        outcome = box.execute(bundle, input, timeout)
+    except TimeoutError:
+        out, err = streams()
+        raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None
+    out, err = streams()
+    result = SandboxResult(args, None, out, err)
+    result.seed = seed
+    result.exits = box.exits
+    result.elapsed = time.monotonic() - started
+    for stream, name in ((box.stdout, "stdout"), (box.stderr, "stderr")):
+        if stream.cut:
+            result.notes.append(f"{name} cut at {max_output} bytes ({stream.cut} more bytes dropped)")
+    _settle(result, box, outcome)
+    if out_dir is not None and box.out_archive is not None:
+        result.out_files, skipped = extract_out(box.out_archive, out_dir)
+        result.notes += skipped
+    if check and result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, args, out, err)
+    return result
+
+
+def _settle(result: SandboxResult, box: Sandbox, outcome) -> None:
+    """The program's status from the control reports, or why there is none."""
+    for event in box.report:
+        kind = event[0]
+        if kind == "exit":
+            result.returncode = event[1]
+            return
+        if kind == "signal":
+            result.returncode = -event[1]
+            result.signal, result.fault_addr = event[1], event[2]
+            return
+        if kind == "error":
+            raise ProgramError(event[2] or f"{result.args[0]}: cannot run", event[1])
+    log = box.guest_log.decode(errors="replace").strip().splitlines()
+    tail = f"; guest log ends: {log[-1]!r}" if log else ""
+    if outcome.reason == StopReason.CRASH:
+        raise SandboxError(f"the sandbox's guest crashed: {outcome.message}{tail}")
+    raise SandboxError(f"the guest stopped ({outcome.reason}, status {outcome.status}) without reporting the program's end{tail}")
+
+
+def _trace_to_stderr(line: str) -> None:
+    os.write(2, f"[sandbox] {line}\n".encode(errors="replace"))
