@@ -21,7 +21,7 @@ from vmm import MicroVM, VmConfig
 pytestmark = pytest.mark.kvm
 
 CACHE = os.environ.get("VMM_KERNEL_CACHE", os.path.expanduser("~/.cache/vmm/kernels"))
-BUDGET_S = 60  # measured: the command line and e820 map arrive ~25 s after start
+BUDGET_S = 60  # measured: the command line and e820 map arrive 15-27 s after start
 CMDLINE = "earlyprintk=serial,ttyS0 console=ttyS0"
 
 
