@@ -186,10 +186,13 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
         _add_platform_devices(parts, hooks)
         slots = layout.DeviceSlots()
         cmdline = config.base_cmdline()
+        uses_acpi = getattr(prepared.boot, "uses_acpi", False)
         for device in prepared.devices:
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
-            cmdline += " " + slot.cmdline_entry
-        parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()))
+            if not uses_acpi:  # with ACPI the DSDT lists the devices instead
+                cmdline += " " + slot.cmdline_entry
+        extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
+        parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks)
     except BaseException:
         parts.close()
@@ -208,6 +211,15 @@ def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
     parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, hooks.idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
+
+
+def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
+    """ACPI tables describing the machine, and the sleep port a guest's poweroff writes; returns the RSDP address."""
+    from .devices.acpi_sleep import AcpiSleepControl
+    from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, build_acpi
+
+    parts.pio_bus.register(SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, AcpiSleepControl(hooks.power_off, S5_SLEEP_TYPE))
+    return build_acpi(parts.memory, vcpus, [(slot.addr, layout.VIRTIO_MMIO_SIZE, slot.irq) for slot in parts.virtio])
 
 
 def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, use_ioeventfd: bool, hooks: MachineHooks) -> VirtioSlot:

@@ -4,8 +4,8 @@ Each protocol reads and checks its inputs when it is created (before any KVM
 object exists, so bad input costs nothing), then ``load(memory, cmdline)``
 lays everything out in guest RAM and returns a ``BootEntry`` that knows how to
 set the boot vCPU's registers. The machine never calls a protocol's loader
-directly, so another protocol (Linux's own, say) is added beside PVH and
-Multiboot by adding a class here and a line in ``select_boot``.
+directly, so another protocol is added beside PVH, Multiboot and Linux's
+own (boot/linux.py) by adding a class and a line in ``select_boot``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,20 @@ class MultibootEntry(BootEntry):
         vcpu.set_regs(regs)
 
 
+class LongModeEntry(BootEntry):
+    """64-bit long mode, identity-mapped paging, RSI = the boot structure (Linux's zero page)."""
+
+    protocol = "linux64"
+
+    def __init__(self, entry: int, rsi: int, cr3: int):
+        self.entry, self.rsi, self.cr3 = entry, rsi, cr3
+
+    def apply(self, vcpu) -> None:
+        from ..x86.long_mode import set_long_mode_entry_state
+
+        set_long_mode_entry_state(vcpu, self.entry, self.rsi, self.cr3)
+
+
 class PvhBoot:
     """An ELF kernel with a XEN_ELFNOTE_PHYS32_ENTRY note (our guest, Linux vmlinux)."""
 
@@ -111,14 +125,22 @@ def _read_within(path: str, what: str, error, limit: int) -> bytes:
         return source.read(0, source.size)
 
 
+BZIMAGE_PROBE = 0x206  # a bzImage has 0xAA55 at 0x1FE and "HdrS" at 0x202
+
+
 def select_boot(kernel_path: str, initrd: str | bytes | None, ram_size: int):
-    """The protocol that can boot ``kernel_path``: a PVH note first, then a Multiboot header.
+    """The protocol that can boot ``kernel_path``: a bzImage's setup header, a PVH note, a Multiboot header.
 
     ``initrd`` is a path, or the bytes themselves (the sandbox's bundle).
     Nothing is read past what can fit in ``ram_size`` bytes of guest RAM.
     """
     with InputFile(kernel_path, "kernel", KernelImageError) as source:
-        head = source.read(0, min(source.size, 4))
+        head = source.read(0, min(source.size, BZIMAGE_PROBE))
+    if len(head) == BZIMAGE_PROBE and head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS":
+        from .linux import LinuxBoot  # construct and all: only for a bzImage
+
+        return LinuxBoot(kernel_path, initrd, ram_size)
+    head = head[:4]
     if head == ELF_MAGIC:
         try:
             return PvhBoot(kernel_path, initrd, ram_size)
