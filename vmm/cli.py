@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     run = commands.add_parser("run", help="boot a guest with its serial console on this terminal")
-    run.add_argument("--kernel", metavar="ELF", help="PVH ELF kernel (default: the bundled guest)")
+    run.add_argument("--kernel", metavar="FILE", help="kernel: a PVH ELF, a Multiboot v1 image or a Linux bzImage (default: the bundled guest)")
     run.add_argument("--cmdline", metavar="STR", type=_cmdline, help="kernel command line, UTF-8, at most 2047 bytes with the VMM's disk entries (default: console=ttyS0)")
-    run.add_argument("--initrd", metavar="PATH", help="initial ramdisk, passed as the first PVH module")
+    run.add_argument("--initrd", metavar="PATH", help="initial ramdisk: the first PVH or Multiboot module, or Linux's initrd")
     run.add_argument("--mem", metavar="MIB", type=_mib, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB, decimal, or with a G suffix in GiB (default {DEFAULT_MEM_MIB})")
+    run.add_argument("--cpus", metavar="N", type=_count, default=1, help="vCPUs, each on a thread of its own (default 1; the bundled guest runs on the first)")
     run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds (at most a year)")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
@@ -167,6 +168,7 @@ def _config(args) -> VmConfig:
         cmdline=args.cmdline,
         initrd=args.initrd,
         mem_mib=args.mem,
+        vcpus=args.cpus,
         timeout=args.timeout,
         serial_log=args.serial_log,
         devices=tuple(args.disk),

@@ -290,3 +290,17 @@ def test_disk_path_with_a_comma(run_vmm, guest_elf, tmp_path):
     result = run_vmm("run", "--disk", escaped + ",ro", stdin="cat greeting\nexit 0\n")
     assert result.returncode == 0, result.stderr
     assert b"comma ok" in result.stdout
+
+
+@pytest.mark.kvm
+def test_cpus_two_boot_and_power_off(run_vmm):
+    result = run_vmm("run", "--cpus", "2", "--mem", "32", "--timeout", "30", stdin="echo two-cpus\nexit 6\n")
+    assert result.returncode == 6, result.stderr
+    assert b"two-cpus" in result.stdout
+
+
+@pytest.mark.parametrize("count", ["0", "65", "x"])
+def test_cpus_out_of_range(run_vmm, count):
+    result = run_vmm("run", "--cpus", count)
+    assert result.returncode == 2
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
