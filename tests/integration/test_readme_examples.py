@@ -53,3 +53,14 @@ def test_mkdisk_example_from_a_fresh_directory(guest_elf, tmp_path):
     with tarfile.open(tmp_path / "disk.img") as tar:
         assert tar.getnames() == ["README", "note.txt"]
         assert tar.extractfile("note.txt").read() == b"hi\n"
+
+
+def test_the_readme_api_example_runs_as_written(guest_elf, capsys):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "b'hi\\r\\n'"
+    assert printed[1] == "VmOutcome(status=5, reason='poweroff', message='')"
+    assert "io" in printed[2]
