@@ -153,13 +153,15 @@ void lx_load_program(const u8 *image, u64 size, const char *path,
 
     u32 a, b, c, d;
     cpuid(1, 0, &a, &b, &c, &d);
+    /* In the order Linux's create_elf_tables() uses. */
     u64 aux[][2] = {
+        { AT_HWCAP, d }, { AT_PAGESZ, LX_PAGE }, { AT_CLKTCK, 100 },
         { AT_PHDR, phdr_vaddr + bias }, { AT_PHENT, sizeof(struct elf64_phdr) },
-        { AT_PHNUM, eh->e_phnum }, { AT_PAGESZ, LX_PAGE }, { AT_BASE, 0 },
-        { AT_FLAGS, 0 }, { AT_ENTRY, eh->e_entry + bias }, { AT_UID, 0 }, { AT_EUID, 0 },
+        { AT_PHNUM, eh->e_phnum }, { AT_BASE, 0 }, { AT_FLAGS, 0 },
+        { AT_ENTRY, eh->e_entry + bias }, { AT_UID, 0 }, { AT_EUID, 0 },
         { AT_GID, 0 }, { AT_EGID, 0 }, { AT_SECURE, 0 }, { AT_RANDOM, random },
-        { AT_HWCAP, d }, { AT_HWCAP2, 0 }, { AT_CLKTCK, 100 }, { AT_EXECFN, execfn },
-        { AT_PLATFORM, platform }, { AT_NULL, 0 },
+        { AT_HWCAP2, 0 }, { AT_EXECFN, execfn }, { AT_PLATFORM, platform },
+        { AT_NULL, 0 },
     };
     u64 words = 1 + argc + 1 + envc + 1 + 2 * ARRAY_SIZE(aux);
     sp -= words * 8;

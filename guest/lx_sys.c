@@ -132,6 +132,9 @@ static void trace_call(u64 nr, const u64 *a)
     }
     kprintf("%s(", si->name);
     for (unsigned i = 0; si->args[i]; i++) {
+        /* open/openat: the mode only matters with O_CREAT (as strace shows it) */
+        if (i && si->args[i - 1] == 'o' && !(a[i - 1] & 0x40))
+            break;
         if (i)
             console_puts(", ");
         u64 v = a[i];
