@@ -177,9 +177,14 @@ void lx_run(void)
         gate(v, lx_exc_table[v], SEL_UCODE);
     gate(3, (u64)(uintptr_t)lx_ring0_gate, SEL_KCODE);
 
-    /* Nothing below 64 KiB: a NULL dereference must fault. */
+    /* Nothing below 64 KiB: a NULL dereference must fault.  The kernel's
+       text and rodata become read-only, so a stray write by the program
+       faults instead of changing the code that reports its outcome. */
     for (unsigned i = 0; i < LX_LOW_UNMAPPED / LX_PAGE; i++)
         pt_low[i] = 0;
+    extern char __image_start[], __rodata_end[];
+    for (u64 a = (u64)(uintptr_t)__image_start; a < (u64)(uintptr_t)__rodata_end && a < (2ull << 20); a += LX_PAGE)
+        pt_low[a / LX_PAGE] &= ~2ull;   /* clear RW */
     lx_ring0_flush_tlb();
 
     memset(&regs, 0, sizeof(regs));

@@ -205,9 +205,16 @@ u64 lx_stack_alloc(void)
     return stack_top;
 }
 
+/* Only the program's own pages: a pointer into the kernel gets EFAULT. */
 bool lx_user_ok(u64 addr, u64 len)
 {
-    return range_in_ram(addr, len);
+    if (!range_in_ram(addr, len ? len : 1))
+        return false;
+    u64 last = (addr + (len ? len : 1) - 1) / LX_PAGE;
+    for (u64 i = addr / LX_PAGE; i <= last; i++)
+        if ((pages[i] & PG_OWNER) != PG_USER)
+            return false;
+    return true;
 }
 
 s64 sys_brk(u64 addr)
@@ -247,8 +254,10 @@ static bool any_user(u64 addr, u64 len)
 s64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off)
 {
     (void)prot;
-    if (!len || len > ram_top || (off & (LX_PAGE - 1)))
+    if (!len || len > (1ull << 47) || (off & (LX_PAGE - 1)))
         return -EINVAL;
+    if (len > ram_top)
+        return -ENOMEM;
     u64 type = flags & 3;
     if (type != MAP_SHARED && type != MAP_PRIVATE && type != 3)
         return -EINVAL;

@@ -149,8 +149,10 @@ static void trace_call(u64 nr, const u64 *a)
                 kprintf("%d", (s32)v);
             break;
         case 's':
-            if (lx_user_ok(v, 1) && lx_user_ok(v, 256))
+            if (lx_user_ok(v, 65))
                 trace_string((const char *)(uintptr_t)v, 64);
+            else if (lx_user_ok(v, 1))  /* near the end of the program's memory */
+                trace_string((const char *)(uintptr_t)v, 4096 - (v & 4095) - 1);
             else
                 kprintf("0x%lx", v);
             break;
