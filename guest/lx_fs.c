@@ -106,10 +106,12 @@ static struct node *new_node(struct node *dir, const char *name, u64 len, u8 kin
     n->ino = next_ino++;
     n->mtime_ns = lx_realtime_ns();
     n->parent = dir ? dir : n;
-    if (dir) {
+    if (dir) {                  /* appended: listings keep creation order */
         n->writable = dir->writable;
-        n->next = dir->child;
-        dir->child = n;
+        struct node **pp = &dir->child;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = n;
     }
     return n;
 }
@@ -813,7 +815,7 @@ static void fill_stat(struct kstat *st, const struct node *n, const struct ofile
     st->st_mode = node_mode(n);
     st->st_nlink = n->kind == N_DIR ? 2 : 1;
     st->st_size = n->kind == N_LNK ? (s64)strlen(n->link) : n->kind == N_DIR ? 4096 : (s64)n->size;
-    st->st_blocks = (st->st_size + 511) / 512;
+    st->st_blocks = (st->st_size + 4095) / 4096 * 8;  /* 4 KiB units, as tmpfs */
     if (n->kind == N_NULL) st->st_rdev = 0x103;
     if (n->kind == N_ZERO) st->st_rdev = 0x105;
     if (n->kind == N_RANDOM) st->st_rdev = 0x109;
@@ -1082,8 +1084,10 @@ static s64 do_rename(s64 olddirfd, u64 oldpath, s64 newdirfd, u64 newpath)
     memset(n->name, 0, sizeof(n->name));
     memcpy(n->name, nl, strlen(nl));
     n->parent = nd;
-    n->next = nd->child;
-    nd->child = n;
+    struct node **pp = &nd->child;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = n;
     return 0;
 }
 
