@@ -34,6 +34,7 @@ def compilers() -> dict[str, str | None]:
     return {
         "gcc": None if shutil.which("gcc") else "gcc not installed",
         "musl": None if shutil.which("musl-gcc") else "musl-gcc not installed (apt-get install musl-tools)",
+        "gcc-pie": None if shutil.which("gcc") else "gcc not installed",
     }
 
 
@@ -50,8 +51,9 @@ def compile_prog(tmp_path_factory):
         key = (name, compiler)
         if key not in cache:
             exe = str(out / f"{name}-{compiler}")
-            cc = "gcc" if compiler == "gcc" else "musl-gcc"
-            subprocess.run([cc, "-static", "-O2", "-o", exe, os.path.join(PROGS, name + ".c")], check=True)
+            cc, link = {"gcc": ("gcc", "-static"), "musl": ("musl-gcc", "-static"),
+                        "gcc-pie": ("gcc", "-static-pie")}[compiler]
+            subprocess.run([cc, link, "-O2", "-o", exe, os.path.join(PROGS, name + ".c")], check=True)
             cache[key] = exe
         return cache[key]
 

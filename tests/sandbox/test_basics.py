@@ -11,7 +11,7 @@ pytestmark = pytest.mark.kvm
 COMPILERS = ["gcc", "musl"]
 
 
-@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("compiler", [*COMPILERS, "gcc-pie"])
 def test_argv_envp_auxv_as_on_linux(compile_prog, run_prog, compiler):
     exe = compile_prog("showargs", compiler)
     argv = ["showargs", "one", "two words", ""]
