@@ -143,6 +143,7 @@ pdpt:
         .quad   pd + 0x2007
         .quad   pd + 0x3007
         .fill   508, 8, 0
+        .globl  pd
 pd:
         .quad   pt_low + 0x7            /* 0-2 MiB in 4 KiB pages (pt_low) */
         .set    pde_addr, 0x200000

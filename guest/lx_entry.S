@@ -174,6 +174,10 @@ lx_exc_common:
         pushq   %r13
         pushq   %r14
         pushq   %r15
+        /* An IST delivery loads a null SS (RPL 3) on real CPUs and TCG; an
+           iretq to ring 3 (the int3 gate) would #GP on it. */
+        movl    $0x1b, %eax
+        movl    %eax, %ss
         cld
         movq    %rsp, %rdi              /* struct exc_frame * */
         movq    $lx_fstack_top, %rsp
@@ -203,3 +207,6 @@ lx_ring0_stack: .skip 4096
 lx_ring0_stack_top:
 lx_fstack:      .skip 32768
 lx_fstack_top:
+        .globl  lx_ist_stack_top
+lx_ist_stack:   .skip 16384     /* IST1: #PF and #DF even when the program's RSP is bad */
+lx_ist_stack_top:

@@ -51,10 +51,10 @@ bool lx_bundle_present(void)
     return true;
 }
 
-static void gate(unsigned v, u64 off, u16 sel)
+static void gate(unsigned v, u64 off, u16 sel, u8 ist)
 {
     idt[v] = (struct idt_gate){
-        .offset_0_15 = (u16)off, .selector = sel, .ist = 0,
+        .offset_0_15 = (u16)off, .selector = sel, .ist = ist,
         .type_attr = GATE_INTR_DPL3, .offset_16_31 = (u16)(off >> 16),
         .offset_32_63 = (u32)(off >> 32),
     };
@@ -173,9 +173,14 @@ void lx_run(void)
     /* Exceptions to the personality's stubs; int3 to the ring-0 gate. */
     u64 rsp0 = (u64)(uintptr_t)lx_ring0_stack_top;
     memcpy(tss + 4, &rsp0, sizeof(rsp0));
+    /* #PF and #DF on their own stack (IST1): a stack overflow into the
+       guard below the program's stack must still be reported. */
+    extern u8 lx_ist_stack_top[];
+    u64 ist1 = (u64)(uintptr_t)lx_ist_stack_top;
+    memcpy(tss + 36, &ist1, sizeof(ist1));
     for (unsigned v = 0; v < 32; v++)
-        gate(v, lx_exc_table[v], SEL_UCODE);
-    gate(3, (u64)(uintptr_t)lx_ring0_gate, SEL_KCODE);
+        gate(v, lx_exc_table[v], SEL_UCODE, v == 8 || v == 14 ? 1 : 0);
+    gate(3, (u64)(uintptr_t)lx_ring0_gate, SEL_KCODE, 0);
 
     /* Nothing below 64 KiB: a NULL dereference must fault.  The kernel's
        text and rodata become read-only, so a stray write by the program

@@ -22,6 +22,7 @@
 #define PG_DIRTY    0x80        /* handed out before: zero it when reused */
 
 #define STACK_SIZE  (8ull << 20)
+#define GUARD_SIZE  (64ull << 10)       /* unmapped below the stack */
 #define MMAP_GAP    (1ull << 20)        /* between the stack and mmaps */
 
 #define MAP_SHARED          0x01
@@ -65,6 +66,31 @@ static void zero_dirty(u64 first, u64 count)
             memset((void *)(uintptr_t)(i * LX_PAGE), 0, LX_PAGE);
 }
 
+/*
+ * Unmap [addr, addr+len) (page-aligned, above 2 MiB): the 2 MiB pages that
+ * hold it are split into 4 KiB page tables first.  Only new mappings are
+ * removed, so the caller's one TLB flush (lx_main.c) covers it.
+ */
+extern u64 pd[2048];            /* boot.S: 2 MiB pages for 0..4 GiB */
+static void unmap_range(u64 addr, u64 len)
+{
+    for (u64 a = addr; a < addr + len; a += LX_PAGE) {
+        u64 idx = a >> 21;
+        if (idx == 0 || idx >= 2048)
+            continue;
+        if (pd[idx] & 0x80) {   /* PS: split */
+            u64 *pt = lx_kpages(LX_PAGE);
+            if (!pt)
+                return;
+            for (u64 i = 0; i < 512; i++)
+                pt[i] = ((idx << 21) + i * LX_PAGE) | 7;
+            pd[idx] = (u64)(uintptr_t)pt | 7;
+        }
+        u64 *pt = (u64 *)(uintptr_t)(pd[idx] & ~0xfffull);
+        pt[(a >> 12) & 511] = 0;
+    }
+}
+
 void lx_mem_init(u64 bundle_start, u64 bundle_end)
 {
     extern char __image_end[];
@@ -100,6 +126,8 @@ void lx_mem_init(u64 bundle_start, u64 bundle_end)
         lx_cannot_execute("not enough memory for the stack");
     stack_top = top;
     mmap_top = bottom - MMAP_GAP;
+    set_owner((bottom - MMAP_GAP) / LX_PAGE, MMAP_GAP / LX_PAGE, PG_KERNEL);
+    unmap_range(bottom - GUARD_SIZE, GUARD_SIZE);
 }
 
 /* Highest free run of `count` pages ending at or below `limit` (a page index). */

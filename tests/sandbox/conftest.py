@@ -53,7 +53,7 @@ def compile_prog(tmp_path_factory):
             exe = str(out / f"{name}-{compiler}")
             cc, link = {"gcc": ("gcc", "-static"), "musl": ("musl-gcc", "-static"),
                         "gcc-pie": ("gcc", "-static-pie")}[compiler]
-            subprocess.run([cc, link, "-O2", "-o", exe, os.path.join(PROGS, name + ".c")], check=True)
+            subprocess.run([cc, link, "-O2", "-w", "-o", exe, os.path.join(PROGS, name + ".c")], check=True)
             cache[key] = exe
         return cache[key]
 

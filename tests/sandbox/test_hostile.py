@@ -28,3 +28,10 @@ def test_map_fixed_cannot_cover_the_kernel(compile_prog, run_prog):
     run = run_prog(compile_prog("hostile"), ["hostile", "fixed"])
     assert run.text.startswith("fixed over kernel: Cannot allocate memory\n")
     assert run.outcome == "status 0"
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "musl"])
+def test_stack_overflow_hits_the_guard(compile_prog, run_prog, compiler):
+    run = run_prog(compile_prog("hostile", compiler), ["hostile", "recurse"])
+    assert run.outcome.startswith("signal 11 addr 0x"), run.serial
+    assert run.status == 125

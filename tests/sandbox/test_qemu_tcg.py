@@ -36,6 +36,7 @@ def run_tcg(guest_elf, bundle_path):
         ("faults", ["faults", "handler"], {}),
         ("faults", ["faults", "ud"], {}),
         ("showargs", ["showargs", "a", "b c"], {}),
+        ("hostile", ["hostile", "scribble"], {}),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
@@ -49,3 +50,14 @@ def test_tcg_output_equals_kvm(guest_elf, compile_prog, tmp_path, prog, argv, fi
     assert tcg.outcome == kvm.outcome, tcg.serial
     assert tcg.output == kvm.output
     assert tcg.status == kvm.status
+
+
+@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"{QEMU} not installed")
+def test_tcg_stack_overflow_is_sigsegv(guest_elf, compile_prog, tmp_path):
+    # #PF through IST1: on real CPUs (and TCG) that loads a null SS
+    bundle = build_bundle(compile_prog("hostile"), ["hostile", "recurse"], {}, {}, {})
+    path = tmp_path / "tcg.tar"
+    path.write_bytes(bundle)
+    tcg = run_tcg(guest_elf, path)
+    assert tcg.outcome.startswith("signal 11 addr 0x"), tcg.serial
+    assert tcg.status == 125

@@ -6,6 +6,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+static int depth(int n)
+{
+    volatile char pad[4096];
+    pad[0] = (char)n;
+    return n ? depth(n - 1) + pad[0] : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *how = argc > 1 ? argv[1] : "";
@@ -41,5 +48,7 @@ int main(int argc, char **argv)
         printf("fixed high: %s\n", q == MAP_FAILED ? strerror(errno) : "mapped");
         return 0;
     }
+    if (!strcmp(how, "recurse"))
+        return depth(1 << 30);
     return 1;
 }
