@@ -1198,11 +1198,16 @@ struct pollfd {
 #define POLLHUP 0x10
 #define POLLNVAL 0x20
 
+static s64 do_poll_k(struct pollfd *p, u64 n, s64 timeout_ms);
 static s64 do_poll(u64 ufds, u64 n, s64 timeout_ms)
 {
     if (n > MAX_FDS * 4 || !lx_user_ok(ufds, n * sizeof(struct pollfd)))
         return n > MAX_FDS * 4 ? -EINVAL : -EFAULT;
-    struct pollfd *p = (struct pollfd *)(uintptr_t)ufds;
+    return do_poll_k((struct pollfd *)(uintptr_t)ufds, n, timeout_ms);
+}
+
+static s64 do_poll_k(struct pollfd *p, u64 n, s64 timeout_ms)
+{
     u64 deadline = lx_monotonic_ns() + (timeout_ms > 0 ? (u64)timeout_ms * 1000000ull : 0);
     for (;;) {
         s64 ready = 0;
@@ -1273,6 +1278,113 @@ static s64 do_ftruncate(s64 fd, s64 len)
     }
     n->size = (u64)len;
     return 0;
+}
+
+static s64 do_symlink(u64 utarget, s64 dirfd, u64 upath)
+{
+    char target[PATH_MAX];
+    int err = user_path(utarget, target);
+    if (err)
+        return err;
+    struct node *dir;
+    char last[NAME_MAX + 1];
+    if ((err = lookup_parent(dirfd, upath, &dir, last)))
+        return err;
+    u64 ll = strlen(last);
+    if (child_named(dir, last, ll) || !strcmp(last, ".") || !strcmp(last, ".."))
+        return -EEXIST;
+    if (!dir->writable)
+        return -EROFS;
+    u64 tl = strlen(target);
+    char *copy = lx_kalloc(tl + 1);
+    struct node *n = copy ? new_node(dir, last, ll, N_LNK, 0777) : NULL;
+    if (!n)
+        return -ENOSPC;
+    memcpy(copy, target, tl + 1);
+    n->link = copy;
+    return 0;
+}
+
+static s64 do_truncate(u64 upath, s64 len)
+{
+    struct node *n;
+    int err = lookup(AT_FDCWD, upath, true, &n, 0);
+    if (err)
+        return err;
+    if (n->kind == N_DIR)
+        return -EISDIR;
+    struct ofile tmp = { .kind = F_NODE, .refs = 1, .node = n };
+    int fd = alloc_fd(0);
+    if (fd < 0)
+        return fd;
+    fds[fd].f = &tmp;
+    s64 r = do_ftruncate(fd, len);
+    fds[fd].f = NULL;
+    return r;
+}
+
+/* struct statfs: one tmpfs-like file system for everything. */
+static s64 do_statfs(u64 ubuf)
+{
+    u64 st[15];
+    if (!lx_user_ok(ubuf, sizeof(st)))
+        return -EFAULT;
+    memset(st, 0, sizeof(st));
+    st[0] = 0x01021994;         /* f_type: TMPFS_MAGIC */
+    st[1] = 4096;               /* f_bsize */
+    st[2] = lx_ram_top() / 4096;        /* f_blocks */
+    st[3] = st[4] = st[2] / 2;  /* f_bfree, f_bavail */
+    st[5] = 65536;              /* f_files */
+    st[6] = 65536 - next_ino;   /* f_ffree */
+    st[8] = NAME_MAX;           /* f_namelen */
+    st[9] = 4096;               /* f_frsize */
+    memcpy((void *)(uintptr_t)ubuf, st, sizeof(st));
+    return 0;
+}
+
+/* select/pselect6 on top of poll: fd_sets of up to MAX_FDS bits. */
+static s64 do_select(u64 nfds, u64 urd, u64 uwr, u64 uex, s64 timeout_ms)
+{
+    if (nfds > MAX_FDS)
+        return -EINVAL;
+    u64 bytes = (nfds + 63) / 64 * 8;
+    u64 *sets[3] = { (u64 *)(uintptr_t)urd, (u64 *)(uintptr_t)uwr, (u64 *)(uintptr_t)uex };
+    for (int i = 0; i < 3; i++)
+        if (sets[i] && bytes && !lx_user_ok((u64)(uintptr_t)sets[i], bytes))
+            return -EFAULT;
+    struct pollfd pf[MAX_FDS];
+    u64 n = 0;
+    for (u64 fd = 0; fd < nfds; fd++) {
+        s16 ev = 0;
+        if (sets[0] && (sets[0][fd / 64] >> (fd % 64) & 1)) ev |= POLLIN;
+        if (sets[1] && (sets[1][fd / 64] >> (fd % 64) & 1)) ev |= POLLOUT;
+        if (!ev)
+            continue;
+        if (!get_file((s64)fd))
+            return -EBADF;
+        pf[n].fd = (s32)fd;
+        pf[n].events = ev;
+        n++;
+    }
+    s64 r = do_poll_k(pf, n, timeout_ms);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < 3; i++)
+        if (sets[i])
+            memset(sets[i], 0, bytes);
+    s64 count = 0;
+    for (u64 i = 0; i < n; i++) {
+        u64 fd = (u64)pf[i].fd;
+        if (sets[0] && (pf[i].revents & (POLLIN | POLLHUP))) {
+            sets[0][fd / 64] |= 1ull << (fd % 64);
+            count++;
+        }
+        if (sets[1] && (pf[i].revents & POLLOUT)) {
+            sets[1][fd / 64] |= 1ull << (fd % 64);
+            count++;
+        }
+    }
+    return count;
 }
 
 static s64 do_access(s64 dirfd, u64 upath, u64 mode, u64 flags)
@@ -1348,6 +1460,48 @@ s64 lx_fs_syscall(u64 nr, const u64 *a, bool *handled)
         return 0;
     case 95: { u32 old = cur_umask; cur_umask = (u32)a[0] & 0777; return old; } /* umask */
     case 217: return do_getdents64((s64)a[0], a[1], a[2]);                /* getdents64 */
+    case 23: {                                                            /* select */
+        s64 ms = -1;
+        if (a[4]) {
+            if (!lx_user_ok(a[4], 16))
+                return -EFAULT;
+            const s64 *tv = (const s64 *)(uintptr_t)a[4];
+            ms = tv[0] * 1000 + tv[1] / 1000;
+        }
+        return do_select(a[0], a[1], a[2], a[3], ms);
+    }
+    case 270: {                                                           /* pselect6 */
+        s64 ms = -1;
+        if (a[4]) {
+            if (!lx_user_ok(a[4], 16))
+                return -EFAULT;
+            const s64 *ts = (const s64 *)(uintptr_t)a[4];
+            ms = ts[0] * 1000 + ts[1] / 1000000;
+        }
+        return do_select(a[0], a[1], a[2], a[3], ms);
+    }
+    case 76: return do_truncate(a[0], (s64)a[1]);                         /* truncate */
+    case 88: return do_symlink(a[0], AT_FDCWD, a[1]);                     /* symlink */
+    case 266: return do_symlink(a[0], (s64)a[1], a[2]);                   /* symlinkat */
+    case 86: case 265: return -EPERM;                                     /* link, linkat: no hard links */
+    case 137: {                                                           /* statfs */
+        if ((err = lookup(AT_FDCWD, a[0], true, &n, 0)))
+            return err;
+        return do_statfs(a[1]);
+    }
+    case 138: return get_file((s64)a[0]) ? do_statfs(a[1]) : -EBADF;      /* fstatfs */
+    case 221: return get_file((s64)a[0]) ? 0 : -EBADF;                    /* fadvise64 */
+    case 285: {                                                           /* fallocate */
+        struct ofile *f = get_file((s64)a[0]);
+        if (!f)
+            return -EBADF;
+        if (a[1] || f->kind != F_NODE)
+            return -EOPNOTSUPP;
+        if (f->node->size >= a[2] + a[3])
+            return 0;
+        return do_ftruncate((s64)a[0], (s64)(a[2] + a[3]));
+    }
+    case 162: case 306: return 0;                                         /* sync, syncfs */
     case 257: return do_open((s64)a[0], a[1], a[2], a[3]);                /* openat */
     case 258: return do_mkdir((s64)a[0], a[1], a[2]);                     /* mkdirat */
     case 262: return stat_common((s64)a[0], a[1], a[2], a[3], true);      /* newfstatat */

@@ -243,6 +243,8 @@ void lx_exit_status(int status)
     if (lx_opts.dumpout)
         dump_out();
     status &= 0xff;
+    if (lx_opts.trace)
+        kprintf("+++ exited with %d +++\n", status);
     kprintf("vmm-exit: status %d\n", status);
     power_off_forever(status > 127 ? 127 : (u8)status);
 }
@@ -252,6 +254,8 @@ void lx_exit_signal(int sig, u64 addr)
     outcome_line_start();
     if (lx_opts.dumpout)
         dump_out();
+    if (lx_opts.trace)
+        kprintf("+++ killed by signal %d +++\n", sig);
     kprintf("vmm-exit: signal %d addr 0x%lx\n", sig, addr);
     power_off_forever(EXIT_SIGNAL);
 }

@@ -6,6 +6,7 @@
  * guest kernel never touches it, so the program keeps its own).
  */
 #include "lx.h"
+#include "console.h"
 #include "fault.h"
 #include "lib.h"
 
@@ -78,6 +79,25 @@ struct rt_sigframe {
 static struct k_sigaction actions[NSIG + 1];
 static u64 blocked, pending;
 static struct stack_t_ altstack = { 0, SS_DISABLE, 0, 0 };
+
+static const char *const sig_names[32] = {
+    "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS",
+    "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+    "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+    "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+};
+
+/* strace's "--- SIGSEGV {...} ---" line. */
+static void trace_signal(int sig, s32 code, u64 addr)
+{
+    if (!lx_opts.trace)
+        return;
+    const char *name = sig < 32 ? sig_names[sig] : "SIGRT";
+    if (code > 0)
+        kprintf("--- %s {si_signo=%s, si_code=%d, si_addr=0x%lx} ---\n", name, name, code, addr);
+    else
+        kprintf("--- %s {si_signo=%s, si_code=%d, si_pid=2, si_uid=0} ---\n", name, name, code);
+}
 
 static u64 bit(int sig)
 {
@@ -158,6 +178,7 @@ static bool setup_frame(int sig, struct k_sigaction *ka, struct lx_regs *r,
 static NORETURN void force_signal(int sig, struct lx_regs *r, s32 code, u64 addr, u64 trapno, u64 err)
 {
     struct k_sigaction *ka = &actions[sig];
+    trace_signal(sig, code, addr);
     if (ka->handler > SIG_IGN && !(blocked & bit(sig)) &&
         setup_frame(sig, ka, r, code, addr, trapno, err))
         lx_resume(r);
@@ -167,6 +188,7 @@ static NORETURN void force_signal(int sig, struct lx_regs *r, s32 code, u64 addr
 static int deliver(int sig, struct lx_regs *r)
 {
     struct k_sigaction *ka = &actions[sig];
+    trace_signal(sig, -6, 0);
     if (ka->handler == SIG_IGN)
         return 0;
     if (ka->handler == SIG_DFL) {

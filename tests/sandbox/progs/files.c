@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,6 +57,18 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/renamed.txt", tmp);
     show("rename", rename(from, path));
 
+    char link[256], target[256];
+    snprintf(link, sizeof(link), "%s/link", tmp);
+    show("symlink", symlink("renamed.txt", link));
+    long ln = readlink(link, target, sizeof(target) - 1);
+    target[ln > 0 ? ln : 0] = 0;
+    printf("readlink: %s\n", target);
+    show("truncate", truncate(link, 5));
+    show("stat via link", stat(link, &st));
+    printf("size %lld\n", (long long)st.st_size);
+    show("lstat", lstat(link, &st));
+    printf("is link %d\n", S_ISLNK(st.st_mode));
+
     DIR *d = opendir(tmp);
     char names[16][64];
     int count = 0;
@@ -90,6 +103,12 @@ int main(int argc, char **argv)
     int p[2];
     show("pipe", pipe(p));
     write(p[1], "piped\n", 6);
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(p[0], &rd);
+    struct timeval tv = { 0, 0 };
+    printf("select: %d %d\n", select(p[0] + 1, &rd, NULL, NULL, &tv), FD_ISSET(p[0], &rd));
+    fflush(stdout);
     n = read(p[0], buf, sizeof(buf));
     write(1, buf, n);
     char cwd[256];
