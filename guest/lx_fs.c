@@ -55,15 +55,20 @@ struct node {
     u8 *data;                   /* bundle data (cap 0) or kernel pages */
     u64 size, cap;
     char *link;                 /* N_LNK target */
+    u32 opens;                  /* open descriptions using it */
+    bool gone;                  /* unlinked: freed at its last close */
+    struct node *free_next;
 };
 
 struct pipe {
+    struct pipe *free_next;
     u8 *buf;
     u64 head, len;
     u32 readers, writers;
 };
 
 struct ofile {
+    struct ofile *free_next;
     u8 kind;
     u32 refs;
     u32 flags;
@@ -90,11 +95,21 @@ struct ctl_file {
 static struct ctl_file ctl[8];
 static unsigned nctl;
 
+/* Freed objects are reused, so create/unlink or open/close loops run in
+   bounded memory. */
+static struct node *free_nodes;
+static struct ofile *free_ofiles;
+static struct pipe *free_pipes;
+
 /* ---- tree ------------------------------------------------------------ */
 
 static struct node *new_node(struct node *dir, const char *name, u64 len, u8 kind, u32 perm)
 {
-    struct node *n = lx_kalloc(sizeof(*n));
+    struct node *n = free_nodes;
+    if (n)
+        free_nodes = n->free_next;
+    else
+        n = lx_kalloc(sizeof(*n));
     if (!n)
         return NULL;
     memset(n, 0, sizeof(*n));
@@ -132,7 +147,38 @@ static void unlink_node(struct node *n)
     if (*pp)
         *pp = n->next;
     n->next = NULL;
-    /* Open descriptions may still use the node: its data stays. */
+}
+
+/* An unlinked node goes when nothing has it open any more. */
+static void release_node(struct node *n)
+{
+    if (!n->gone || n->opens)
+        return;
+    if (n->cap)
+        lx_kpages_free(n->data, n->cap);
+    n->data = NULL;
+    n->cap = n->size = 0;
+    n->free_next = free_nodes;
+    free_nodes = n;
+}
+
+static void remove_node(struct node *n)
+{
+    unlink_node(n);
+    n->gone = true;
+    release_node(n);
+}
+
+static struct ofile *alloc_ofile(void)
+{
+    struct ofile *f = free_ofiles;
+    if (f)
+        free_ofiles = f->free_next;
+    else
+        f = lx_kalloc(sizeof(*f));
+    if (f)
+        memset(f, 0, sizeof(*f));
+    return f;
 }
 
 /*
@@ -296,8 +342,10 @@ static void add_member(const char *hdr, const u8 *data, u64 size)
             d->perm = perm;
         return;
     }
-    if (old)
-        unlink_node(old);       /* the last member of a name wins */
+    if (old && old->kind != N_DIR)
+        remove_node(old);       /* the last member of a name wins */
+    else if (old)
+        return;
     struct node *f = NULL;
     if (type == '0' || type == '7') {
         f = new_node(dir, base, blen, N_REG, perm);
@@ -335,8 +383,7 @@ static void add_member(const char *hdr, const u8 *data, u64 size)
 
 static void std_fd(int fd, u8 kind, u32 flags)
 {
-    struct ofile *f = lx_kalloc(sizeof(*f));
-    memset(f, 0, sizeof(*f));
+    struct ofile *f = alloc_ofile();
     f->kind = kind;
     f->refs = 1;
     f->flags = flags;
@@ -435,12 +482,25 @@ static void put_file(struct ofile *f)
 {
     if (--f->refs)
         return;
-    if (f->pipe) {
+    struct pipe *p = f->pipe;
+    if (p) {
         if (f->kind == F_PIPE_R)
-            f->pipe->readers--;
+            p->readers--;
         else
-            f->pipe->writers--;
+            p->writers--;
+        if (!p->readers && !p->writers) {
+            lx_kpages_free(p->buf, PIPE_SIZE);
+            p->buf = NULL;
+            p->free_next = free_pipes;
+            free_pipes = p;
+        }
     }
+    if (f->kind == F_NODE && f->node) {
+        f->node->opens--;
+        release_node(f->node);
+    }
+    f->free_next = free_ofiles;
+    free_ofiles = f;
 }
 
 static s64 do_close(s64 fd)
@@ -751,12 +811,12 @@ static s64 do_open(s64 dirfd, u64 upath, u64 flags, u64 mode)
     int fd = alloc_fd(0);
     if (fd < 0)
         return fd;
-    struct ofile *f = lx_kalloc(sizeof(*f));
+    struct ofile *f = alloc_ofile();
     if (!f)
         return -ENOMEM;
-    memset(f, 0, sizeof(*f));
     f->kind = F_NODE;
     f->refs = 1;
+    n->opens++;
     f->flags = (u32)flags & ~O_CLOEXEC & ~O_CREAT & ~O_EXCL & ~O_TRUNC;
     f->node = n;
     fds[fd].f = f;
@@ -1046,7 +1106,7 @@ static s64 do_unlink(s64 dirfd, u64 upath, u64 flags)
         return -EROFS;
     if (n == cwd)
         return -EBUSY;
-    unlink_node(n);
+    remove_node(n);
     return 0;
 }
 
@@ -1078,7 +1138,7 @@ static s64 do_rename(s64 olddirfd, u64 oldpath, s64 newdirfd, u64 newpath)
             return n->kind != N_DIR ? -EISDIR : -ENOTEMPTY;
         if (victim->kind != N_DIR && n->kind == N_DIR)
             return -ENOTDIR;
-        unlink_node(victim);
+        remove_node(victim);
     }
     unlink_node(n);
     memset(n->name, 0, sizeof(n->name));
@@ -1146,10 +1206,18 @@ static s64 do_pipe(u64 ufds, u64 flags)
     fds[r].f = NULL;
     if (w < 0)
         return w;
-    struct pipe *p = lx_kalloc(sizeof(*p));
-    struct ofile *fr = lx_kalloc(sizeof(*fr)), *fw = lx_kalloc(sizeof(*fw));
-    if (!p || !fr || !fw || !(p->buf = lx_kpages(PIPE_SIZE)))
+    struct pipe *p = free_pipes;
+    if (p)
+        free_pipes = p->free_next;
+    else
+        p = lx_kalloc(sizeof(*p));
+    struct ofile *fr = alloc_ofile(), *fw = alloc_ofile();
+    if (!p || !fr || !fw || !(p->buf = lx_kpages(PIPE_SIZE))) {
+        if (fr) { fr->free_next = free_ofiles; free_ofiles = fr; }
+        if (fw) { fw->free_next = free_ofiles; free_ofiles = fw; }
+        if (p) { p->free_next = free_pipes; free_pipes = p; }
         return -ENFILE;
+    }
     p->head = p->len = 0;
     p->readers = p->writers = 1;
     *fr = (struct ofile){ .kind = F_PIPE_R, .refs = 1, .flags = 0, .pipe = p };

@@ -35,3 +35,9 @@ def test_stack_overflow_hits_the_guard(compile_prog, run_prog, compiler):
     run = run_prog(compile_prog("hostile", compiler), ["hostile", "recurse"])
     assert run.outcome.startswith("signal 11 addr 0x"), run.serial
     assert run.status == 125
+
+
+def test_create_unlink_pipe_open_loops_run_in_bounded_memory(compile_prog, run_prog):
+    run = run_prog(compile_prog("churn"), ["churn"], files={"/etc/data": b"d\n"}, timeout=60)
+    assert run.text == "churn ok\n", run.serial
+    assert run.outcome == "status 0"

@@ -31,3 +31,10 @@ def test_seed_and_clock_give_identical_runs(compile_prog, run_prog, compiler):
     other = run_prog(exe, ["timerand"], options={**opts, "seed": 99})
     rnd = lambda r: re.search(r"getrandom 16 ([0-9a-f]+)", r.text).group(1)
     assert rnd(other) != rnd(first)
+
+
+def test_syscall_loop(compile_prog, run_prog):
+    # the syscall round-trip benchmark program, shortened: every call answered
+    run = run_prog(compile_prog("getppid_loop"), ["getppid_loop", "100000"])
+    assert run.outcome == "status 0", run.serial
+    assert "(sum 100000)" in run.text  # getppid() is 1
