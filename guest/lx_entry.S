@@ -13,9 +13,9 @@
  * stack; lx_exc_common saves an exc_frame and calls lx_fault on its own stack.
  *
  * int3 leads to lx_ring0_gate in ring 0 (TSS.RSP0 stack): the few ring-0-only
- * operations (wrmsr FS_BASE, reloading CR3 to flush the TLB), a handful of
- * emulated instructions each.  A program's own int3 (r10d != the magic) is
- * ignored.
+ * operations (wrmsr FS_BASE, reloading CR3 to flush the TLB, reading CR2), a
+ * handful of emulated instructions each.  A program's own int3 (r10d != the
+ * magic) is sent back to ring 3 as a #BP, so it gets its SIGTRAP.
  */
 #define LX_R0_MAGIC 0x4c58524f          /* "LXRO" in %r10d */
 
@@ -134,17 +134,40 @@ lx_resume:
         .globl  lx_ring0_gate
 lx_ring0_gate:
         cmpl    $LX_R0_MAGIC, %r10d
-        jne     9f
+        jne     3f
         cmpl    $1, %edi
         je      1f
         ja      2f
         wrmsr
-9:      iretq
+        iretq
 1:      movq    %cr3, %rax
         movq    %rax, %cr3
         iretq
 2:      movq    %cr2, %rax
         iretq
+3:      /* the program's own int3: back to ring 3 at lx_user_int3, which
+           raises #BP there as the CPU would have (SIGTRAP) */
+        pushq   %rax
+        movq    8(%rsp), %rax           /* RIP after the int3 */
+        movq    %rax, lx_int3_rip(%rip)
+        movq    24(%rsp), %rax          /* RFLAGS */
+        movq    %rax, lx_int3_rflags(%rip)
+        movq    32(%rsp), %rax          /* RSP */
+        movq    %rax, lx_int3_rsp(%rip)
+        movq    $lx_user_int3, 8(%rsp)
+        popq    %rax
+        iretq
+
+/* Ring 3: build the frame a CPL3 #BP delivery would have pushed. */
+lx_user_int3:
+        pushq   $0x1b                   /* SS */
+        pushq   lx_int3_rsp(%rip)       /* RSP */
+        pushq   lx_int3_rflags(%rip)    /* RFLAGS */
+        pushq   $0x23                   /* CS */
+        pushq   lx_int3_rip(%rip)       /* RIP */
+        pushq   $0                      /* error code */
+        pushq   $3                      /* vector */
+        jmp     lx_exc_common
 
 /* Exceptions raised by the program (or, by a bug, by the kernel). */
 #define ERRCODE_MASK 0x60227d00
@@ -199,6 +222,9 @@ lx_user_rsp:    .skip 8
 lx_resume_rip:  .skip 8
 lx_entry_cpl:   .skip 8
 lx_iret_frame:  .skip 40
+lx_int3_rip:    .skip 8
+lx_int3_rflags: .skip 8
+lx_int3_rsp:    .skip 8
         .balign 16
 lx_kstack:      .skip 65536
 lx_kstack_top:

@@ -4,7 +4,7 @@ import pytest
 
 pytestmark = pytest.mark.kvm
 
-SIGILL, SIGABRT, SIGFPE, SIGSEGV = 4, 6, 8, 11
+SIGILL, SIGTRAP, SIGABRT, SIGFPE, SIGSEGV = 4, 5, 6, 8, 11
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "musl"])
@@ -18,6 +18,7 @@ SIGILL, SIGABRT, SIGFPE, SIGSEGV = 4, 6, 8, 11
         ("hlt", SIGSEGV, "0x0"),
         ("cli", SIGSEGV, "0x0"),
         ("abort", SIGABRT, "0x0"),
+        ("int3", SIGTRAP, None),
     ],
 )
 def test_fault_ends_with_signal(compile_prog, run_prog, compiler, how, signal, addr):

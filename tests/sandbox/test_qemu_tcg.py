@@ -35,6 +35,7 @@ def run_tcg(guest_elf, bundle_path):
         ("faults", ["faults", "raise"], {}),
         ("faults", ["faults", "handler"], {}),
         ("faults", ["faults", "ud"], {}),
+        ("faults", ["faults", "int3"], {}),
         ("showargs", ["showargs", "a", "b c"], {}),
         ("hostile", ["hostile", "scribble"], {}),
     ],

@@ -36,6 +36,8 @@ int main(int argc, char **argv)
         __asm__ volatile("hlt");
     if (!strcmp(how, "cli"))
         __asm__ volatile("cli");
+    if (!strcmp(how, "int3"))
+        __asm__ volatile("int3");
     if (!strcmp(how, "abort"))
         abort();
     if (!strcmp(how, "handler")) {
