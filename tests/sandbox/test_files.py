@@ -52,3 +52,14 @@ def test_stdin_to_stdout(compile_prog, run_prog):
     run = run_prog(compile_prog("catstdin"), ["catstdin"], stdin=text + b"\x04")
     assert run.outcome == "status 0", run.serial
     assert run.output == b"HELLO SANDBOX\nSECOND LINE\ntotal 26\n"
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "musl"])
+def test_memory_calls_like_native(compile_prog, run_prog, tmp_path, compiler):
+    exe = compile_prog("memory", compiler)
+    run = run_prog(exe, ["memory", "/data/in.txt"], files={"/data/in.txt": INPUT})
+    assert run.outcome == "status 0", run.serial
+    (tmp_path / "in.txt").write_bytes(INPUT)
+    host = native(exe, ["memory", str(tmp_path / "in.txt")])
+    assert run.text == host.stdout.decode()
+    assert "file map: alpha" in run.text

@@ -41,3 +41,10 @@ def test_create_unlink_pipe_open_loops_run_in_bounded_memory(compile_prog, run_p
     run = run_prog(compile_prog("churn"), ["churn"], files={"/etc/data": b"d\n"}, timeout=60)
     assert run.text == "churn ok\n", run.serial
     assert run.outcome == "status 0"
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "musl"])
+def test_stack_overflow_handler_on_sigaltstack(compile_prog, run_prog, compiler):
+    run = run_prog(compile_prog("hostile", compiler), ["hostile", "altstack"])
+    assert run.text == "caught overflow on the alternate stack\n", run.serial
+    assert run.outcome == "status 11"

@@ -1,10 +1,18 @@
 /* Misbehaviour the guest must survive: bad pointers, memory exhaustion, stray writes. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+static void on_overflow(int sig)
+{
+    static const char msg[] = "caught overflow on the alternate stack\n";
+    write(1, msg, sizeof(msg) - 1);
+    _exit(sig);
+}
 
 static int depth(int n)
 {
@@ -47,6 +55,17 @@ int main(int argc, char **argv)
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         printf("fixed high: %s\n", q == MAP_FAILED ? strerror(errno) : "mapped");
         return 0;
+    }
+    if (!strcmp(how, "altstack")) {
+        static char alt[65536];
+        stack_t ss = { .ss_sp = alt, .ss_size = sizeof(alt), .ss_flags = 0 };
+        sigaltstack(&ss, NULL);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_overflow;
+        sa.sa_flags = SA_ONSTACK;
+        sigaction(SIGSEGV, &sa, NULL);
+        return depth(1 << 30);
     }
     if (!strcmp(how, "recurse"))
         return depth(1 << 30);
