@@ -35,6 +35,7 @@ def compilers() -> dict[str, str | None]:
         "gcc": None if shutil.which("gcc") else "gcc not installed",
         "musl": None if shutil.which("musl-gcc") else "musl-gcc not installed (apt-get install musl-tools)",
         "gcc-pie": None if shutil.which("gcc") else "gcc not installed",
+        "g++": None if shutil.which("g++") else "g++ not installed",
     }
 
 
@@ -52,8 +53,9 @@ def compile_prog(tmp_path_factory):
         if key not in cache:
             exe = str(out / f"{name}-{compiler}")
             cc, link = {"gcc": ("gcc", "-static"), "musl": ("musl-gcc", "-static"),
-                        "gcc-pie": ("gcc", "-static-pie")}[compiler]
-            subprocess.run([cc, link, "-O2", "-w", "-o", exe, os.path.join(PROGS, name + ".c")], check=True)
+                        "gcc-pie": ("gcc", "-static-pie"), "g++": ("g++", "-static")}[compiler]
+            src = os.path.join(PROGS, name + (".cc" if compiler == "g++" else ".c"))
+            subprocess.run([cc, link, "-O2", "-w", "-o", exe, src], check=True)
             cache[key] = exe
         return cache[key]
 

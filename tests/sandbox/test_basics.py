@@ -81,3 +81,11 @@ def test_trace_lines_strace_style(compile_prog, run_prog):
     assert 'openat(AT_FDCWD, "/nope", O_RDONLY) = -2 ENOENT' in run.text
     assert "exit_group(1) = ?" in run.text
     assert run.outcome == "status 1"
+
+
+def test_cxx_exceptions_and_iostreams(compile_prog, run_prog):
+    exe = compile_prog("cxx", "g++")
+    run = run_prog(exe, ["cxx", "b", "a", "b"])
+    assert run.outcome == "status 0", run.serial
+    assert run.text == native(exe, ["cxx", "b", "a", "b"]).stdout.decode()
+    assert "thrown and caught\n" in run.text
