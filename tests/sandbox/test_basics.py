@@ -46,7 +46,7 @@ def test_hello_output_is_exact(compile_prog, run_prog):
 
 
 def test_not_elf_cannot_execute(run_prog):
-    run = run_prog(b"#!/bin/sh\necho hi\n", ["script"])
+    run = run_prog(b"#!/bin/sh\necho hi\n\0", ["script"])
     assert run.outcome == "cannot execute: not ELF"
     assert run.status == 126
 

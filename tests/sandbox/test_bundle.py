@@ -19,7 +19,7 @@ def test_control_members_and_files(tmp_path):
     host_file = tmp_path / "in.txt"
     host_file.write_bytes(b"from the host\n")
     bundle = build_bundle(
-        b"\x7fELF...", ["prog", "a b", ""], {"A": "1", "B": ""},
+        b"\x7fELF\0..", ["prog", "a b", ""], {"A": "1", "B": ""},
         {"/data/in.txt": str(host_file), "/etc/motd": b"hi\n"}, {"seed": 5, "trace": True, "cwd": "/data"},
     )
     m = members(bundle)
@@ -29,7 +29,7 @@ def test_control_members_and_files(tmp_path):
     opts = m[".vmm/opts"].decode().splitlines()
     assert "seed=5" in opts and "trace=1" in opts and "cwd=/data" in opts
     assert any(line.startswith("now=") for line in opts)
-    assert m["prog"] == b"\x7fELF..."
+    assert m["prog"] == b"\x7fELF\0.."
     assert m["data/in.txt"] == b"from the host\n" and m["etc/motd"] == b"hi\n"
     assert "data" in m and "etc" in m  # directories as members
     with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
@@ -37,7 +37,7 @@ def test_control_members_and_files(tmp_path):
 
 
 def test_clock_option_replaces_now():
-    opts = members(build_bundle(b"x", ["p"], options={"clock": 10**18}))[".vmm/opts"].decode()
+    opts = members(build_bundle(b"x\0", ["p"], options={"clock": 10**18}))[".vmm/opts"].decode()
     assert "clock=1000000000000000000" in opts and "now=" not in opts
 
 
@@ -45,6 +45,7 @@ def test_busybox_goes_to_bin(tmp_path):
     exe = tmp_path / "busybox"
     exe.write_bytes(b"\x7fELF")
     assert members(build_bundle(str(exe), ["sh"]))[".vmm/exec"] == b"/bin/busybox"
+    assert members(build_bundle(bytes(exe), ["sh"]))["bin/busybox"] == b"\x7fELF"  # a bytes path
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,7 @@ def test_busybox_goes_to_bin(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_config_error(kwargs, fragment):
-    args = {"program": b"x", "argv": ["p"], **kwargs}
+    args = {"program": b"x\0", "argv": ["p"], **kwargs}
     with pytest.raises(BundleError) as info:
         build_bundle(**args)
     assert isinstance(info.value, ConfigError)

@@ -94,7 +94,7 @@ def _read_host(path: str | os.PathLike) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise BundleError(f"cannot read {os.fspath(path)}: {e.strerror}") from None
+        raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -127,19 +127,20 @@ def build_bundle(
 ) -> bytes:
     """The bundle as bytes.
 
-    program: the host path of the program (str or PathLike), or its bytes;
-    it is placed at exec_path (default: /prog, or /bin/<name> of a host path
+    program: the host path of the program (str, bytes or PathLike), or its
+    contents as bytes (told apart by NUL bytes, which every ELF file has and
+    no path has); it is placed at exec_path (default: /prog, or /bin/<name> of a host path
     named busybox) unless files already put something there.  argv[0] is what
     the program sees.  files maps guest paths to host paths or bytes.
     """
     if not argv:
         raise BundleError("argv must hold at least argv[0]")
-    if isinstance(program, (bytes, bytearray, memoryview)):
-        program_data = bytes(program)
+    if isinstance(program, (bytes, bytearray, memoryview)) and b"\0" in program:
+        program_data = bytes(program)  # an image: every ELF file holds NUL bytes
         default_exec = "/prog"
-    else:
+    else:  # a host path, str, PathLike or bytes
         program_data = _read_host(program)
-        base = os.path.basename(os.fspath(program))
+        base = os.path.basename(os.fsdecode(program))
         default_exec = "/bin/busybox" if base == "busybox" else "/prog"
     exec_path = exec_path or default_exec
     exec_name = _guest_path(exec_path)
