@@ -111,10 +111,9 @@ void lx_kpages_free(void *p, u64 bytes);
 void *lx_kalloc(u64 bytes);
 /* Claim [addr, addr+len) for the program: false if any page is taken. */
 bool lx_claim_user(u64 addr, u64 len);
-/* Find and claim a free run for the program below the stack; 0 when none. */
-u64 lx_alloc_user(u64 len, bool top_down);
+/* Find and claim a free run for the program (top-down below the stack); 0 when none. */
+u64 lx_alloc_user(u64 len);
 void lx_set_brk_base(u64 base);
-void lx_set_stack(u64 bottom, u64 top);
 bool lx_user_ok(u64 addr, u64 len);     /* readable/writable by the kernel */
 s64 sys_brk(u64 addr);
 s64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off);
@@ -137,7 +136,6 @@ s64 lx_fs_syscall(u64 nr, const u64 *a, bool *handled);
 /* Serialise /out as a ustar archive into buf; returns its length, or -1 if
    it does not fit. */
 s64 lx_out_tar(u8 *buf, u64 cap);
-void lx_fs_flush(void);
 
 /* ---- lx_stdio.c: the stream backend ---- */
 void stream_init(void);

@@ -109,13 +109,14 @@ void lx_load_program(const u8 *image, u64 size, const char *path,
             lx_cannot_execute("bad static-PIE layout");
         bias = STATIC_PIE_BASE;
         if (!lx_claim_user(bias, hi)) {
-            bias = lx_alloc_user(hi + (2ull << 20), true);
+            bias = lx_alloc_user(hi + (2ull << 20));
             if (!bias)
                 lx_cannot_execute("out of memory");
             bias = (bias + (2ull << 20) - 1) & ~((2ull << 20) - 1);
         }
     } else if (!lx_claim_user(lo, hi - lo)) {
-        lx_cannot_execute("segments overlap the guest kernel or lie outside RAM");
+        lx_cannot_execute(hi > lx_ram_top() ? "segments lie outside RAM (give the VM more memory)"
+                                            : "segments overlap the guest kernel or the stack (give the VM more memory)");
     }
     for (unsigned i = 0; i < eh->e_phnum; i++) {
         if (ph[i].p_type != PT_LOAD || !ph[i].p_memsz)

@@ -1701,7 +1701,3 @@ s64 lx_out_tar(u8 *buf, u64 cap)
     memset(buf + t.len, 0, 1024);
     return (s64)(t.len + 1024);
 }
-
-void lx_fs_flush(void)
-{
-}

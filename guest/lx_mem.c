@@ -201,9 +201,8 @@ bool lx_claim_user(u64 addr, u64 len)
     return true;
 }
 
-u64 lx_alloc_user(u64 len, bool top_down)
+u64 lx_alloc_user(u64 len)
 {
-    (void)top_down;
     u64 count = page_up(len) / LX_PAGE;
     if (!count || count > npages)
         return 0;
@@ -220,13 +219,7 @@ void lx_set_brk_base(u64 base)
     brk_base = brk_cur = page_up(base);
 }
 
-/* The stack: STACK_SIZE just below the bundle; mmaps go below it. */
-void lx_set_stack(u64 bottom, u64 top)
-{
-    (void)bottom;
-    (void)top;
-}
-
+/* The stack's top: STACK_SIZE just below the bundle, claimed at init. */
 u64 lx_stack_alloc(void);
 u64 lx_stack_alloc(void)
 {
@@ -302,7 +295,7 @@ s64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off)
         memset((void *)(uintptr_t)addr, 0, len);
         at = addr;
     } else {
-        at = lx_alloc_user(len, true);
+        at = lx_alloc_user(len);
         if (!at)
             return -ENOMEM;
     }
@@ -359,7 +352,7 @@ s64 sys_mremap(u64 old, u64 old_len, u64 new_len, u64 flags, u64 new_addr)
         return (s64)old;
     if (!(flags & MREMAP_MAYMOVE))
         return -ENOMEM;
-    u64 at = lx_alloc_user(new_len, true);
+    u64 at = lx_alloc_user(new_len);
     if (!at)
         return -ENOMEM;
     memcpy((void *)(uintptr_t)at, (const void *)(uintptr_t)old, old_len);

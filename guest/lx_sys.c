@@ -27,7 +27,7 @@ static const struct sc_info sc_table[] = {
     [0] = { "read", "dpu" }, [1] = { "write", "dbu" }, [2] = { "open", "sox" },
     [3] = { "close", "d" }, [4] = { "stat", "sp" }, [5] = { "fstat", "dp" },
     [6] = { "lstat", "sp" }, [7] = { "poll", "pud" }, [8] = { "lseek", "ddd" },
-    [9] = { "mmap", "xuxxdx" }, [10] = { "mprotect", "xux" }, [11] = { "munmap", "xu" },
+    [9] = { "mmap", "xuPMdx" }, [10] = { "mprotect", "xuP" }, [11] = { "munmap", "xu" },
     [12] = { "brk", "x" }, [13] = { "rt_sigaction", "dppu" }, [14] = { "rt_sigprocmask", "dppu" },
     [15] = { "rt_sigreturn", "" }, [16] = { "ioctl", "dxx" }, [17] = { "pread64", "dpud" },
     [18] = { "pwrite64", "dbud" }, [19] = { "readv", "dpu" }, [20] = { "writev", "dpu" },
@@ -131,6 +131,21 @@ static void trace_open_flags(u64 f)
         kprintf("|0x%lx", f);
 }
 
+static void trace_bits(u64 v, const char *const *names, unsigned count, const char *zero)
+{
+    bool any = false;
+    for (unsigned i = 0; i < count; i++)
+        if ((v >> i) & 1 && names[i]) {
+            kprintf("%s%s", any ? "|" : "", names[i]);
+            v &= ~(1ull << i);
+            any = true;
+        }
+    if (v)
+        kprintf("%s0x%lx", any ? "|" : "", v);
+    else if (!any)
+        console_puts(zero);
+}
+
 static void trace_call(u64 nr, const u64 *a)
 {
     const struct sc_info *si = nr < ARRAY_SIZE(sc_table) && sc_table[nr].name ? &sc_table[nr] : NULL;
@@ -188,6 +203,20 @@ static void trace_call(u64 nr, const u64 *a)
             break;
         }
         case 'o': trace_open_flags(v); break;
+        case 'P': {
+            static const char *const prot[] = { "PROT_READ", "PROT_WRITE", "PROT_EXEC" };
+            trace_bits(v, prot, 3, "PROT_NONE");
+            break;
+        }
+        case 'M': {
+            static const char *const map[21] = {
+                "MAP_SHARED", "MAP_PRIVATE", 0, 0, "MAP_FIXED", "MAP_ANONYMOUS", 0, 0,
+                "MAP_GROWSDOWN", 0, 0, 0, 0, 0, "MAP_NORESERVE", "MAP_POPULATE", 0,
+                "MAP_STACK", 0, 0, "MAP_FIXED_NOREPLACE",
+            };
+            trace_bits(v, map, 21, "0");
+            break;
+        }
         default:
             if (v)
                 kprintf("0x%lx", v);

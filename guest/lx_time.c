@@ -18,7 +18,6 @@
 
 static u64 tsc_start, tsc_per_us;
 static u64 det_ns;              /* deterministic clock, since start */
-static u64 slept_ns;            /* real mode: sleeps are not waited for */
 static u64 rng_state;
 static bool have_rdrand;
 
@@ -38,7 +37,7 @@ u64 lx_monotonic_ns(void)
 {
     if (lx_opts.have_clock || !tsc_per_us)     /* !tsc_per_us: before lx_time_init */
         return det_ns;
-    return (rdtsc() - tsc_start) * 1000 / tsc_per_us + slept_ns;
+    return (rdtsc() - tsc_start) * 1000 / tsc_per_us;
 }
 
 u64 lx_realtime_ns(void)
