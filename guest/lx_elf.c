@@ -122,7 +122,7 @@ void lx_load_program(const u8 *image, u64 size, const char *path,
         if (ph[i].p_type != PT_LOAD || !ph[i].p_memsz)
             continue;
         u8 *dst = (u8 *)(uintptr_t)(ph[i].p_vaddr + bias);
-        memcpy(dst, image + ph[i].p_offset, ph[i].p_filesz);
+        lx_copy(dst, image + ph[i].p_offset, ph[i].p_filesz);
         /* the rest of the span was zeroed by the claim */
         if (!have_phdr && ph[i].p_offset == 0)
             phdr_vaddr = ph[i].p_vaddr + eh->e_phoff;

@@ -591,7 +591,7 @@ static bool node_grow(struct node *n, u64 need)
     u8 *d = lx_kpages(cap);
     if (!d)
         return false;
-    memcpy(d, n->data, n->size);
+    lx_copy(d, n->data, n->size);
     if (n->cap)
         lx_kpages_free(n->data, n->cap);
     n->data = d;
@@ -619,7 +619,7 @@ static s64 node_read(struct node *n, u8 *buf, u64 len, u64 pos)
         return 0;
     if (len > n->size - pos)
         len = n->size - pos;
-    memcpy(buf, n->data + pos, len);
+    lx_copy(buf, n->data + pos, len);
     return (s64)len;
 }
 
@@ -640,7 +640,7 @@ static s64 node_write(struct node *n, const u8 *buf, u64 len, u64 pos)
             memset(n->data + n->size, 0, pos - n->size);
         n->size = pos + len;
     }
-    memcpy(n->data + pos, buf, len);
+    lx_copy(n->data + pos, buf, len);
     n->mtime_ns = lx_realtime_ns();
     return (s64)len;
 }
@@ -1661,7 +1661,7 @@ static void tar_emit(struct tar_out *t, const char *name, const struct node *n)
     h[155] = ' ';
     t->len += 512;
     if (size) {
-        memcpy(t->buf + t->len, n->data, size);
+        lx_copy(t->buf + t->len, n->data, size);
         memset(t->buf + t->len + size, 0, ((size + 511) & ~511ull) - size);
         t->len += (size + 511) & ~511ull;
     }

@@ -63,7 +63,7 @@ static void zero_dirty(u64 first, u64 count)
 {
     for (u64 i = first; i < first + count; i++)
         if (pages[i] & PG_DIRTY)
-            memset((void *)(uintptr_t)(i * LX_PAGE), 0, LX_PAGE);
+            lx_zero((void *)(uintptr_t)(i * LX_PAGE), LX_PAGE);
 }
 
 /*
@@ -292,7 +292,7 @@ s64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off)
         if ((flags & MAP_FIXED_NOREPLACE) && any_user(addr, len))
             return -EEXIST;
         set_owner(addr / LX_PAGE, len / LX_PAGE, PG_USER);
-        memset((void *)(uintptr_t)addr, 0, len);
+        lx_zero((void *)(uintptr_t)addr, len);
         at = addr;
     } else {
         at = lx_alloc_user(len);
@@ -330,7 +330,7 @@ s64 sys_madvise_dontneed(u64 addr, u64 len)
         return -EINVAL;
     for (u64 i = addr / LX_PAGE; i < (addr + len) / LX_PAGE; i++)
         if ((pages[i] & PG_OWNER) == PG_USER)
-            memset((void *)(uintptr_t)(i * LX_PAGE), 0, LX_PAGE);
+            lx_zero((void *)(uintptr_t)(i * LX_PAGE), LX_PAGE);
     return 0;
 }
 
@@ -355,7 +355,7 @@ s64 sys_mremap(u64 old, u64 old_len, u64 new_len, u64 flags, u64 new_addr)
     u64 at = lx_alloc_user(new_len);
     if (!at)
         return -ENOMEM;
-    memcpy((void *)(uintptr_t)at, (const void *)(uintptr_t)old, old_len);
+    lx_copy((void *)(uintptr_t)at, (const void *)(uintptr_t)old, old_len);
     sys_munmap(old, old_len);
     return (s64)at;
 }
