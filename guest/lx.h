@@ -5,7 +5,8 @@
  * Files: lx_main.c (bundle, options, start, exit), lx_entry.S (syscall
  * entry, resume, exception stubs), lx_sys.c (dispatch, trace, misc calls),
  * lx_mem.c (pages, brk, mmap), lx_elf.c (loader, initial stack),
- * lx_fs.c (file tree, fds, file calls), lx_signal.c (signals, faults),
+ * lx_vfs.c (file tree, /out archive), lx_fs.c (descriptors, file calls),
+ * lx_signal.c (signals, faults),
  * lx_stdio.c (the stdio stream backend: COM1 today), lx_time.c (clocks,
  * random).
  */

@@ -1,23 +1,14 @@
 /*
- * lx_fs.c - the program's file system and file descriptors.
- *
- * The bundle's members form a read-only tree whose file data stays where the
- * bundle lies in RAM (no copies).  /tmp and /out are writable directories in
- * guest RAM; files under them hold their data in kernel pages that grow by
- * doubling.  /dev/null, /dev/zero, /dev/urandom and /proc/self/exe (a
- * symlink to the program) are made here.  Members under .vmm/ are the
- * bundle's control files: kept aside, not visible to the program.
+ * lx_fs.c - file descriptors and the file syscalls, over the tree in
+ * lx_vfs.c: open descriptions shared by dup, stdio streams (lx_stdio.c),
+ * pipes within the process, stat/statx/getdents64, poll/select.
  */
-#include "lx.h"
+#include "lx_vfs.h"
 #include "lib.h"
 
-enum { N_DIR, N_REG, N_LNK, N_NULL, N_ZERO, N_RANDOM };
 enum { F_NODE, F_STDIN, F_STDOUT, F_PIPE_R, F_PIPE_W };
 
-#define NAME_MAX    255
-#define PATH_MAX    4096
 #define MAX_FDS     256
-#define MAX_LINKS   8
 #define PIPE_SIZE   65536
 
 #define O_ACCMODE   3
@@ -45,21 +36,6 @@ enum { F_NODE, F_STDIN, F_STDOUT, F_PIPE_R, F_PIPE_W };
 #define S_IFREG 0100000
 #define S_IFLNK 0120000
 
-struct node {
-    struct node *parent, *child, *next;
-    char name[NAME_MAX + 1];
-    u8 kind;
-    bool writable;              /* under /tmp or /out */
-    u32 perm;
-    u64 ino, mtime_ns;
-    u8 *data;                   /* bundle data (cap 0) or kernel pages */
-    u64 size, cap;
-    char *link;                 /* N_LNK target */
-    u32 opens;                  /* open descriptions using it */
-    bool gone;                  /* unlinked: freed at its last close */
-    struct node *free_next;
-};
-
 struct pipe {
     struct pipe *free_next;
     u8 *buf;
@@ -82,92 +58,12 @@ struct fd_slot {
     bool cloexec;
 };
 
-static struct node *root, *cwd;
 static struct fd_slot fds[MAX_FDS];
-static u64 next_ino = 1;
 static u32 cur_umask = 022;
 
-struct ctl_file {
-    char name[16];
-    const u8 *data;
-    u64 size;
-};
-static struct ctl_file ctl[8];
-static unsigned nctl;
-
-/* Freed objects are reused, so create/unlink or open/close loops run in
-   bounded memory. */
-static struct node *free_nodes;
+/* Freed descriptions and pipes are reused: open/close loops stay bounded. */
 static struct ofile *free_ofiles;
 static struct pipe *free_pipes;
-
-/* ---- tree ------------------------------------------------------------ */
-
-static struct node *new_node(struct node *dir, const char *name, u64 len, u8 kind, u32 perm)
-{
-    struct node *n = free_nodes;
-    if (n)
-        free_nodes = n->free_next;
-    else
-        n = lx_kalloc(sizeof(*n));
-    if (!n)
-        return NULL;
-    memset(n, 0, sizeof(*n));
-    if (len > NAME_MAX)
-        len = NAME_MAX;
-    memcpy(n->name, name, len);
-    n->kind = kind;
-    n->perm = perm;
-    n->ino = next_ino++;
-    n->mtime_ns = lx_realtime_ns();
-    n->parent = dir ? dir : n;
-    if (dir) {                  /* appended: listings keep creation order */
-        n->writable = dir->writable;
-        struct node **pp = &dir->child;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = n;
-    }
-    return n;
-}
-
-static struct node *child_named(struct node *dir, const char *name, u64 len)
-{
-    for (struct node *c = dir->child; c; c = c->next)
-        if (strlen(c->name) == len && !memcmp(c->name, name, len))
-            return c;
-    return NULL;
-}
-
-static void unlink_node(struct node *n)
-{
-    struct node **pp = &n->parent->child;
-    while (*pp && *pp != n)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = n->next;
-    n->next = NULL;
-}
-
-/* An unlinked node goes when nothing has it open any more. */
-static void release_node(struct node *n)
-{
-    if (!n->gone || n->opens)
-        return;
-    if (n->cap)
-        lx_kpages_free(n->data, n->cap);
-    n->data = NULL;
-    n->cap = n->size = 0;
-    n->free_next = free_nodes;
-    free_nodes = n;
-}
-
-static void remove_node(struct node *n)
-{
-    unlink_node(n);
-    n->gone = true;
-    release_node(n);
-}
 
 static struct ofile *alloc_ofile(void)
 {
@@ -181,206 +77,6 @@ static struct ofile *alloc_ofile(void)
     return f;
 }
 
-/*
- * Walk `path` from `start`.  With want_parent, stop before the last component
- * and return it in last (the result is its directory).  Symlinks are followed
- * in the middle, and at the end when follow is set.
- */
-static int walk(struct node *start, const char *path, bool follow, bool want_parent,
-                struct node **out, char *last)
-{
-    char buf[PATH_MAX];
-    int links = 0;
-    u64 plen = strnlen(path, PATH_MAX);
-    if (plen >= PATH_MAX)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, plen + 1);
-    struct node *cur = buf[0] == '/' ? root : start;
-    char *p = buf;
-restart:
-    for (;;) {
-        while (*p == '/')
-            p++;
-        if (!*p) {
-            if (want_parent) {
-                last[0] = '.';
-                last[1] = 0;
-            }
-            *out = cur;
-            return 0;
-        }
-        char *e = p;
-        while (*e && *e != '/')
-            e++;
-        u64 len = (u64)(e - p);
-        if (len > NAME_MAX)
-            return -ENAMETOOLONG;
-        char *q = e;
-        while (*q == '/')
-            q++;
-        bool is_last = !*q;
-        if (cur->kind != N_DIR)
-            return -ENOTDIR;
-        if (is_last && want_parent) {
-            memcpy(last, p, len);
-            last[len] = 0;
-            *out = cur;
-            return 0;
-        }
-        struct node *next;
-        if (len == 1 && p[0] == '.')
-            next = cur;
-        else if (len == 2 && p[0] == '.' && p[1] == '.')
-            next = cur->parent;
-        else
-            next = child_named(cur, p, len);
-        if (!next)
-            return -ENOENT;
-        if (next->kind == N_LNK && (!is_last || follow)) {
-            if (++links > MAX_LINKS)
-                return -ELOOP;
-            u64 tl = strlen(next->link), rl = strlen(q);
-            if (tl + 1 + rl + 1 > PATH_MAX)
-                return -ENAMETOOLONG;
-            char tmp[PATH_MAX];
-            memcpy(tmp, next->link, tl);
-            tmp[tl] = '/';
-            memcpy(tmp + tl + 1, q, rl + 1);
-            memcpy(buf, tmp, tl + rl + 2);
-            p = buf;
-            if (buf[0] == '/')
-                cur = root;
-            goto restart;
-        }
-        cur = next;
-        p = q;
-    }
-}
-
-static struct node *ensure_dir(const char *path, u64 len)
-{
-    struct node *cur = root;
-    u64 i = 0;
-    while (i < len) {
-        while (i < len && path[i] == '/')
-            i++;
-        u64 s = i;
-        while (i < len && path[i] != '/')
-            i++;
-        if (i == s)
-            break;
-        if (i - s == 1 && path[s] == '.')
-            continue;
-        struct node *c = child_named(cur, path + s, i - s);
-        if (!c)
-            c = new_node(cur, path + s, i - s, N_DIR, 0755);
-        if (!c || c->kind != N_DIR)
-            return NULL;
-        cur = c;
-    }
-    return cur;
-}
-
-static u64 octal(const char *s, unsigned n)
-{
-    u64 v = 0;
-    for (unsigned i = 0; i < n && s[i]; i++) {
-        if (s[i] == ' ')
-            continue;
-        if (s[i] < '0' || s[i] > '7')
-            break;
-        v = v * 8 + (u64)(s[i] - '0');
-    }
-    return v;
-}
-
-static void add_member(const char *hdr, const u8 *data, u64 size)
-{
-    char full[NAME_MAX * 2 + 2];
-    u64 n = 0;
-    u64 pl = strnlen(hdr + 345, 155);
-    if (pl) {
-        memcpy(full, hdr + 345, pl);
-        full[pl] = '/';
-        n = pl + 1;
-    }
-    u64 nl = strnlen(hdr, 100);
-    memcpy(full + n, hdr, nl);
-    n += nl;
-    full[n] = 0;
-    const char *name = full;
-    while (*name == '/' || (name[0] == '.' && name[1] == '/'))
-        name += name[0] == '.' ? 2 : 1;
-    u64 len = strlen(name);
-    while (len && name[len - 1] == '/')
-        len--;
-    if (!len)
-        return;
-    char type = hdr[156] ? hdr[156] : '0';
-    if (len > 5 && !memcmp(name, ".vmm/", 5)) {
-        if (nctl < ARRAY_SIZE(ctl) && len - 5 < sizeof(ctl[0].name)) {
-            memcpy(ctl[nctl].name, name + 5, len - 5);
-            ctl[nctl].data = data;
-            ctl[nctl].size = size;
-            nctl++;
-        }
-        return;
-    }
-    u64 slash = len;
-    while (slash && name[slash - 1] != '/')
-        slash--;
-    struct node *dir = ensure_dir(name, slash);
-    if (!dir)
-        return;
-    const char *base = name + slash;
-    u64 blen = len - slash;
-    struct node *old = child_named(dir, base, blen);
-    u32 perm = (u32)octal(hdr + 100, 8) & 07777;
-    if (type == '5') {
-        struct node *d = old ? old : new_node(dir, base, blen, N_DIR, perm);
-        if (d)
-            d->perm = perm;
-        return;
-    }
-    if (old && old->kind != N_DIR)
-        remove_node(old);       /* the last member of a name wins */
-    else if (old)
-        return;
-    struct node *f = NULL;
-    if (type == '0' || type == '7') {
-        f = new_node(dir, base, blen, N_REG, perm);
-        if (f) {
-            f->data = (u8 *)data;
-            f->size = size;
-        }
-    } else if (type == '2') {
-        f = new_node(dir, base, blen, N_LNK, 0777);
-        if (f) {
-            u64 ll = strnlen(hdr + 157, 100);
-            f->link = lx_kalloc(ll + 1);
-            if (f->link) {
-                memcpy(f->link, hdr + 157, ll);
-                f->link[ll] = 0;
-            }
-        }
-    } else if (type == '1') {
-        struct node *t;
-        char target[101];
-        u64 ll = strnlen(hdr + 157, 100);
-        memcpy(target, hdr + 157, ll);
-        target[ll] = 0;
-        if (walk(root, target, true, false, &t, NULL) == 0 && t->kind == N_REG) {
-            f = new_node(dir, base, blen, N_REG, perm);
-            if (f) {
-                f->data = t->data;
-                f->size = t->size;
-            }
-        }
-    }
-    if (f)
-        f->mtime_ns = octal(hdr + 136, 12) * 1000000000ull;
-}
-
 static void std_fd(int fd, u8 kind, u32 flags)
 {
     struct ofile *f = alloc_ofile();
@@ -392,73 +88,10 @@ static void std_fd(int fd, u8 kind, u32 flags)
 
 void lx_fs_init(const u8 *bundle, u64 size)
 {
-    root = new_node(NULL, "", 0, N_DIR, 0755);
-    cwd = root;
-    u64 off = 0;
-    while (off + 512 <= size) {
-        const char *h = (const char *)bundle + off;
-        if (!h[0])
-            break;
-        u64 fsize = octal(h + 124, 12);
-        u64 data_off = off + 512;
-        if (fsize > size - data_off)
-            break;
-        add_member(h, bundle + data_off, fsize);
-        off = data_off + ((fsize + 511) & ~511ull);
-    }
-    struct node *tmp = ensure_dir("tmp", 3), *out = ensure_dir("out", 3);
-    if (tmp) {
-        tmp->writable = true;
-        tmp->perm = 01777;
-    }
-    if (out)
-        out->writable = true;
-    struct node *dev = ensure_dir("dev", 3);
-    if (dev) {
-        if (!child_named(dev, "null", 4))
-            new_node(dev, "null", 4, N_NULL, 0666);
-        if (!child_named(dev, "zero", 4))
-            new_node(dev, "zero", 4, N_ZERO, 0666);
-        if (!child_named(dev, "urandom", 7))
-            new_node(dev, "urandom", 7, N_RANDOM, 0666);
-        if (!child_named(dev, "random", 6))
-            new_node(dev, "random", 6, N_RANDOM, 0666);
-    }
+    vfs_init(bundle, size);
     std_fd(0, F_STDIN, 0);
     std_fd(1, F_STDOUT, O_WRONLY);
     std_fd(2, F_STDOUT, O_WRONLY);
-}
-
-/* Called once lx_exec_path and the options are known. */
-void lx_fs_late_init(void);
-void lx_fs_late_init(void)
-{
-    struct node *self = ensure_dir("proc/self", 9);
-    if (self && !child_named(self, "exe", 3)) {
-        struct node *l = new_node(self, "exe", 3, N_LNK, 0777);
-        if (l)
-            l->link = lx_exec_path;
-    }
-    struct node *c;
-    if (walk(root, lx_opts.cwd, true, false, &c, NULL) == 0 && c->kind == N_DIR)
-        cwd = c;
-}
-
-const u8 *lx_fs_file(const char *path, u64 *size)
-{
-    if (!strncmp(path, "/.vmm/", 6)) {
-        for (unsigned i = 0; i < nctl; i++)
-            if (!strcmp(ctl[i].name, path + 6)) {
-                *size = ctl[i].size;
-                return ctl[i].data;
-            }
-        return NULL;
-    }
-    struct node *n;
-    if (walk(root, path, true, false, &n, NULL) != 0 || n->kind != N_REG)
-        return NULL;
-    *size = n->size;
-    return n->data;
 }
 
 /* ---- descriptors ----------------------------------------------------- */
@@ -497,7 +130,7 @@ static void put_file(struct ofile *f)
     }
     if (f->kind == F_NODE && f->node) {
         f->node->opens--;
-        release_node(f->node);
+        vfs_release(f->node);
     }
     f->free_next = free_ofiles;
     free_ofiles = f;
@@ -517,7 +150,7 @@ static s64 do_close(s64 fd)
 static int start_dir(s64 dirfd, const char *path, struct node **start)
 {
     if (path[0] == '/' || (int)dirfd == AT_FDCWD) {
-        *start = cwd;
+        *start = vfs_cwd;
         return 0;
     }
     struct ofile *f = get_file((int)dirfd);
@@ -564,7 +197,7 @@ static int lookup(s64 dirfd, u64 upath, bool follow, struct node **out, u64 flag
     struct node *start;
     if ((err = start_dir(dirfd, path, &start)))
         return err;
-    return walk(start, path, follow, false, out, NULL);
+    return vfs_walk(start, path, follow, false, out, NULL);
 }
 
 static int lookup_parent(s64 dirfd, u64 upath, struct node **dir, char *last)
@@ -578,72 +211,9 @@ static int lookup_parent(s64 dirfd, u64 upath, struct node **dir, char *last)
     struct node *start;
     if ((err = start_dir(dirfd, path, &start)))
         return err;
-    return walk(start, path, true, true, dir, last);
+    return vfs_walk(start, path, true, true, dir, last);
 }
 
-static bool node_grow(struct node *n, u64 need)
-{
-    if (need <= n->cap)
-        return true;
-    u64 cap = n->cap ? n->cap * 2 : 4096;
-    while (cap < need)
-        cap *= 2;
-    u8 *d = lx_kpages(cap);
-    if (!d)
-        return false;
-    lx_copy(d, n->data, n->size);
-    if (n->cap)
-        lx_kpages_free(n->data, n->cap);
-    n->data = d;
-    n->cap = cap;
-    return true;
-}
-
-static s64 node_read(struct node *n, u8 *buf, u64 len, u64 pos)
-{
-    switch (n->kind) {
-    case N_DIR:
-        return -EISDIR;
-    case N_NULL:
-        return 0;
-    case N_ZERO:
-        memset(buf, 0, len);
-        return (s64)len;
-    case N_RANDOM:
-        lx_random(buf, len);
-        return (s64)len;
-    default:
-        break;
-    }
-    if (pos >= n->size)
-        return 0;
-    if (len > n->size - pos)
-        len = n->size - pos;
-    lx_copy(buf, n->data + pos, len);
-    return (s64)len;
-}
-
-static s64 node_write(struct node *n, const u8 *buf, u64 len, u64 pos)
-{
-    if (n->kind == N_NULL || n->kind == N_ZERO || n->kind == N_RANDOM)
-        return (s64)len;
-    if (n->kind != N_REG)
-        return -EINVAL;
-    if (!n->writable)
-        return -EROFS;
-    if (pos + len < pos || pos + len > (1ull << 32))
-        return -EFBIG;
-    if (pos + len > n->size) {
-        if (!node_grow(n, pos + len))
-            return -ENOSPC;
-        if (pos > n->size)
-            memset(n->data + n->size, 0, pos - n->size);
-        n->size = pos + len;
-    }
-    lx_copy(n->data + pos, buf, len);
-    n->mtime_ns = lx_realtime_ns();
-    return (s64)len;
-}
 
 static s64 pipe_read(struct pipe *p, u8 *buf, u64 len)
 {
@@ -682,7 +252,7 @@ static s64 file_read(struct ofile *f, u8 *buf, u64 len, s64 pos)
     case F_PIPE_R:
         return pos >= 0 ? -ESPIPE : pipe_read(f->pipe, buf, len);
     case F_NODE: {
-        s64 n = node_read(f->node, buf, len, pos >= 0 ? (u64)pos : f->pos);
+        s64 n = vfs_read(f->node, buf, len, pos >= 0 ? (u64)pos : f->pos);
         if (n > 0 && pos < 0)
             f->pos += (u64)n;
         return n;
@@ -710,7 +280,7 @@ static s64 file_write(struct ofile *f, const u8 *buf, u64 len, s64 pos)
     }
     case F_NODE: {
         u64 at = pos >= 0 ? (u64)pos : ((f->flags & O_APPEND) ? f->node->size : f->pos);
-        s64 n = node_write(f->node, buf, len, at);
+        s64 n = vfs_write(f->node, buf, len, at);
         if (n > 0 && pos < 0)
             f->pos = at + (u64)n;
         return n;
@@ -776,7 +346,7 @@ static s64 do_open(s64 dirfd, u64 upath, u64 flags, u64 mode)
         if ((err = lookup_parent(dirfd, upath, &dir, last)))
             return err;
         u64 ll = strlen(last);
-        n = child_named(dir, last, ll);
+        n = vfs_child(dir, last, ll);
         if (n && n->kind == N_LNK && !(flags & (O_EXCL | O_NOFOLLOW))) {
             if ((err = lookup(dirfd, upath, true, &n, 0)) && err != -ENOENT)
                 return err;
@@ -790,7 +360,7 @@ static s64 do_open(s64 dirfd, u64 upath, u64 flags, u64 mode)
                 return -EROFS;
             if (!strcmp(last, ".") || !strcmp(last, ".."))
                 return -EISDIR;
-            n = new_node(dir, last, ll, N_REG, (u32)mode & 07777 & ~cur_umask);
+            n = vfs_new_node(dir, last, ll, N_REG, (u32)mode & 07777 & ~cur_umask);
             if (!n)
                 return -ENOSPC;
         }
@@ -1038,7 +608,7 @@ static void node_path(const struct node *n, char *buf, u64 cap)
     char tmp[PATH_MAX];
     u64 pos = PATH_MAX - 1;
     tmp[pos] = 0;
-    while (n != root && pos > 1) {
+    while (n != vfs_root && pos > 1) {
         u64 l = strlen(n->name);
         if (l + 1 > pos)
             break;
@@ -1059,7 +629,7 @@ static void node_path(const struct node *n, char *buf, u64 cap)
 static s64 do_getcwd(u64 ubuf, u64 size)
 {
     char path[PATH_MAX];
-    node_path(cwd, path, sizeof(path));
+    node_path(vfs_cwd, path, sizeof(path));
     u64 l = strlen(path) + 1;
     if (l > size)
         return -ERANGE;
@@ -1077,11 +647,11 @@ static s64 do_mkdir(s64 dirfd, u64 upath, u64 mode)
     if (err)
         return err;
     u64 ll = strlen(last);
-    if (child_named(dir, last, ll) || !strcmp(last, ".") || !strcmp(last, ".."))
+    if (vfs_child(dir, last, ll) || !strcmp(last, ".") || !strcmp(last, ".."))
         return -EEXIST;
     if (!dir->writable)
         return -EROFS;
-    return new_node(dir, last, ll, N_DIR, (u32)mode & 07777 & ~cur_umask) ? 0 : -ENOSPC;
+    return vfs_new_node(dir, last, ll, N_DIR, (u32)mode & 07777 & ~cur_umask) ? 0 : -ENOSPC;
 }
 
 static s64 do_unlink(s64 dirfd, u64 upath, u64 flags)
@@ -1091,7 +661,7 @@ static s64 do_unlink(s64 dirfd, u64 upath, u64 flags)
     int err = lookup_parent(dirfd, upath, &dir, last);
     if (err)
         return err;
-    struct node *n = child_named(dir, last, strlen(last));
+    struct node *n = vfs_child(dir, last, strlen(last));
     if (!n)
         return (!strcmp(last, ".") || !strcmp(last, "..")) ? -EINVAL : -ENOENT;
     if (flags & AT_REMOVEDIR) {
@@ -1104,9 +674,9 @@ static s64 do_unlink(s64 dirfd, u64 upath, u64 flags)
     }
     if (!dir->writable)
         return -EROFS;
-    if (n == cwd)
+    if (n == vfs_cwd)
         return -EBUSY;
-    remove_node(n);
+    vfs_remove(n);
     return 0;
 }
 
@@ -1119,7 +689,7 @@ static s64 do_rename(s64 olddirfd, u64 oldpath, s64 newdirfd, u64 newpath)
         return err;
     if ((err = lookup_parent(newdirfd, newpath, &nd, nl)))
         return err;
-    struct node *n = child_named(od, ol, strlen(ol));
+    struct node *n = vfs_child(od, ol, strlen(ol));
     if (!n)
         return -ENOENT;
     if (!od->writable || !nd->writable)
@@ -1127,10 +697,10 @@ static s64 do_rename(s64 olddirfd, u64 oldpath, s64 newdirfd, u64 newpath)
     for (struct node *p = nd; ; p = p->parent) {    /* not into itself */
         if (p == n)
             return -EINVAL;
-        if (p == root)
+        if (p == vfs_root)
             break;
     }
-    struct node *victim = child_named(nd, nl, strlen(nl));
+    struct node *victim = vfs_child(nd, nl, strlen(nl));
     if (victim == n)
         return 0;
     if (victim) {
@@ -1138,9 +708,9 @@ static s64 do_rename(s64 olddirfd, u64 oldpath, s64 newdirfd, u64 newpath)
             return n->kind != N_DIR ? -EISDIR : -ENOTEMPTY;
         if (victim->kind != N_DIR && n->kind == N_DIR)
             return -ENOTDIR;
-        remove_node(victim);
+        vfs_remove(victim);
     }
-    unlink_node(n);
+    vfs_unlink(n);
     memset(n->name, 0, sizeof(n->name));
     memcpy(n->name, nl, strlen(nl));
     n->parent = nd;
@@ -1326,7 +896,7 @@ s64 lx_fs_mmap_read(int fd, void *dst, u64 len, u64 off)
         return -ENODEV;
     if ((f->flags & O_ACCMODE) == O_WRONLY)
         return -EACCES;
-    return node_read(f->node, dst, len, off);
+    return vfs_read(f->node, dst, len, off);
 }
 
 static s64 do_ftruncate(s64 fd, s64 len)
@@ -1340,7 +910,7 @@ static s64 do_ftruncate(s64 fd, s64 len)
     if (!n->writable)
         return -EROFS;
     if ((u64)len > n->size) {
-        if (!node_grow(n, (u64)len))
+        if (!vfs_grow(n, (u64)len))
             return -ENOSPC;
         memset(n->data + n->size, 0, (u64)len - n->size);
     }
@@ -1359,13 +929,13 @@ static s64 do_symlink(u64 utarget, s64 dirfd, u64 upath)
     if ((err = lookup_parent(dirfd, upath, &dir, last)))
         return err;
     u64 ll = strlen(last);
-    if (child_named(dir, last, ll) || !strcmp(last, ".") || !strcmp(last, ".."))
+    if (vfs_child(dir, last, ll) || !strcmp(last, ".") || !strcmp(last, ".."))
         return -EEXIST;
     if (!dir->writable)
         return -EROFS;
     u64 tl = strlen(target);
     char *copy = lx_kalloc(tl + 1);
-    struct node *n = copy ? new_node(dir, last, ll, N_LNK, 0777) : NULL;
+    struct node *n = copy ? vfs_new_node(dir, last, ll, N_LNK, 0777) : NULL;
     if (!n)
         return -ENOSPC;
     memcpy(copy, target, tl + 1);
@@ -1403,7 +973,7 @@ static s64 do_statfs(u64 ubuf)
     st[2] = lx_ram_top() / 4096;        /* f_blocks */
     st[3] = st[4] = st[2] / 2;  /* f_bfree, f_bavail */
     st[5] = 65536;              /* f_files */
-    st[6] = 65536 - next_ino;   /* f_ffree */
+    st[6] = 65536 - vfs_next_ino;   /* f_ffree */
     st[8] = NAME_MAX;           /* f_namelen */
     st[9] = 4096;               /* f_frsize */
     memcpy((void *)(uintptr_t)ubuf, st, sizeof(st));
@@ -1472,7 +1042,7 @@ static s64 do_chdir(struct node *n)
 {
     if (n->kind != N_DIR)
         return -ENOTDIR;
-    cwd = n;
+    vfs_cwd = n;
     return 0;
 }
 
@@ -1600,104 +1170,4 @@ s64 lx_fs_syscall(u64 nr, const u64 *a, bool *handled)
         *handled = false;
         return -ENOSYS;
     }
-}
-
-/* ---- /out as a ustar archive ------------------------------------------ */
-
-struct tar_out {
-    u8 *buf;
-    u64 cap, len;
-    bool overflow;
-};
-
-static void put_octal(char *field, u64 width, u64 v)
-{
-    field[width - 1] = 0;
-    for (u64 i = width - 1; i > 0; i--) {
-        field[i - 1] = (char)('0' + (v & 7));
-        v >>= 3;
-    }
-}
-
-static void tar_emit(struct tar_out *t, const char *name, const struct node *n)
-{
-    u64 size = n->kind == N_REG ? n->size : 0;
-    u64 need = 512 + ((size + 511) & ~511ull);
-    if (t->overflow || need > t->cap - t->len || strlen(name) > 255) {
-        t->overflow = true;
-        return;
-    }
-    char *h = (char *)t->buf + t->len;
-    memset(h, 0, 512);
-    u64 nl = strlen(name);
-    if (nl <= 100) {
-        memcpy(h, name, nl);
-    } else {                    /* split at a '/' into prefix and name */
-        u64 cut = nl - 100;
-        while (cut < nl && name[cut] != '/')
-            cut++;
-        if (cut >= nl || cut > 155) {
-            t->overflow = true;
-            return;
-        }
-        memcpy(h + 345, name, cut);
-        memcpy(h, name + cut + 1, nl - cut - 1);
-    }
-    put_octal(h + 100, 8, n->perm & 07777);
-    put_octal(h + 108, 8, 0);
-    put_octal(h + 116, 8, 0);
-    put_octal(h + 124, 12, size);
-    put_octal(h + 136, 12, n->mtime_ns / 1000000000ull);
-    h[156] = n->kind == N_DIR ? '5' : n->kind == N_LNK ? '2' : '0';
-    if (n->kind == N_LNK)
-        memcpy(h + 157, n->link, strnlen(n->link, 100));
-    memcpy(h + 257, "ustar", 6);
-    memcpy(h + 263, "00", 2);
-    memset(h + 148, ' ', 8);
-    u32 sum = 0;
-    for (int i = 0; i < 512; i++)
-        sum += (u8)h[i];
-    put_octal(h + 148, 7, sum);
-    h[155] = ' ';
-    t->len += 512;
-    if (size) {
-        lx_copy(t->buf + t->len, n->data, size);
-        memset(t->buf + t->len + size, 0, ((size + 511) & ~511ull) - size);
-        t->len += (size + 511) & ~511ull;
-    }
-}
-
-static void tar_dir(struct tar_out *t, const struct node *dir, char *prefix, u64 plen, int depth)
-{
-    if (depth > 32)
-        return;
-    for (const struct node *c = dir->child; c; c = c->next) {
-        u64 nl = strlen(c->name);
-        if (plen + nl + 2 >= PATH_MAX)
-            continue;
-        memcpy(prefix + plen, c->name, nl);
-        prefix[plen + nl] = 0;
-        if (c->kind == N_DIR) {
-            prefix[plen + nl] = '/';
-            prefix[plen + nl + 1] = 0;
-            tar_emit(t, prefix, c);
-            tar_dir(t, c, prefix, plen + nl + 1, depth + 1);
-        } else if (c->kind == N_REG || c->kind == N_LNK) {
-            tar_emit(t, prefix, c);
-        }
-    }
-}
-
-s64 lx_out_tar(u8 *buf, u64 cap)
-{
-    struct tar_out t = { buf, cap, 0, false };
-    struct node *out = child_named(root, "out", 3);
-    char prefix[PATH_MAX];
-    prefix[0] = 0;
-    if (out && out->kind == N_DIR)
-        tar_dir(&t, out, prefix, 0, 0);
-    if (t.overflow || cap - t.len < 1024)
-        return -1;
-    memset(buf + t.len, 0, 1024);
-    return (s64)(t.len + 1024);
 }
