@@ -150,13 +150,33 @@ s64 lx_fs_syscall(u64 nr, const u64 *a, bool *handled);
    it does not fit. */
 s64 lx_out_tar(u8 *buf, u64 cap);
 
-/* ---- lx_stdio.c: the stream backend ---- */
+/*
+ * ---- lx_stdio.c: the stream backend ----
+ * Everything the program and the personality say to the host goes through
+ * these, so moving from COM1 to virtio-console ports is a one-file change.
+ */
 void stream_init(void);
 s64 stream_write(int fd, const void *buf, u64 len);
 s64 stream_read(int fd, void *buf, u64 len);   /* 0 at EOF */
 bool stream_poll(int fd);                       /* read would not block */
 void stream_flush(void);
-bool stream_at_line_start(void);
+void stream_trace(const char *line, u64 len);   /* one trace line, no newline */
+bool stream_wants_out(void);                    /* send /out at the end? */
+void stream_out_archive(const u8 *tar, u64 len);
+/* The outcome, said once; the caller powers off afterwards. */
+void stream_outcome_status(int status);
+void stream_outcome_signal(int sig, u64 addr);
+void stream_outcome_cannot_execute(const char *why);
+
+/* ---- lx_sys.c: the trace line being built ---- */
+void lx_trace_add(const char *s);
+void lx_trace_end(void);                        /* hand the line to stream_trace */
+#define LX_TRACE(...)                                           \
+    do {                                                        \
+        char trace_tmp_[256];                                   \
+        ksnprintf(trace_tmp_, sizeof(trace_tmp_), __VA_ARGS__); \
+        lx_trace_add(trace_tmp_);                               \
+    } while (0)
 
 /* ---- lx_time.c ---- */
 void lx_time_init(void);

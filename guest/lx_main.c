@@ -197,35 +197,14 @@ void lx_run(void)
     lx_resume(&regs);
 }
 
-static void outcome_line_start(void)
+static void send_out(void)
 {
-    stream_flush();
-    if (!stream_at_line_start())
-        console_putc('\n');
-}
-
-static void dump_out(void)
-{
+    if (!stream_wants_out())
+        return;
     u64 cap = 8ull << 20;
     u8 *buf = lx_kpages(cap);
-    if (!buf)
-        return;
-    s64 n = lx_out_tar(buf, cap);
-    if (n < 0) {
-        console_puts("vmm-out: too large\n");
-        return;
-    }
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    console_puts("vmm-out: ");
-    for (s64 i = 0; i < n; i += 3) {
-        u32 v = (u32)buf[i] << 16;
-        if (i + 1 < n) v |= (u32)buf[i + 1] << 8;
-        if (i + 2 < n) v |= buf[i + 2];
-        char q[4] = { b64[(v >> 18) & 63], b64[(v >> 12) & 63],
-                      i + 1 < n ? b64[(v >> 6) & 63] : '=', i + 2 < n ? b64[v & 63] : '=' };
-        console_write(q, 4);
-    }
-    console_putc('\n');
+    s64 n = buf ? lx_out_tar(buf, cap) : -1;
+    stream_out_archive(buf, n < 0 ? 0 : (u64)n);
 }
 
 static NORETURN void power_off_forever(u8 status)
@@ -239,30 +218,32 @@ static NORETURN void power_off_forever(u8 status)
 
 void lx_exit_status(int status)
 {
-    outcome_line_start();
-    if (lx_opts.dumpout)
-        dump_out();
+    stream_flush();
     status &= 0xff;
-    if (lx_opts.trace)
-        kprintf("+++ exited with %d +++\n", status);
-    kprintf("vmm-exit: status %d\n", status);
+    if (lx_opts.trace) {
+        LX_TRACE("+++ exited with %d +++", status);
+        lx_trace_end();
+    }
+    send_out();
+    stream_outcome_status(status);
     power_off_forever(status > 127 ? 127 : (u8)status);
 }
 
 void lx_exit_signal(int sig, u64 addr)
 {
-    outcome_line_start();
-    if (lx_opts.dumpout)
-        dump_out();
-    if (lx_opts.trace)
-        kprintf("+++ killed by signal %d +++\n", sig);
-    kprintf("vmm-exit: signal %d addr 0x%lx\n", sig, addr);
+    stream_flush();
+    if (lx_opts.trace) {
+        LX_TRACE("+++ killed by signal %d +++", sig);
+        lx_trace_end();
+    }
+    send_out();
+    stream_outcome_signal(sig, addr);
     power_off_forever(EXIT_SIGNAL);
 }
 
 void lx_cannot_execute(const char *why)
 {
-    outcome_line_start();
-    kprintf("vmm-exit: cannot execute: %s\n", why);
+    stream_flush();
+    stream_outcome_cannot_execute(why);
     power_off_forever(EXIT_CANNOT_EXEC);
 }

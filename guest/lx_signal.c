@@ -94,9 +94,10 @@ static void trace_signal(int sig, s32 code, u64 addr)
         return;
     const char *name = sig < 32 ? sig_names[sig] : "SIGRT";
     if (code > 0)
-        kprintf("--- %s {si_signo=%s, si_code=%d, si_addr=0x%lx} ---\n", name, name, code, addr);
+        LX_TRACE("--- %s {si_signo=%s, si_code=%d, si_addr=0x%lx} ---", name, name, code, addr);
     else
-        kprintf("--- %s {si_signo=%s, si_code=%d, si_pid=2, si_uid=0} ---\n", name, name, code);
+        LX_TRACE("--- %s {si_signo=%s, si_code=%d, si_pid=2, si_uid=0} ---", name, name, code);
+    lx_trace_end();
 }
 
 static u64 bit(int sig)

@@ -3,8 +3,10 @@
  *
  * This backend is COM1: stdout and stderr go to the UART byte for byte (no
  * newline translation), stdin comes from the UART until the host's input
- * ends, marked for now by Ctrl-D (0x04) on an empty read.  The virtio-console
- * backend replaces this one file.
+ * ends, marked for now by Ctrl-D (0x04).  Trace lines, the /out archive
+ * (base64, only with dumpout=1) and the outcome line go to the serial
+ * console too, each on a line of its own.  The virtio-console backend
+ * (ports stdin, stdout, stderr, vmm.control) replaces this one file.
  */
 #include "lx.h"
 #include "console.h"
@@ -26,7 +28,7 @@ s64 stream_write(int fd, const void *buf, u64 len)
     if (fd != 1 && fd != 2)
         return -EBADF;
     if (len) {
-        console_flush();        /* trace lines queued before stay in order */
+        console_flush();        /* console lines queued before stay in order */
         uart_write_raw(buf, len);
         line_start = ((const char *)buf)[len - 1] == '\n';
     }
@@ -36,11 +38,6 @@ s64 stream_write(int fd, const void *buf, u64 len)
 void stream_flush(void)
 {
     console_flush();
-}
-
-bool stream_at_line_start(void)
-{
-    return line_start;
 }
 
 static int pending = -1;        /* a byte seen by stream_poll */
@@ -84,4 +81,67 @@ s64 stream_read(int fd, void *buf, u64 len)
             break;
     }
     return (s64)n;
+}
+
+/* Console lines must start on a line of their own, after program output. */
+static void own_line(void)
+{
+    console_flush();
+    if (!line_start) {
+        console_putc('\n');
+        line_start = true;
+    }
+}
+
+void stream_trace(const char *line, u64 len)
+{
+    own_line();
+    console_write(line, len);
+    console_putc('\n');
+}
+
+bool stream_wants_out(void)
+{
+    return lx_opts.dumpout;
+}
+
+void stream_out_archive(const u8 *tar, u64 len)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    own_line();
+    if (!len) {
+        console_puts("vmm-out: too large\n");
+        return;
+    }
+    console_puts("vmm-out: ");
+    for (u64 i = 0; i < len; i += 3) {
+        u32 v = (u32)tar[i] << 16;
+        if (i + 1 < len) v |= (u32)tar[i + 1] << 8;
+        if (i + 2 < len) v |= tar[i + 2];
+        char q[4] = { b64[(v >> 18) & 63], b64[(v >> 12) & 63],
+                      i + 1 < len ? b64[(v >> 6) & 63] : '=', i + 2 < len ? b64[v & 63] : '=' };
+        console_write(q, 4);
+    }
+    console_putc('\n');
+}
+
+void stream_outcome_status(int status)
+{
+    own_line();
+    kprintf("vmm-exit: status %d\n", status);
+    console_flush();
+}
+
+void stream_outcome_signal(int sig, u64 addr)
+{
+    own_line();
+    kprintf("vmm-exit: signal %d addr 0x%lx\n", sig, addr);
+    console_flush();
+}
+
+void stream_outcome_cannot_execute(const char *why)
+{
+    own_line();
+    kprintf("vmm-exit: cannot execute: %s\n", why);
+    console_flush();
 }

@@ -88,28 +88,50 @@ static const char *const errno_names[] = {
     [EOVERFLOW] = "EOVERFLOW", [EOPNOTSUPP] = "EOPNOTSUPP", [ETIMEDOUT] = "ETIMEDOUT",
 };
 
+/* The trace line being built: one line per syscall, handed to the stream
+   backend whole (COM1 prints it, a control port would carry it). */
+static char trace_line[512];
+static u64 trace_len;
+
+void lx_trace_add(const char *s)
+{
+    while (*s && trace_len < sizeof(trace_line) - 4)
+        trace_line[trace_len++] = *s++;
+    if (*s && trace_len == sizeof(trace_line) - 4) {
+        memcpy(trace_line + trace_len, "...", 3);
+        trace_len += 3;
+    }
+}
+
+void lx_trace_end(void)
+{
+    stream_trace(trace_line, trace_len);
+    trace_len = 0;
+}
+
 static void trace_string(const char *s, u64 max)
 {
-    console_putc('"');
+    lx_trace_add("\"");
     u64 i = 0;
     for (; i < max && s[i]; i++) {
         char c = s[i];
         if (c == '"' || c == '\\') {
-            console_putc('\\');
-            console_putc(c);
+            char esc[3] = { '\\', c, 0 };
+            lx_trace_add(esc);
         } else if (c == '\n') {
-            console_puts("\\n");
+            lx_trace_add("\\n");
         } else if (c == '\t') {
-            console_puts("\\t");
+            lx_trace_add("\\t");
         } else if ((u8)c < 32 || (u8)c >= 127) {
-            kprintf("\\x%02x", (u8)c);
+            LX_TRACE("\\x%02x", (u8)c);
         } else {
-            console_putc(c);
+            char one[2] = { c, 0 };
+            lx_trace_add(one);
         }
     }
-    console_putc('"');
+    lx_trace_add("\"");
     if (i == max && s[i])
-        console_puts("...");
+        lx_trace_add("...");
 }
 
 static void trace_open_flags(u64 f)
@@ -120,15 +142,15 @@ static void trace_open_flags(u64 f)
         { 0x20000, "O_NOFOLLOW" }, { 0x80000, "O_CLOEXEC" }, { 0x200000, "O_PATH" },
     };
     static const char *const acc[] = { "O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE" };
-    console_puts(acc[f & 3]);
+    lx_trace_add(acc[f & 3]);
     f &= ~3ull;
     for (unsigned i = 0; i < ARRAY_SIZE(names); i++)
         if (f & names[i].bit) {
-            kprintf("|%s", names[i].name);
+            LX_TRACE("|%s", names[i].name);
             f &= ~names[i].bit;
         }
     if (f)
-        kprintf("|0x%lx", f);
+        LX_TRACE("|0x%lx", f);
 }
 
 static void trace_bits(u64 v, const char *const *names, unsigned count, const char *zero)
@@ -136,40 +158,40 @@ static void trace_bits(u64 v, const char *const *names, unsigned count, const ch
     bool any = false;
     for (unsigned i = 0; i < count; i++)
         if ((v >> i) & 1 && names[i]) {
-            kprintf("%s%s", any ? "|" : "", names[i]);
+            LX_TRACE("%s%s", any ? "|" : "", names[i]);
             v &= ~(1ull << i);
             any = true;
         }
     if (v)
-        kprintf("%s0x%lx", any ? "|" : "", v);
+        LX_TRACE("%s0x%lx", any ? "|" : "", v);
     else if (!any)
-        console_puts(zero);
+        lx_trace_add(zero);
 }
 
 static void trace_call(u64 nr, const u64 *a)
 {
     const struct sc_info *si = nr < ARRAY_SIZE(sc_table) && sc_table[nr].name ? &sc_table[nr] : NULL;
     if (!si) {
-        kprintf("syscall_%lu(0x%lx, 0x%lx, 0x%lx)", nr, a[0], a[1], a[2]);
+        LX_TRACE("syscall_%lu(0x%lx, 0x%lx, 0x%lx)", nr, a[0], a[1], a[2]);
         return;
     }
-    kprintf("%s(", si->name);
+    LX_TRACE("%s(", si->name);
     for (unsigned i = 0; si->args[i]; i++) {
         /* open/openat: the mode only matters with O_CREAT (as strace shows it) */
         if (i && si->args[i - 1] == 'o' && !(a[i - 1] & 0x40))
             break;
         if (i)
-            console_puts(", ");
+            lx_trace_add(", ");
         u64 v = a[i];
         switch (si->args[i]) {
-        case 'd': kprintf("%ld", (s64)(s32)v); break;
-        case 'u': kprintf("%lu", v); break;
-        case 'x': kprintf("0x%lx", v); break;
+        case 'd': LX_TRACE("%ld", (s64)(s32)v); break;
+        case 'u': LX_TRACE("%lu", v); break;
+        case 'x': LX_TRACE("0x%lx", v); break;
         case 'f':
             if ((s32)v == -100)
-                console_puts("AT_FDCWD");
+                lx_trace_add("AT_FDCWD");
             else
-                kprintf("%d", (s32)v);
+                LX_TRACE("%d", (s32)v);
             break;
         case 's':
             if (lx_user_ok(v, 65))
@@ -177,28 +199,30 @@ static void trace_call(u64 nr, const u64 *a)
             else if (lx_user_ok(v, 1))  /* near the end of the program's memory */
                 trace_string((const char *)(uintptr_t)v, 4096 - (v & 4095) - 1);
             else
-                kprintf("0x%lx", v);
+                LX_TRACE("0x%lx", v);
             break;
         case 'b': {
             u64 len = a[i + 1] < 32 ? a[i + 1] : 32;
             if (lx_user_ok(v, len)) {
                 u64 n = 0;
                 const char *s = (const char *)(uintptr_t)v;
-                console_putc('"');
+                lx_trace_add("\"");
                 for (; n < len; n++) {
                     char c = s[n];
                     if (c == '\n')
-                        console_puts("\\n");
+                        lx_trace_add("\\n");
                     else if ((u8)c < 32 || (u8)c >= 127 || c == '"' || c == '\\')
-                        kprintf("\\x%02x", (u8)c);
-                    else
-                        console_putc(c);
+                        LX_TRACE("\\x%02x", (u8)c);
+                    else {
+                        char one[2] = { c, 0 };
+                        lx_trace_add(one);
+                    }
                 }
-                console_putc('"');
+                lx_trace_add("\"");
                 if (a[i + 1] > len)
-                    console_puts("...");
+                    lx_trace_add("...");
             } else {
-                kprintf("0x%lx", v);
+                LX_TRACE("0x%lx", v);
             }
             break;
         }
@@ -219,13 +243,13 @@ static void trace_call(u64 nr, const u64 *a)
         }
         default:
             if (v)
-                kprintf("0x%lx", v);
+                LX_TRACE("0x%lx", v);
             else
-                console_puts("NULL");
+                lx_trace_add("NULL");
             break;
         }
     }
-    console_putc(')');
+    lx_trace_add(")");
 }
 
 static void trace_result(u64 nr, s64 ret)
@@ -233,14 +257,16 @@ static void trace_result(u64 nr, s64 ret)
     if (ret < 0 && ret >= -4095) {
         u64 e = (u64)-ret;
         const char *name = e < ARRAY_SIZE(errno_names) && errno_names[e] ? errno_names[e] : "E?";
-        kprintf(" = %ld %s", ret, name);
+        LX_TRACE(" = %ld %s", ret, name);
         if (nr == 56 || nr == 57 || nr == 58 || nr == 59 || nr == 322 || nr == 435)
-            console_puts(" (no processes in the sandbox)");
-        console_putc('\n');
+            lx_trace_add(" (no processes in the sandbox)");
+        lx_trace_end();
     } else if (nr == 9 || nr == 12 || nr == 25) {
-        kprintf(" = 0x%lx\n", ret);
+        LX_TRACE(" = 0x%lx", ret);
+        lx_trace_end();
     } else {
-        kprintf(" = %ld\n", ret);
+        LX_TRACE(" = %ld", ret);
+        lx_trace_end();
     }
 }
 
@@ -491,7 +517,8 @@ int lx_syscall(struct lx_regs *r)
     if (nr == 60 || nr == 231) {
         if (lx_opts.trace) {
             trace_call(nr, a);
-            console_puts(" = ?\n");
+            lx_trace_add(" = ?");
+            lx_trace_end();
         }
         lx_exit_status((int)a[0]);
     }
