@@ -41,6 +41,14 @@ def test_clock_option_replaces_now():
     assert "clock=1000000000000000000" in opts and "now=" not in opts
 
 
+def test_options_as_strings_as_vmm_sandbox_run_passes_them():
+    opts = members(build_bundle(b"x\0", ["p"], options={"seed": "42", "clock": "1700000000000000000", "trace": "1"}))
+    lines = opts[".vmm/opts"].decode().splitlines()
+    assert lines == ["seed=42", "clock=1700000000000000000", "trace=1"]
+    off = members(build_bundle(b"x\0", ["p"], options={"trace": "0", "dumpout": False}))[".vmm/opts"].decode()
+    assert "trace=0" in off and "dumpout=0" in off
+
+
 def test_busybox_goes_to_bin(tmp_path):
     exe = tmp_path / "busybox"
     exe.write_bytes(b"\x7fELF")
@@ -61,6 +69,8 @@ def test_busybox_goes_to_bin(tmp_path):
         ({"files": {"/f": "/no/such/host/file"}}, "cannot read"),
         ({"options": {"seed": -1}}, "seed"),
         ({"options": {"clock": "soon"}}, "clock"),
+        ({"options": {"seed": "-5"}}, "seed"),
+        ({"options": {"trace": "maybe"}}, "trace"),
         ({"options": {"bogus": 1}}, "unknown"),
         ({"options": {"cwd": "relative"}}, "cwd"),
     ],

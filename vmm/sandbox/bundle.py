@@ -68,6 +68,21 @@ def _env_list(env: Mapping[str, str] | list[str] | None) -> list[str]:
     return list(env)
 
 
+def _u64(key: str, value: object) -> int:
+    """An integer option: an int or a string of decimal digits (as vmm.sandbox.run passes)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise BundleError(f"option {key} must be an integer from 0 to 2**64-1, not {value!r}")
+    return value
+
+
+def _flag(key: str, value: object) -> int:
+    if value in (True, False, 0, 1, "0", "1", "true", "false", "yes", "no", "on", "off"):
+        return 1 if value in (True, 1, "1", "true", "yes", "on") else 0
+    raise BundleError(f"option {key} must be a boolean, 0 or 1, not {value!r}")
+
+
 def _opts_text(options: Mapping[str, object] | None) -> bytes:
     options = dict(options or {})
     if "clock" not in options and "now" not in options:
@@ -75,11 +90,9 @@ def _opts_text(options: Mapping[str, object] | None) -> bytes:
     lines = []
     for key, value in options.items():
         if key in _U64_OPTIONS:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
-                raise BundleError(f"option {key} must be an integer from 0 to 2**64-1, not {value!r}")
-            lines.append(f"{key}={value}")
+            lines.append(f"{key}={_u64(key, value)}")
         elif key in _FLAG_OPTIONS:
-            lines.append(f"{key}={1 if value else 0}")
+            lines.append(f"{key}={_flag(key, value)}")
         elif key == "cwd":
             if not isinstance(value, str) or not value.startswith("/") or "\n" in value or len(value) > 255:
                 raise BundleError(f"option cwd must be an absolute path, not {value!r}")
