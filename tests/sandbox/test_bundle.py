@@ -34,6 +34,7 @@ def test_control_members_and_files(tmp_path):
     assert "data" in m and "etc" in m  # directories as members
     with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
         assert tar.getmember("prog").mode == 0o755
+        assert tar.getmember("data/in.txt").mtime == int(host_file.stat().st_mtime)
 
 
 def test_clock_option_replaces_now():

@@ -110,10 +110,11 @@ def _read_host(path: str | os.PathLike) -> bytes:
         raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = mode
+    info.mtime = mtime
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -148,27 +149,31 @@ def build_bundle(
     """
     if not argv:
         raise BundleError("argv must hold at least argv[0]")
+    program_mtime = 0
     if isinstance(program, (bytes, bytearray, memoryview)) and b"\0" in program:
         program_data = bytes(program)  # an image: every ELF file holds NUL bytes
         default_exec = "/prog"
     else:  # a host path, str, PathLike or bytes
         program_data = _read_host(program)
+        program_mtime = int(os.stat(program).st_mtime)
         base = os.path.basename(os.fsdecode(program))
         default_exec = "/bin/busybox" if base == "busybox" else "/prog"
     exec_path = exec_path or default_exec
     exec_name = _guest_path(exec_path)
 
-    members: dict[str, tuple[bytes, int]] = {}
+    # guest name -> (data, mode, mtime): host files keep their mode and mtime
+    members: dict[str, tuple[bytes, int, int]] = {}
     for guest, src in (files or {}).items():
         name = _guest_path(guest)
         if name.split("/")[0] == ".vmm":
             raise BundleError(f"guest path {guest!r} is reserved for the bundle's control files")
-        data = bytes(src) if isinstance(src, (bytes, bytearray, memoryview)) else _read_host(src)
-        mode = 0o644
-        if not isinstance(src, (bytes, bytearray, memoryview)):
-            mode = os.stat(src).st_mode & 0o777
-        members[name] = (data, mode)
-    members.setdefault(exec_name, (program_data, 0o755))
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            members[name] = (bytes(src), 0o644, 0)
+        else:
+            data = _read_host(src)
+            st = os.stat(src)
+            members[name] = (data, st.st_mode & 0o777, int(st.st_mtime))
+    members.setdefault(exec_name, (program_data, 0o755, program_mtime))
 
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -177,7 +182,7 @@ def build_bundle(
         _add(tar, ".vmm/exec", ("/" + exec_name).encode())
         _add(tar, ".vmm/opts", _opts_text(options))
         made: set[str] = set()
-        for name, (data, mode) in sorted(members.items()):
+        for name, (data, mode, mtime) in sorted(members.items()):
             _add_dirs(tar, name, made)
-            _add(tar, name, data, mode)
+            _add(tar, name, data, mode, mtime)
     return out.getvalue()
