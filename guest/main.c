@@ -3,6 +3,7 @@
 #include "fault.h"
 #include "guest.h"
 #include "io.h"
+#include "lx.h"
 #include "start_info.h"
 #include "virtio_blk.h"
 #include "virtio_console.h"
@@ -31,6 +32,8 @@ void kmain(u64 start_info_pa)
     boot_info_init(start_info_pa);
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
+    if (lx_bundle_present())            /* a bundle: sandbox mode, no shell */
+        lx_run();
     blk_init();
     vcon_init();
     console_puts("vmm guest ready\n");
