@@ -6,7 +6,7 @@
 #include "lx_vfs.h"
 #include "lib.h"
 
-enum { F_NODE, F_STDIN, F_STDOUT, F_PIPE_R, F_PIPE_W };
+enum { F_NODE, F_STDIN, F_STDOUT, F_STDERR, F_PIPE_R, F_PIPE_W };
 
 #define MAX_FDS     256
 #define PIPE_SIZE   65536
@@ -91,7 +91,7 @@ void lx_fs_init(const u8 *bundle, u64 size)
     vfs_init(bundle, size);
     std_fd(0, F_STDIN, 0);
     std_fd(1, F_STDOUT, O_WRONLY);
-    std_fd(2, F_STDOUT, O_WRONLY);
+    std_fd(2, F_STDERR, O_WRONLY);
 }
 
 /* ---- descriptors ----------------------------------------------------- */
@@ -269,7 +269,8 @@ static s64 file_write(struct ofile *f, const u8 *buf, u64 len, s64 pos)
         return -EBADF;
     switch (f->kind) {
     case F_STDOUT:
-        return pos >= 0 ? -ESPIPE : stream_write(1, buf, len);
+    case F_STDERR:
+        return pos >= 0 ? -ESPIPE : stream_write(f->kind == F_STDOUT ? 1 : 2, buf, len);
     case F_PIPE_W: {
         if (pos >= 0)
             return -ESPIPE;
@@ -755,7 +756,7 @@ static s64 do_fcntl(s64 fd, u64 cmd, u64 arg)
     case 1030: return do_dup(fd, (s64)arg, O_CLOEXEC, 0);   /* F_DUPFD_CLOEXEC */
     case 1: return fds[fd].cloexec ? 1 : 0;                 /* F_GETFD */
     case 2: fds[fd].cloexec = arg & 1; return 0;            /* F_SETFD */
-    case 3: return f->flags | (f->kind == F_STDOUT ? O_WRONLY : 0); /* F_GETFL */
+    case 3: return f->flags | (f->kind == F_STDOUT || f->kind == F_STDERR ? O_WRONLY : 0); /* F_GETFL */
     case 4:                                                 /* F_SETFL */
         f->flags = (f->flags & ~(u32)(O_APPEND | O_NONBLOCK)) | ((u32)arg & (O_APPEND | O_NONBLOCK));
         return 0;

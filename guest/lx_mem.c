@@ -119,6 +119,13 @@ void lx_mem_init(u64 bundle_start, u64 bundle_end)
     if (b0 < b1)
         set_owner(b0, b1 - b0, PG_KERNEL);
     mmap_top = b0 * LX_PAGE;
+    /* Device buffers taken from the top of RAM (alloc_pages_high) sit just
+       under the bundle: the kernel's too. */
+    u64 high = alloc_high_mark() & ~(LX_PAGE - 1);
+    if (high < mmap_top && high >= kernel_end) {
+        set_owner(high / LX_PAGE, (mmap_top - high) / LX_PAGE, PG_KERNEL);
+        mmap_top = high;
+    }
     /* The stack first, right under the bundle, before any kernel buffer. */
     u64 top = mmap_top - LX_PAGE;
     u64 bottom = top - STACK_SIZE;

@@ -32,10 +32,10 @@ void kmain(u64 start_info_pa)
     boot_info_init(start_info_pa);
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
+    vcon_init();                        /* the sandbox's streams, when the host gave ports */
     if (lx_bundle_present())            /* a bundle: sandbox mode, no shell */
         lx_run();
     blk_init();
-    vcon_init();
     console_puts("vmm guest ready\n");
     shell_run();
 }

@@ -150,6 +150,7 @@ class Sandbox:
         self.trace = trace
         self.control = ControlParser()
         self.report: list[tuple] = []
+        self.notes: list[str] = []
         self.out_archive: bytes | None = None
         self.guest_log = bytearray()
         self.mem_mib = mem_mib
@@ -168,6 +169,8 @@ class Sandbox:
                         self.trace(event[1])
                 elif event[0] == "out":
                     self.out_archive = event[1]
+                elif event[0] in ("note", "invalid"):
+                    self.notes.append(event[1])
                 else:
                     self.report.append(event)
 
@@ -287,6 +290,7 @@ def run(
     for stream, name in ((box.stdout, "stdout"), (box.stderr, "stderr")):
         if stream.cut:
             result.notes.append(f"{name} cut at {max_output} bytes ({stream.cut} more bytes dropped)")
+    result.notes += box.notes
     _settle(result, box, outcome)
     if out_dir is not None and box.out_archive is not None:
         result.out_files, skipped = extract_out(box.out_archive, out_dir)
