@@ -142,3 +142,19 @@ def test_many_sandboxes_at_once_in_threads(compile_prog):
     for t in threads:
         t.join(120)
     assert results == list(range(8))
+
+
+@pytest.mark.parametrize("how", ["kernel", "ports"])
+def test_a_program_attacking_its_own_vm_gets_a_defined_end(tmp_path, compile_prog, how):
+    # The program shares ring 3 with the guest kernel: it can wreck it, and
+    # the VM boundary must hold. Whatever it breaks, the run ends within its
+    # timeout with a defined status, the host is untouched, and the next
+    # sandbox runs normally.
+    started = time.monotonic()
+    cli = vmm_exec("--timeout", "20", "--out-dir", str(tmp_path / "out"), "--", compile_prog("attackvm"), how, timeout=90)
+    assert time.monotonic() - started < 60
+    assert cli.returncode in (0, 124, 125), cli.stderr
+    assert cli.stderr.count(b"Traceback") == 0
+    assert cli.stdout.startswith(b"attacking: " + how.encode())
+    assert os.listdir(tmp_path) in ([], ["out"])
+    assert run([compile_prog("exitcode"), "9"]).returncode == 9
