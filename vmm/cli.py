@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exec_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
 
+    # `vmm serve`: Firecracker's API on a Unix socket (vmm/api/)
+    from .api.cli import add_parser as add_serve_parser
+
+    add_serve_parser(commands)
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
@@ -290,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             from .sandbox.cli import cmd_exec
 
             return cmd_exec(args)
+        if args.command == "serve":
+            from .api.cli import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":
