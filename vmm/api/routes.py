@@ -56,7 +56,8 @@ def _reject_constant(name):
 
 def _json_object(body: bytes) -> dict:
     try:
-        value = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        # Decoded here: json.loads would guess UTF-16 or UTF-32 from bytes; the API speaks UTF-8.
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except ApiError:
         raise
     except UnicodeDecodeError:
