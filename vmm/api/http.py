@@ -84,10 +84,13 @@ class HttpConnection:
         self._awaiting_response = False
         self._failed = False
         self._interim = b""
+        self._eof = False
         self.must_close = False
 
     def receive(self, data: bytes) -> None:
-        if not self._failed:
+        """Bytes received; ``b""`` is end of file, after which nothing more is taken."""
+        if not self._failed and not self._eof:
+            self._eof = not data
             self._h11.receive_data(data)
 
     def next_request(self) -> ApiRequest | ProtocolFailure | None:
