@@ -13,7 +13,13 @@ import os
 import threading
 import time
 
-from ..config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_host_memory
+from ..config import (
+    DEFAULT_MEM_MIB,
+    DiskConfig,
+    VmConfig,
+    check_cmdline,
+    check_host_memory,
+)
 from .metrics import MetricsSink, metrics_record
 from .routes import POST_BOOT, PRE_BOOT, ApiError
 
@@ -23,13 +29,14 @@ NO_SNAPSHOTS = "snapshots are not available in this build (vmm.persist is missin
 
 def _persist():
     """vmm.persist, imported on first use (it brings construct); ApiError if absent."""
+    from importlib import import_module
+
     try:
-        from .. import persist
+        return import_module("vmm.persist")
     except ModuleNotFoundError as err:
         if err.name in ("vmm.persist", "construct"):
             raise ApiError(NO_SNAPSHOTS) from None
         raise
-    return persist
 
 
 def vmm_version() -> str:

@@ -55,7 +55,7 @@ class MetricsSink:
         self.dropped = 0
 
     @classmethod
-    def open(cls, path: str) -> "MetricsSink":
+    def open(cls, path: str) -> MetricsSink:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as err:

@@ -35,7 +35,7 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class _Client:
-    __slots__ = ("sock", "fd", "http", "out", "request_began", "last_active", "want_write")
+    __slots__ = ("fd", "http", "last_active", "out", "request_began", "sock", "want_write")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -165,9 +165,7 @@ class ApiServer:
                 self._drop(client)
                 return
             del client.out[:sent]
-        if len(client.out) > MAX_PENDING_OUTPUT:
-            self._drop(client)
-        elif not client.out and client.http.must_close:
+        if len(client.out) > MAX_PENDING_OUTPUT or not client.out and client.http.must_close:
             self._drop(client)
         elif client.out and not client.want_write:
             self._watch(client, select.EPOLLOUT)
