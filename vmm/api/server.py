@@ -11,7 +11,6 @@ runs on its own threads and its own loop: nothing here blocks it.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -32,6 +31,7 @@ IDLE_TIMEOUT_S = 300.0
 MAX_PENDING_OUTPUT = 256 * 1024
 RECV_SIZE = 64 * 1024
 SWEEP_INTERVAL_S = 1.0
+UNIX_PATH_MAX = 108  # sun_path, with its terminating NUL
 
 
 class _Client:
@@ -233,12 +233,27 @@ def _listen(path: str) -> socket.socket:
             raise ConfigError(f"API socket {path}: another process is serving it")
         finally:
             probe.close()
+    # Bound and listening under a temporary name, then renamed: a client that
+    # waits for the path to appear (as scripts do) never finds it refusing.
+    staging = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
-        sock.bind(path)
+        for where in (path, staging):  # the path's own length is what the user must hear about
+            if len(os.fsencode(where)) >= UNIX_PATH_MAX:
+                raise ConfigError(f"API socket {path}: path too long for a Unix socket (at most {UNIX_PATH_MAX - 1 - (len(where) - len(path))} bytes here)")
+        if os.path.lexists(staging):
+            os.unlink(staging)
+        sock.bind(staging)
         sock.listen(MAX_CONNECTIONS)
+        os.rename(staging, path)
     except OSError as err:
         sock.close()
-        reason = "path too long for a Unix socket" if err.errno == errno.EINVAL or "too long" in str(err) else err.strerror
-        raise ConfigError(f"API socket {path}: {reason}") from None
+        try:
+            os.unlink(staging)
+        except OSError:
+            pass
+        raise ConfigError(f"API socket {path}: {err.strerror or err}") from None
+    except ConfigError:
+        sock.close()
+        raise
     return sock
