@@ -58,8 +58,12 @@ def cmd_serve(args) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
     def flush_metrics() -> None:
-        if instance.metrics is not None:
-            instance.flush_metrics()
+        # On the API loop: a failure here is reported, never allowed to stop the loop (and the VM).
+        try:
+            if instance.metrics is not None:
+                instance.flush_metrics()
+        except Exception as err:  # noqa: BLE001
+            print_error(f"metrics: {err}")
         server.loop.call_later(METRICS_FLUSH_S, flush_metrics)
 
     outcome = None
@@ -70,6 +74,8 @@ def cmd_serve(args) -> int:
         while not instance.started.wait(0.2):
             if stop.is_set():
                 break
+        if stop.is_set() and instance.vm is not None:
+            instance.vm.stop(ended[0])  # a signal that came while InstanceStart was under way
         if instance.vm is not None:
             with RawTerminal(0):
                 _pump_input(instance.vm, interactive)
@@ -81,7 +87,7 @@ def cmd_serve(args) -> int:
         try:
             if instance.metrics is not None:
                 instance.flush_metrics()  # the last record carries the outcome
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (reported; the VM's outcome still decides the status)
             print_error(f"metrics: {err}")
         if instance.vm is not None:
             outcome = outcome or instance.vm.wait()
