@@ -289,16 +289,16 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":  # Firecracker's API socket (vmm/api/)
+            from .api.cli import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "exec":
             from .sandbox.cli import cmd_exec
 
             return cmd_exec(args)
-        if args.command == "serve":
-            from .api.cli import cmd_serve
-
-            return cmd_serve(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":
