@@ -101,6 +101,7 @@ def test_curl_snapshot_then_load_in_a_fresh_process(tmp_path, guest_elf):
     recipe("load", sock2, tmp_path)
     status, out, err = finish(second, b"echo restored-ok\nexit 5\n")
     assert "restored-ok" in out, (out[-2000:], err)
+    assert "vmm guest ready" not in out  # carried on where it was: no second boot
     assert status == 5
 
 
