@@ -39,13 +39,20 @@ def _persist():
         raise
 
 
-def vmm_version() -> str:
-    try:
-        from importlib.metadata import version
+_version: str | None = None
 
-        return version("vmm")
-    except Exception:  # not installed (a bare checkout): the version is still worth a line
-        return "0.1.0"
+
+def vmm_version() -> str:
+    """vmm's installed version, looked up once (importlib.metadata costs ~30 ms to import)."""
+    global _version
+    if _version is None:
+        try:
+            from importlib.metadata import version
+
+            _version = version("vmm")
+        except Exception:  # noqa: BLE001 (not installed, a bare checkout: the version is still worth a line)
+            _version = "0.1.0"
+    return _version
 
 
 class ApiInstance:
