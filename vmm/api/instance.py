@@ -231,6 +231,9 @@ class ApiInstance:
         persist = _persist()
         begin = time.monotonic()
         vm = persist.restore(snapshot_path, mem_path, resume=resume_vm, output_fd=self._output_fd, capture=False)
+        config = getattr(vm, "config", None)
+        if config is not None:  # GET /machine-config reports the machine the snapshot holds
+            self.vcpu_count, self.mem_size_mib = config.vcpus, config.mem_mib
         self._running(vm, begin)
 
     def close(self) -> None:
