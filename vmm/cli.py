@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exec_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
 
+    # `vmm serve`: Firecracker's API on a Unix socket (vmm/api/)
+    from .api.cli import add_parser as add_serve_parser
+
+    add_serve_parser(commands)
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
@@ -284,6 +289,10 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":  # Firecracker's API socket (vmm/api/)
+            from .api.cli import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "exec":
