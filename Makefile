@@ -28,8 +28,9 @@ bytecode: $(INSTALLED)
 # Debian packages the tests and benchmarks run beside vmm or build with, as
 # command:package: QEMU (microvm and TCG comparisons), busybox-static (the
 # sandbox runs its applets), musl-gcc (static musl test programs), iasl
-# (checks the ACPI tables vmm generates). Installed when missing.
-TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools
+# (checks the ACPI tables vmm generates), curl (drives the API socket as
+# Firecracker users do). Installed when missing.
+TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools curl:curl
 
 tools:
 	@missing=""; for pair in $(TEST_TOOLS); do \
