@@ -89,6 +89,8 @@ class AssembledVm:
         self.boot_entry = None
         self.created_at: float | None = None
         self._eventfds: list[int] = []
+        # (eventfd, transport, queue index, NotifyRoute) of each ioeventfd-capable queue
+        self.notify_queues: list[tuple] = []
         self.prepared: PreparedVm | None = None
 
     def eventfd(self) -> int:
@@ -212,7 +214,8 @@ def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
         on_plain_transmit=hooks.plain_transmit,
     )
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
-    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, hooks.idle))
+    idle = _idle_serving_late_notifies(parts.notify_queues, hooks.idle)
+    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
 
@@ -242,9 +245,9 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
     transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
     parts.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
     if use_ioeventfd:
-        # Each queue's notifications start at the MMIO exit and move to an
-        # ioeventfd while its batches are heavy (vmm/notify_route.py).
-        from .notify_route import NotifyRoute
+        # Each queue's notifications start on an ioeventfd and move to the
+        # MMIO exit while the I/O thread is late for them (vmm/notify_route.py).
+        from .notify_route import PINNED, NotifyRoute
 
         routes = []
         for queue_index in range(len(device.queue_max_sizes)):
@@ -252,9 +255,13 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
             register = functools.partial(
                 parts.vm.add_ioeventfd, notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index
             )
-            route = NotifyRoute(register, functools.partial(register, remove=True), parts.loop.call_soon)
+            on_ioeventfd = PINNED != "exit"
+            if on_ioeventfd:
+                register()
+            route = NotifyRoute(register, functools.partial(register, remove=True), parts.loop.call_soon, on_ioeventfd)
             routes.append(route)
             parts.loop.register(notify_fd, _notifier(notify_fd, transport, queue_index, hooks.wake, route))
+            parts.notify_queues.append((notify_fd, transport, queue_index, route))
         transport.on_exit_notify = lambda index, seconds: routes[index].served(seconds) if index < len(routes) else None
         slot_routes = tuple(routes)
     else:
@@ -265,6 +272,30 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
     slot = VirtioSlot(device, transport, addr, irq, irq_fd, slot_routes)
     parts.virtio.append(slot)
     return slot
+
+
+def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], None]) -> Callable[[float], None]:
+    """The guest's idle exit. A guest idles when it has nothing left but to
+    wait; if a queue's ioeventfd still holds a notification then, the I/O
+    thread is late for it: serve it here on the vCPU thread and return at
+    once (the guest finds its answers), and tell the queue's route."""
+
+    def on_idle(seconds: float) -> None:
+        served = False
+        for fd, transport, queue_index, route in notify_queues:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                continue
+            start = time.perf_counter()
+            transport.notify(queue_index)
+            route.served(time.perf_counter() - start)
+            route.late()
+            served = True
+        if not served:
+            idle(seconds)
+
+    return on_idle
 
 
 def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], route) -> Callable[[], None]:

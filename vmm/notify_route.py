@@ -2,50 +2,66 @@
 
 A QueueNotify write can be served two ways:
 
-- at the MMIO exit, on the vCPU thread: no thread hand-off, the guest finds
-  its answers the moment it resumes; but the vCPU runs no guest code while
-  the device works;
 - by ioeventfd: KVM signals an eventfd without leaving the kernel and the
-  I/O thread serves it while the guest runs on; but the guest waits for that
-  thread to be scheduled, wake up and take the GIL, which on a busy host
-  costs more than the work itself.
+  I/O thread serves it while the guest runs on. When that thread gets a CPU
+  at once this is the fastest path by far (measured: ~600k 4 KiB reads/s);
+  but the guest then waits for it to be scheduled, wake up and take the GIL,
+  and on a busy host that wait costs more than the work (~90k/s);
+- at the MMIO exit, on the vCPU thread: one exit per batch and no hand-off,
+  so it degrades gently with load (~150-170k/s here), but the vCPU runs no
+  guest code while the device works.
 
-Measured here (vmm bench blk / blk-busy): a batch of 4 KiB reads takes
-10-20 us to serve, and the exit path serves ~2x the IOPS of the ioeventfd
-path (~4x on a busy host); 1 MiB requests take milliseconds per batch, long
-enough that stalling the vCPU for them matters more than the hand-off.
+So each queue starts on ioeventfd, and the machine watches for the I/O
+thread being *late*: a guest that idles (it has nothing left to do but wait)
+while the queue's eventfd still holds an unconsumed notification. The vCPU
+thread then serves it itself at once (so a late hand-off costs one idle exit,
+not a scheduler's wait), and when a quarter of a window's notifies were late
+the queue moves to the exit path. From there it goes back to ioeventfd when
+its batches get heavy (stalling the vCPU for HEAVY_S per notify is worse than
+any hand-off) or, every PROBE_NOTIFIES notifies, to see whether the host has
+calmed down.
 
-So each queue starts on the exit path and is moved to ioeventfd when its
-batches get heavy (the moving average of the time to serve one notify above
-HEAVY_S), and back when they get light (below LIGHT_S). Registering or
-removing an ioeventfd costs KVM a synchronize_srcu (~4 ms measured), so a
-queue switches at most once per MIN_BATCHES notifies, and the ioctl runs on
-the event-loop thread, never on a vCPU. Nothing here knows about KVM: the
-caller passes the assign/deassign callables.
+Registering or removing an ioeventfd costs KVM a synchronize_srcu (~4 ms
+measured), so switches are rare by construction and the ioctl runs on the
+event-loop thread, never on a vCPU. Nothing here knows about KVM: the caller
+passes the assign/deassign callables.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
-HEAVY_S = 1e-3  # a vCPU held this long per notify: hand the queue to the I/O thread
-LIGHT_S = 250e-6  # cheaper than a hand-off on a busy host: serve it at the exit
-MIN_BATCHES = 8  # notifies in one mode before the next switch may be asked
+WINDOW = 32  # notifies per decision on the ioeventfd path
+LATE_SHARE = 4  # ... of which 1 in this many late: move to the exit path
+PROBE_NOTIFIES = 512  # notifies on the exit path before trying ioeventfd again
+HEAVY_S = 1e-3  # a vCPU held this long per notify (moving average): back to ioeventfd
 _WEIGHT = 0.25  # of the newest sample in the moving average
+# VMM_NOTIFY_ROUTE=exit or =ioeventfd pins every queue to one path (measurements).
+PINNED = os.environ.get("VMM_NOTIFY_ROUTE", "adaptive")
 
 
 class NotifyRoute:
-    """One queue's choice between the exit path and ioeventfd."""
+    """One queue's choice between ioeventfd and the exit path."""
 
-    def __init__(self, assign: Callable[[], None], deassign: Callable[[], None], schedule: Callable[[Callable[[], None]], None]):
-        """``assign``/``deassign`` register/remove the queue's ioeventfd;
-        ``schedule(fn)`` runs fn on the event-loop thread (loop.call_soon)."""
+    def __init__(
+        self,
+        assign: Callable[[], None],
+        deassign: Callable[[], None],
+        schedule: Callable[[Callable[[], None]], None],
+        via_ioeventfd: bool = True,
+    ):
+        """``assign``/``deassign`` register/remove the queue's ioeventfd (the
+        caller has done whichever ``via_ioeventfd`` says); ``schedule(fn)`` runs
+        fn on the event-loop thread (loop.call_soon)."""
         self._assign, self._deassign, self._schedule = assign, deassign, schedule
-        self.via_ioeventfd = False
+        self.via_ioeventfd = via_ioeventfd
         self.average_s = 0.0
         self.switches = 0
-        self._batches = 0
+        self.late_total = 0
+        self._notifies = 0  # in the current window / exit-path stretch
+        self._late = 0
         self._pending = False  # a switch is scheduled
         self._lock = threading.Lock()
 
@@ -53,14 +69,27 @@ class NotifyRoute:
         """One notify took ``seconds`` to serve (on whichever thread served it)."""
         with self._lock:
             self.average_s += (seconds - self.average_s) * _WEIGHT
-            self._batches += 1
-            if self._pending or self._batches < MIN_BATCHES:
+            self._notifies += 1
+            if self._pending or PINNED != "adaptive":
                 return
-            heavy = self.average_s > HEAVY_S if not self.via_ioeventfd else self.average_s >= LIGHT_S
-            if heavy == self.via_ioeventfd:
+            if self.via_ioeventfd:
+                if self._notifies < WINDOW:
+                    return
+                move = self._late * LATE_SHARE >= self._notifies
+                self._notifies = self._late = 0  # next window
+            else:
+                move = self.average_s > HEAVY_S or self._notifies >= PROBE_NOTIFIES
+            if not move:
                 return
             self._pending = True
         self._schedule(self._switch)
+
+    def late(self) -> None:
+        """The guest idled while this queue's ioeventfd held a notification
+        the I/O thread had not taken yet (the vCPU served it instead)."""
+        with self._lock:
+            self._late += 1
+            self.late_total += 1
 
     def _switch(self) -> None:
         to_ioeventfd = not self.via_ioeventfd
@@ -68,5 +97,5 @@ class NotifyRoute:
         with self._lock:
             self.via_ioeventfd = to_ioeventfd
             self.switches += 1
-            self._batches = 0
+            self._notifies = self._late = 0
             self._pending = False
