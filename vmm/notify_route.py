@@ -34,7 +34,8 @@ import threading
 from collections.abc import Callable
 
 WINDOW = 32  # notifies per decision on the ioeventfd path
-LATE_SHARE = 4  # ... of which 1 in this many late: move to the exit path
+LATE_SHARE = 8  # ... of which 1 in this many late: move to the exit path (a late one
+# costs the guest its 100 us spin and an idle exit: about three batches at the exit)
 PROBE_NOTIFIES = 512  # notifies on the exit path before trying ioeventfd again
 HEAVY_S = 1e-3  # a vCPU held this long per notify (moving average): back to ioeventfd
 _WEIGHT = 0.25  # of the newest sample in the moving average
