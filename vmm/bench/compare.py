@@ -183,6 +183,14 @@ class Harness:
                 self._record(case, name, unit, contender.name, figure, exits=exits if phase == "read" else None)
                 if per_mib is not None:
                     self._record(case, "VM exits per MiB (read + write + random)", "exits", contender.name, per_mib, higher=False)
+        # The exits the guest's driver makes, as it counts them: QueueNotify
+        # writes (those an ioeventfd absorbs in the kernel included, which the
+        # VMM's count cannot see) and idle waits. Comparable across contenders.
+        counted = re.findall(r"blkbench: .*\((\d+) notifies, (\d+) idle waits\)", text)
+        if counted:
+            total = sum(int(n) + int(i) for n, i in counted)
+            self._record(case, "guest notifies + idle waits per MiB", "exits", contender.name,
+                         total / (2 * self.params.blk_mib), higher=False)
 
     def case_blk_busy(self, contender: Contender) -> None:
         """The blk case on a busy host: a busy-loop process pinned to one CPU
