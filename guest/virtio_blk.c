@@ -166,8 +166,10 @@ static void fail_disk(struct blk_disk *d, int err, const char *why)
 }
 
 /* With EVENT_IDX the device interrupts when used.idx passes used_event
-   (2.7.10): at our next entry if we want interrupts, else never (one behind
-   what we reaped: the device's index is already past it). */
+   (2.7.10). Not wanted: one behind what we reaped (the device's index is
+   already past it, so never), refreshed at every reap. Wanted: the used
+   index as we notify, so the device's next answers pass it; not moved while
+   we reap, or a reap racing the device's check would cancel the interrupt. */
 static void update_used_event(struct blk_disk *d)
 {
     if (d->event_idx)
@@ -200,7 +202,8 @@ static void reap(struct blk_disk *d)
         }
         u8 status = *(volatile u8 *)&d->slots[id].status;
         release_slot(d, (u16)id, request_result(d->slots[id].io, status, len), len);
-        update_used_event(d);
+        if (!d->interrupts)
+            update_used_event(d);
     }
 }
 
@@ -318,6 +321,8 @@ static void notify(struct blk_disk *d)
        the NO_NOTIFY flag; either may be set while it is still walking the
        ring.  Our avail.idx store must be visible before we read them:
        store->load order is the one x86 does not keep, hence the fence. */
+    if (d->interrupts)
+        update_used_event(d);
     __asm__ volatile("mfence" : : : "memory");
     if (d->event_idx) {
         /* avail_event: the u16 after the used ring's entries */
