@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 QEMU := qemu-system-x86_64
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test bench guest qemu bytecode clean
+.PHONY: run test bench guest tools qemu bytecode clean
 
 # Editable in compat mode (a plain path entry): the default import-hook
 # finder costs ~14 ms at every Python start, a tenth of vmm's start-up.
@@ -25,19 +25,28 @@ guest:
 bytecode: $(INSTALLED)
 	$(VENV)/bin/python -m compileall -q vmm
 
-# The benchmarks (and their smoke test) run QEMU's microvm beside vmm.
-qemu:
-	@command -v $(QEMU) >/dev/null 2>&1 || { \
-	    echo "installing qemu-system-x86 (for the benchmark comparison)"; \
-	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q qemu-system-x86; }
+# Debian packages the tests and benchmarks run beside vmm or build with, as
+# command:package: QEMU (microvm and TCG comparisons), busybox-static (the
+# sandbox runs its applets), musl-gcc (static musl test programs), iasl
+# (checks the ACPI tables vmm generates). Installed when missing.
+TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools
+
+tools:
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	    command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (the tests and benchmarks use them)"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+
+qemu: tools
 
 run: bytecode guest
 	$(VENV)/bin/vmm run
 
-test: bytecode guest qemu
+test: bytecode guest tools
 	$(VENV)/bin/python -m pytest -q
 
-bench: bytecode guest qemu
+bench: bytecode guest tools
 	$(VENV)/bin/vmm bench
 
 clean:

@@ -80,6 +80,24 @@ void *alloc_pages(size_t bytes)
     return p;
 }
 
+void *alloc_pages_high(size_t bytes)
+{
+    if (!initialized)
+        alloc_init();
+    u64 size = align_up(bytes ? bytes : 1, PAGE_SIZE);
+    if (size > limit - next_free)
+        return NULL;
+    limit -= size;              /* the bump allocator's top comes down */
+    return (void *)(uintptr_t)limit;
+}
+
+u64 alloc_high_mark(void)
+{
+    if (!initialized)
+        alloc_init();
+    return limit;
+}
+
 void *alloc_zeroed_pages(size_t bytes)
 {
     void *p = alloc_pages(bytes);

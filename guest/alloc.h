@@ -16,6 +16,11 @@
 
 /* `bytes` rounded up to whole pages, page-aligned; NULL when RAM runs out. */
 void *alloc_pages(size_t bytes);
+/* From the top of that RAM instead (long-lived device buffers: they stay out
+   of the low addresses a Linux program is linked at). Not zeroed. */
+void *alloc_pages_high(size_t bytes);
+/* Lowest address alloc_pages_high has handed out (the top if none). */
+u64 alloc_high_mark(void);
 /* The same, zero-filled. */
 void *alloc_zeroed_pages(size_t bytes);
 /* Bytes still available to alloc_pages. */

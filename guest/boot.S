@@ -6,7 +6,7 @@
  * tables static.  It enters long mode, loads GDT/IDT/TR and iretq's to ring 3,
  * where the C kernel (kmain) runs with IOPL=3 and IF=0.
  *
- * Ring-0 instruction count: 39 (14 in 32-bit mode, 25 in 64-bit mode),
+ * Ring-0 instruction count: 50 (14 in 32-bit mode, 36 in 64-bit mode),
  * numbered [n] below.  Keep it that way.
  */
 #include "gdt.h"
@@ -26,13 +26,13 @@
         .globl  pvh_start32
 pvh_start32:
         movl    %cr4, %eax              /* [1] */
-        orl     $0x20, %eax             /* [2] CR4.PAE */
+        orl     $0x620, %eax            /* [2] CR4.PAE|OSFXSR|OSXMMEXCPT (SSE for programs) */
         movl    %eax, %cr4              /* [3] */
         movl    $pml4, %eax             /* [4] */
         movl    %eax, %cr3              /* [5] */
         movl    $0xc0000080, %ecx       /* [6] IA32_EFER */
         rdmsr                           /* [7] */
-        orl     $0x100, %eax            /* [8] EFER.LME */
+        orl     $0x101, %eax            /* [8] EFER.LME|SCE (syscall for programs) */
         wrmsr                           /* [9] */
         movl    %cr0, %eax              /* [10] (PE already set) */
         orl     $0x80000000, %eax       /* [11] CR0.PG -> long mode active */
@@ -52,6 +52,18 @@ long_mode:
         lidt    idt_ptr                 /* [22] IDT is all zero; ring 3 fills it */
         movl    $SEL_TSS, %eax          /* [23] */
         ltr     %ax                     /* [24] */
+        /* syscall MSRs for the Linux personality (lx_entry.S) */
+        movl    $0xc0000081, %ecx       /* [s1] STAR: kernel CS 0x08, sysret base 0x10 */
+        xorl    %eax, %eax              /* [s2] */
+        movl    $0x00100008, %edx       /* [s3] */
+        wrmsr                           /* [s4] */
+        movl    $0xc0000082, %ecx       /* [s5] LSTAR */
+        movl    $lx_syscall_entry, %eax /* [s6] */
+        xorl    %edx, %edx              /* [s7] */
+        wrmsr                           /* [s8] */
+        movl    $0xc0000084, %ecx       /* [s9] SFMASK: TF, IF, DF, AC */
+        movl    $0x40700, %eax          /* [s10] */
+        wrmsr                           /* [s11] */
         movl    $stack_top, %esp        /* [25] iretq frame on the user stack */
         pushq   $SEL_UDATA              /* [26] SS */
         pushq   $(stack_top - 8)        /* [27] RSP: as if kmain had been called */
@@ -131,11 +143,24 @@ pdpt:
         .quad   pd + 0x2007
         .quad   pd + 0x3007
         .fill   508, 8, 0
+        .globl  pd
 pd:
-        .set    pde_addr, 0
-        .rept   2048
+        .quad   pt_low + 0x7            /* 0-2 MiB in 4 KiB pages (pt_low) */
+        .set    pde_addr, 0x200000
+        .rept   2047
         .quad   pde_addr + 0x87         /* P | RW | US | PS */
         .set    pde_addr, pde_addr + 0x200000
+        .endr
+
+/* The low 2 MiB in 4 KiB pages, so the Linux personality can unmap the
+   first 64 KiB (a program's NULL dereference must fault). */
+        .balign 4096
+        .globl  pt_low
+pt_low:
+        .set    pte_addr, 0
+        .rept   512
+        .quad   pte_addr + 0x7          /* P | RW | US */
+        .set    pte_addr, pte_addr + 0x1000
         .endr
 
 /* ---- zeroed by the loader --------------------------------------------- */

@@ -3,6 +3,7 @@
 #include "fault.h"
 #include "guest.h"
 #include "io.h"
+#include "lx.h"
 #include "start_info.h"
 #include "virtio_blk.h"
 #include "virtio_console.h"
@@ -31,8 +32,10 @@ void kmain(u64 start_info_pa)
     boot_info_init(start_info_pa);
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
+    vcon_init();                        /* the sandbox's streams, when the host gave ports */
+    if (lx_bundle_present())            /* a bundle: sandbox mode, no shell */
+        lx_run();
     blk_init();
-    vcon_init();
     console_puts("vmm guest ready\n");
     shell_run();
 }

@@ -250,8 +250,8 @@ static bool setup_port_buffers(struct port *p)
 {
     p->rx_count = p->rx.size < RX_BUFS ? p->rx.size : RX_BUFS;
     p->tx_count = p->tx.size < TX_SLOTS ? p->tx.size : TX_SLOTS;
-    p->rx_bufs = alloc_pages((size_t)p->rx_count * RX_BUF_BYTES);
-    p->tx_bufs = alloc_pages((size_t)p->tx_count * TX_SLOT_BYTES);
+    p->rx_bufs = alloc_pages_high((size_t)p->rx_count * RX_BUF_BYTES);
+    p->tx_bufs = alloc_pages_high((size_t)p->tx_count * TX_SLOT_BYTES);
     if (!p->rx_bufs || !p->tx_bufs)
         return false;
     for (u16 id = 0; id < p->rx_count; id++)

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
+    from .sandbox.cli import add_parser as add_exec_parser
+
+    add_exec_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
@@ -282,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "exec":
+            from .sandbox.cli import cmd_exec
+
+            return cmd_exec(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":

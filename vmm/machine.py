@@ -205,7 +205,9 @@ class MicroVM:
         for thread in self._threads:
             thread.resume()
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the VM and release it. The kernel's own teardown of the VM and
+        the unmapping of guest RAM finish on a background thread unless ``wait``."""
         if self._started and not self._finished.is_set():
             self.stop()
         for thread in self._threads:
@@ -215,7 +217,7 @@ class MicroVM:
             self._timer.cancel()
         if self._parts is not None:
             self._unhandled_at_close = self.unhandled_accesses
-            self._parts.close()
+            self._parts.close(wait)
             self._parts = None
         fanout = getattr(self, "_fanout", None)
         if fanout is not None:

@@ -51,7 +51,7 @@ def test_an_endless_line_is_bounded():
 @given(st.binary(max_size=2000), st.integers(1, 64))
 def test_arbitrary_bytes_never_raise(data, size):
     for event in feed_in_pieces(ControlParser(max_archive=100), data, size):
-        assert event[0] in ("exit", "signal", "error", "trace", "out", "invalid")
+        assert event[0] in ("exit", "signal", "error", "trace", "note", "out", "invalid")
 
 
 def tar_of(*members) -> bytes:

@@ -6,6 +6,7 @@ The guest writes to the console port named ``vmm.control``, in lines:
     signal N ADDR       signal N ended it; ADDR (hex) is the faulting address, 0 if none
     error STATUS TEXT   the program could not be run (126: cannot execute, 127: not found)
     trace TEXT          one traced syscall (with --trace)
+    note TEXT           something the host should pass on (e.g. /out too large)
     out SIZE            then SIZE bytes: a ustar archive of the program's /out
 
 A sans-IO parser: bytes in, events out. The guest is untrusted (the program
@@ -90,6 +91,8 @@ class ControlParser:
                 events.append(("error", int(status) if status in ("126", "127") else 126, message))
             elif word == "trace":
                 events.append(("trace", rest))
+            elif word == "note":
+                events.append(("note", rest))
             elif word == "out":
                 size = int(rest)
                 if size < 0:

@@ -22,6 +22,7 @@ from ..config import VmConfig
 from ..errors import ConfigError, VmmError
 from ..outcome import StopReason
 from .control import ControlParser
+from .outdir import DEFAULT_MAX_OUT_BYTES
 
 DEFAULT_MEM_MIB = 128
 DEFAULT_MAX_OUTPUT = 64 << 20  # bytes kept per stream; the rest is cut, with a note
@@ -85,35 +86,42 @@ def resolve_program(program: str) -> str:
     return path
 
 
+ELF_HEADERS_READ = 1 << 16  # program headers past this are refused as malformed
+
+
 def check_static_elf(path: str) -> None:
     """Refuse what the guest cannot run, saying which: not ELF, not x86-64, dynamic."""
-    from ..boot.elf import Elf64Header, Elf64ProgramHeader
-
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
-            if head[:4] != b"\x7fELF":
-                raise ProgramError(f"{path}: not an ELF executable", EXEC_CANNOT_RUN)
-            if head[4] != 2 or head[5] != 1:
-                raise ProgramError(f"{path}: not a 64-bit little-endian ELF", EXEC_CANNOT_RUN)
-            header = Elf64Header.unpack_from(head)
-            if header.machine != 62:
-                raise ProgramError(f"{path}: not an x86-64 program (ELF machine {header.machine})", EXEC_CANNOT_RUN)
-            if header.type not in (2, 3):
-                raise ProgramError(f"{path}: not an executable (ELF type {header.type})", EXEC_CANNOT_RUN)
-            if header.phentsize != Elf64ProgramHeader.size or not 0 < header.phnum <= 256:
-                raise ProgramError(f"{path}: malformed ELF program headers", EXEC_CANNOT_RUN)
-            f.seek(header.phoff)
-            table = f.read(header.phnum * header.phentsize)
+            head = f.read(ELF_HEADERS_READ)
     except OSError as err:
         raise ProgramError(f"{path}: {err.strerror}", EXEC_CANNOT_RUN) from None
-    except Exception as err:  # struct.error on a truncated file
-        if isinstance(err, ProgramError):
-            raise
-        raise ProgramError(f"{path}: truncated or malformed ELF", EXEC_CANNOT_RUN) from None
-    for i in range(len(table) // Elf64ProgramHeader.size):
-        if Elf64ProgramHeader.unpack_from(table, i * Elf64ProgramHeader.size).type == 3:  # PT_INTERP
-            raise ProgramError(f"{path}: dynamically linked; the sandbox runs static programs only", EXEC_CANNOT_RUN)
+    check_static_elf_image(head, path)
+
+
+def check_static_elf_image(image: bytes, name: str) -> None:
+    """check_static_elf on the file's first bytes (at least its headers)."""
+    import struct
+
+    from ..boot.elf import Elf64Header, Elf64ProgramHeader
+
+    if image[:4] != b"\x7fELF":
+        raise ProgramError(f"{name}: not an ELF executable", EXEC_CANNOT_RUN)
+    if len(image) < Elf64Header.size or image[4] != 2 or image[5] != 1:
+        raise ProgramError(f"{name}: not a 64-bit little-endian ELF", EXEC_CANNOT_RUN)
+    header = Elf64Header.unpack_from(image)
+    if header.machine != 62:
+        raise ProgramError(f"{name}: not an x86-64 program (ELF machine {header.machine})", EXEC_CANNOT_RUN)
+    if header.type not in (2, 3):
+        raise ProgramError(f"{name}: not an executable (ELF type {header.type})", EXEC_CANNOT_RUN)
+    if header.phentsize != Elf64ProgramHeader.size or not 0 < header.phnum <= 256:
+        raise ProgramError(f"{name}: malformed ELF program headers", EXEC_CANNOT_RUN)
+    try:
+        types = [Elf64ProgramHeader.unpack_from(image, header.phoff + i * header.phentsize).type for i in range(header.phnum)]
+    except struct.error:
+        raise ProgramError(f"{name}: truncated or malformed ELF", EXEC_CANNOT_RUN) from None
+    if 3 in types:  # PT_INTERP
+        raise ProgramError(f"{name}: dynamically linked; the sandbox runs static programs only", EXEC_CANNOT_RUN)
 
 
 class _Stream:
@@ -150,6 +158,7 @@ class Sandbox:
         self.trace = trace
         self.control = ControlParser()
         self.report: list[tuple] = []
+        self.notes: list[str] = []
         self.out_archive: bytes | None = None
         self.guest_log = bytearray()
         self.mem_mib = mem_mib
@@ -168,6 +177,8 @@ class Sandbox:
                         self.trace(event[1])
                 elif event[0] == "out":
                     self.out_archive = event[1]
+                elif event[0] in ("note", "invalid"):
+                    self.notes.append(event[1])
                 else:
                     self.report.append(event)
 
@@ -176,19 +187,38 @@ class Sandbox:
         if room > 0:
             self.guest_log += data[:room]
 
-    def _feed_stdin(self, vm, data: bytes | None) -> None:
-        view = memoryview(data or b"")
+    def _feed_stdin(self, vm, data: bytes | None, fd: int | None) -> None:
+        """Feed ``data``, or everything read from ``fd`` until its end, then EOF."""
         try:
-            while view and not vm.is_finished():
-                taken = self.console.write(STDIN, view)
-                view = view[taken:]
-                if view:
-                    self.console.wait_writable(STDIN, 0.1)
-            self.console.close_port(STDIN)
-        except VmmError:
-            pass  # the VM went away: nothing left to feed
+            if fd is None:
+                self._feed(vm, data or b"")
+            else:
+                import select
 
-    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None):
+                while not vm.is_finished():
+                    if not select.select([fd, vm.finished_fd], [], [], 0.5)[0]:
+                        continue
+                    if vm.is_finished():
+                        return
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        break
+                    self._feed(vm, chunk)
+            self.console.close_port(STDIN)
+        except (VmmError, OSError, ValueError):
+            pass  # the VM went away (or its finished fd closed): nothing left to feed
+
+    def _feed(self, vm, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not vm.is_finished():
+            view = view[self.console.write(STDIN, view) :]
+            if view:
+                self.console.wait_writable(STDIN, 0.1)
+
+    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None):
         from ..config import bundled_guest
         from ..machine import MicroVM
 
@@ -196,7 +226,7 @@ class Sandbox:
         vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
         try:
             vm.start()
-            feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin), name="sandbox-stdin", daemon=True)
+            feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
             feeder.start()
             try:
                 outcome = vm.wait(timeout)
@@ -228,12 +258,19 @@ def run(
     trace: bool | Callable[[str], None] = False,
     on_stdout: Callable[[bytes], None] | None = None,
     on_stderr: Callable[[bytes], None] | None = None,
+    stdin_fd: int | None = None,
+    rootfs: str | None = None,
+    max_out_bytes: int = DEFAULT_MAX_OUT_BYTES,
+    cwd: str = "/",
 ) -> SandboxResult:
     """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
     microVM, as subprocess.run runs it on the host.
 
-    ``files`` maps guest paths to host paths or bytes: read-only inputs in the
-    sandbox's root file system. ``out_dir`` receives what the program left
+    ``files`` maps guest paths to host paths (a file, or a directory taken
+    whole) or bytes: read-only inputs in the sandbox's root file system.
+    ``rootfs`` (a directory or a ustar image) gives a whole read-only root;
+    the program is looked up there first. ``stdin_fd`` streams the program's
+    stdin from an fd (to its end) instead of ``input``. ``out_dir`` receives what the program left
     under /out. ``deterministic`` starts the clock at a fixed time and seeds
     every random source (``seed``, or a fresh one reported in ``result.seed``).
     Raises subprocess.TimeoutExpired on timeout (with the output so far),
@@ -242,13 +279,26 @@ def run(
     from .bundle import build_bundle
     from .outdir import extract_out
 
+
     args = [os.fspath(a) for a in args]
     if not args:
         raise ConfigError("no program given")
     if timeout is not None and not 0 < timeout <= 365 * 86400:
         raise ConfigError("timeout must be a positive number of seconds (at most a year)")
-    program = resolve_program(args[0])
-    check_static_elf(program)
+    from .rootfs import expand_files, find_in_root, read_root
+
+    root = read_root(rootfs) if rootfs is not None else {}
+    inside = find_in_root(root, args[0])
+    if inside is not None:
+        exec_path, program = inside, root[inside]
+        if isinstance(program, str):
+            check_static_elf(program)
+        else:
+            check_static_elf_image(program[:ELF_HEADERS_READ], args[0])
+    else:
+        program = resolve_program(args[0])
+        check_static_elf(program)
+        exec_path = "/bin/" + os.path.basename(program)
     if isinstance(input, str):
         input = input.encode()
     options: dict[str, str] = {}
@@ -259,8 +309,10 @@ def run(
         options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
     if trace:
         options["trace"] = "1"
+    if cwd != "/":
+        options["cwd"] = cwd
     environment = dict(env) if env is not None else {"PATH": "/bin:/usr/bin", "HOME": "/tmp"}
-    bundle = build_bundle(program, args, environment, dict(files or {}), options)
+    bundle = build_bundle(program, args, environment, {**root, **expand_files(files or {})}, options, exec_path=exec_path)
     trace_sink = trace if callable(trace) else (_trace_to_stderr if trace else None)
     box = Sandbox(args, mem_mib=mem_mib, max_output=max_output, capture_output=capture_output,
                   on_stdout=on_stdout, on_stderr=on_stderr, trace=trace_sink)
@@ -275,7 +327,7 @@ def run(
 
     started = time.monotonic()
     try:
-        outcome = box.execute(bundle, input, timeout)
+        outcome = box.execute(bundle, input, timeout, stdin_fd)
     except TimeoutError:
         out, err = streams()
         raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None
@@ -287,9 +339,10 @@ def run(
     for stream, name in ((box.stdout, "stdout"), (box.stderr, "stderr")):
         if stream.cut:
             result.notes.append(f"{name} cut at {max_output} bytes ({stream.cut} more bytes dropped)")
+    result.notes += box.notes
     _settle(result, box, outcome)
     if out_dir is not None and box.out_archive is not None:
-        result.out_files, skipped = extract_out(box.out_archive, out_dir)
+        result.out_files, skipped = extract_out(box.out_archive, out_dir, max_bytes=max_out_bytes)
         result.notes += skipped
     if check and result.returncode:
         raise subprocess.CalledProcessError(result.returncode, args, out, err)

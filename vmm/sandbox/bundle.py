@@ -1,0 +1,188 @@
+"""Pack a static Linux program, its arguments and files into a bundle.
+
+A bundle is a POSIX ustar archive handed to the bundled guest as its PVH
+module (`vmm run --initrd BUNDLE`).  Its presence puts the guest in sandbox
+mode.  Members (see guest/README.md, "Linux personality"):
+
+    .vmm/argv   argv strings, each NUL-terminated (argv[0] as the program sees it)
+    .vmm/envp   environment strings K=V, each NUL-terminated
+    .vmm/exec   guest path of the program to execute
+    .vmm/opts   key=value lines: seed, clock, now, trace, dumpout, cwd
+    the rest    the program's read-only root file system
+
+The .vmm/ members come first: the guest recognises a bundle by them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from collections.abc import Mapping
+
+from ..errors import ConfigError
+
+# Options the guest understands, and how each value is checked.
+_U64_OPTIONS = ("seed", "clock", "now")
+_FLAG_OPTIONS = ("trace", "dumpout")
+_NAME_LIMIT = 255  # ustar: 155-byte prefix + 100-byte name
+
+
+class BundleError(ConfigError):
+    """A bundle cannot be built from what was given (one-line message)."""
+
+
+def _guest_path(path: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise BundleError(f"guest path must be absolute: {path!r}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts or not parts:
+        raise BundleError(f"guest path must name a file below /: {path!r}")
+    name = "/".join(parts)
+    if len(name.encode()) > _NAME_LIMIT:
+        raise BundleError(f"guest path too long for ustar: {path!r}")
+    return name
+
+
+def _strings(items: list[str], what: str) -> bytes:
+    out = bytearray()
+    for item in items:
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        if b"\0" in data:
+            raise BundleError(f"{what} string contains a NUL byte: {item!r}")
+        out += data + b"\0"
+    return bytes(out)
+
+
+def _env_list(env: Mapping[str, str] | list[str] | None) -> list[str]:
+    if env is None:
+        return []
+    if isinstance(env, Mapping):
+        items = []
+        for key, value in env.items():
+            if not key or "=" in key:
+                raise BundleError(f"bad environment variable name: {key!r}")
+            items.append(f"{key}={value}")
+        return items
+    return list(env)
+
+
+def _u64(key: str, value: object) -> int:
+    """An integer option: an int or a string of decimal digits (as vmm.sandbox.run passes)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise BundleError(f"option {key} must be an integer from 0 to 2**64-1, not {value!r}")
+    return value
+
+
+def _flag(key: str, value: object) -> int:
+    if value in (True, False, 0, 1, "0", "1", "true", "false", "yes", "no", "on", "off"):
+        return 1 if value in (True, 1, "1", "true", "yes", "on") else 0
+    raise BundleError(f"option {key} must be a boolean, 0 or 1, not {value!r}")
+
+
+def _opts_text(options: Mapping[str, object] | None) -> bytes:
+    options = dict(options or {})
+    if "clock" not in options and "now" not in options:
+        options["now"] = time.time_ns()  # the guest has no wall clock of its own
+    lines = []
+    for key, value in options.items():
+        if key in _U64_OPTIONS:
+            lines.append(f"{key}={_u64(key, value)}")
+        elif key in _FLAG_OPTIONS:
+            lines.append(f"{key}={_flag(key, value)}")
+        elif key == "cwd":
+            if not isinstance(value, str) or not value.startswith("/") or "\n" in value or len(value) > 255:
+                raise BundleError(f"option cwd must be an absolute path, not {value!r}")
+            lines.append(f"cwd={value}")
+        else:
+            raise BundleError(f"unknown bundle option: {key}")
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def _read_host(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dirs(tar: tarfile.TarFile, name: str, made: set[str]) -> None:
+    parts = name.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        d = "/".join(parts[:i])
+        if d not in made:
+            made.add(d)
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+
+
+def build_bundle(
+    program: str | bytes | os.PathLike,
+    argv: list[str],
+    env: Mapping[str, str] | list[str] | None = None,
+    files: Mapping[str, str | bytes | os.PathLike] | None = None,
+    options: Mapping[str, object] | None = None,
+    *,
+    exec_path: str | None = None,
+) -> bytes:
+    """The bundle as bytes.
+
+    program: the host path of the program (str, bytes or PathLike), or its
+    contents as bytes (told apart by NUL bytes, which every ELF file has and
+    no path has); it is placed at exec_path (default: /prog, or /bin/<name> of a host path
+    named busybox) unless files already put something there.  argv[0] is what
+    the program sees.  files maps guest paths to host paths or bytes.
+    """
+    if not argv:
+        raise BundleError("argv must hold at least argv[0]")
+    program_mtime = 0
+    if isinstance(program, (bytes, bytearray, memoryview)) and b"\0" in program:
+        program_data = bytes(program)  # an image: every ELF file holds NUL bytes
+        default_exec = "/prog"
+    else:  # a host path, str, PathLike or bytes
+        program_data = _read_host(program)
+        program_mtime = int(os.stat(program).st_mtime)
+        base = os.path.basename(os.fsdecode(program))
+        default_exec = "/bin/busybox" if base == "busybox" else "/prog"
+    exec_path = exec_path or default_exec
+    exec_name = _guest_path(exec_path)
+
+    # guest name -> (data, mode, mtime): host files keep their mode and mtime
+    members: dict[str, tuple[bytes, int, int]] = {}
+    for guest, src in (files or {}).items():
+        name = _guest_path(guest)
+        if name.split("/")[0] == ".vmm":
+            raise BundleError(f"guest path {guest!r} is reserved for the bundle's control files")
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            members[name] = (bytes(src), 0o644, 0)
+        else:
+            data = _read_host(src)
+            st = os.stat(src)
+            members[name] = (data, st.st_mode & 0o777, int(st.st_mtime))
+    members.setdefault(exec_name, (program_data, 0o755, program_mtime))
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        _add(tar, ".vmm/argv", _strings(argv, "argv"))
+        _add(tar, ".vmm/envp", _strings(_env_list(env), "environment"))
+        _add(tar, ".vmm/exec", ("/" + exec_name).encode())
+        _add(tar, ".vmm/opts", _opts_text(options))
+        made: set[str] = set()
+        for name, (data, mode, mtime) in sorted(members.items()):
+            _add_dirs(tar, name, made)
+            _add(tar, name, data, mode, mtime)
+    return out.getvalue()
