@@ -12,7 +12,9 @@ kernel through its boot protocol and sets up every vCPU. The result is an
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
@@ -48,8 +50,9 @@ REQUIRED_CAPABILITIES = (
 MachineHooks = namedtuple("MachineHooks", "power_off fault idle wake input_space plain_transmit serial_output")
 
 
-class VirtioSlot(namedtuple("VirtioSlot", "device transport addr irq irq_fd")):
-    """A virtio device placed on the MMIO bus, with its interrupt eventfd."""
+class VirtioSlot(namedtuple("VirtioSlot", "device transport addr irq irq_fd routes", defaults=((),))):
+    """A virtio device placed on the MMIO bus, with its interrupt eventfd and
+    its queues' notify routes (none without ioeventfd)."""
 
     __slots__ = ()
 
@@ -86,6 +89,8 @@ class AssembledVm:
         self.boot_entry = None
         self.created_at: float | None = None
         self._eventfds: list[int] = []
+        # (eventfd, transport, queue index, NotifyRoute) of each ioeventfd-capable queue
+        self.notify_queues: list[tuple] = []
         self.prepared: PreparedVm | None = None
 
     def eventfd(self) -> int:
@@ -238,7 +243,8 @@ def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
         on_plain_transmit=hooks.plain_transmit,
     )
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
-    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, hooks.idle))
+    idle = _idle_serving_late_notifies(parts.notify_queues, hooks.idle)
+    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
 
@@ -268,25 +274,68 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
     transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
     parts.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
     if use_ioeventfd:
+        # Each queue's notifications start on an ioeventfd and move to the
+        # MMIO exit while the I/O thread is late for them (vmm/notify_route.py).
+        from .notify_route import PINNED, NotifyRoute
+
+        routes = []
         for queue_index in range(len(device.queue_max_sizes)):
             notify_fd = parts.eventfd()
-            parts.vm.add_ioeventfd(notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index)
-            parts.loop.register(notify_fd, _notifier(notify_fd, transport, queue_index, hooks.wake))
+            register = functools.partial(
+                parts.vm.add_ioeventfd, notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index
+            )
+            on_ioeventfd = PINNED != "exit"
+            if on_ioeventfd:
+                register()
+            route = NotifyRoute(register, functools.partial(register, remove=True), parts.loop.call_soon, on_ioeventfd)
+            routes.append(route)
+            parts.loop.register(notify_fd, _notifier(notify_fd, transport, queue_index, hooks.wake, route))
+            parts.notify_queues.append((notify_fd, transport, queue_index, route))
+        transport.on_exit_notify = lambda index, seconds: routes[index].served(seconds) if index < len(routes) else None
+        slot_routes = tuple(routes)
+    else:
+        slot_routes = ()
     register = getattr(device, "register_events", None)
     if register is not None:
         register(parts.loop)
-    slot = VirtioSlot(device, transport, addr, irq, irq_fd)
+    slot = VirtioSlot(device, transport, addr, irq, irq_fd, slot_routes)
     parts.virtio.append(slot)
     return slot
 
 
-def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None]) -> Callable[[], None]:
+def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], None]) -> Callable[[float], None]:
+    """The guest's idle exit. A guest idles when it has nothing left but to
+    wait; if a queue's ioeventfd still holds a notification then, the I/O
+    thread is late for it: serve it here on the vCPU thread and return at
+    once (the guest finds its answers), and tell the queue's route."""
+
+    def on_idle(seconds: float) -> None:
+        served = False
+        for fd, transport, queue_index, route in notify_queues:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                continue
+            start = time.perf_counter()
+            transport.notify(queue_index)
+            route.served(time.perf_counter() - start)
+            route.late()
+            served = True
+        if not served:
+            idle(seconds)
+
+    return on_idle
+
+
+def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], route) -> Callable[[], None]:
     def on_notify() -> None:
         try:
             os.eventfd_read(fd)
         except BlockingIOError:
             return
+        start = time.perf_counter()
         transport.notify(queue_index)
+        route.served(time.perf_counter() - start)
         wake()  # a guest may be idling until this request completes
 
     return on_notify

@@ -17,7 +17,7 @@ from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import EXIT_USAGE, ConfigError, VmmError
 
-BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density")
+BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 EXIT_CODE_STYLES = ("vmm", "qemu")
 QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds (at most a year)")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
-    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
+    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread, always (default: by ioeventfd on an I/O thread, moving a queue to the vCPU thread while that thread is late for it)")
     run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
     run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
 

@@ -129,10 +129,16 @@ class Vm:
         irqfd = ffi.new("struct kvm_irqfd *", {"fd": eventfd, "gsi": gsi, "flags": 0})
         _check("KVM_IRQFD", lib.vmm_ioctl(self.fd, lib.KVM_IRQFD, irqfd), f"gsi {gsi}")
 
-    def add_ioeventfd(self, eventfd: int, addr: int, length: int, *, datamatch: int | None = None, pio: bool = False) -> None:
+    def add_ioeventfd(
+        self, eventfd: int, addr: int, length: int, *, datamatch: int | None = None, pio: bool = False, remove: bool = False
+    ) -> None:
+        """Register (or, with ``remove``, unregister the same) ioeventfd. Either
+        costs KVM a synchronize_srcu: milliseconds here."""
         flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
         if datamatch is not None:
             flags |= lib.KVM_IOEVENTFD_FLAG_DATAMATCH
+        if remove:
+            flags |= lib.KVM_IOEVENTFD_FLAG_DEASSIGN
         ioeventfd = ffi.new(
             "struct kvm_ioeventfd *",
             {"addr": addr, "len": length, "fd": eventfd, "flags": flags, "datamatch": datamatch or 0},

@@ -289,6 +289,15 @@ static int vmm_install_kick_handler(int signo)
 }
 """
 
+# ---- virtio fast path (issue 15): its own declarations and C file ----
+import os as _os
+import runpy as _runpy
+
+_virtio_fast = _runpy.run_path(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "virtio_fast_build.py"))
+CDEF += _virtio_fast["CDEF"]
+SOURCE += _virtio_fast["SOURCE"]
+# ---- end virtio fast path ----
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source("vmm.kvm._kvm_cffi", SOURCE)
