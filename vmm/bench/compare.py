@@ -36,10 +36,11 @@ class Params:
     serial_bytes: int = 65536
     blk_mib: int = 64
     density: int = 20
+    clones: tuple[int, ...] = (20, 100)
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3)
+        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3, clones=(3,))
 
 
 @dataclass
@@ -211,6 +212,31 @@ class Harness:
             seconds, rss_mib = (float(x) for x in out.split())
             self._record("density", f"{n} VMs started at once: all prompts", "s", "vmm (1 process)", seconds, higher=False)
             self._record("density", f"{n} VMs: total RSS", "MiB", "vmm (1 process)", rss_mib, higher=False)
+
+    def case_snapshot(self, contender: Contender) -> None:
+        """vmm only: QEMU's savevm/migrate-to-file needs its monitor, not driven here yet."""
+        if contender.name != "vmm":
+            return
+        out = subprocess.run(
+            [sys.executable, "-m", "vmm.bench.snapshot", self.guest, str(self.params.mem_mib), "5",
+             *(str(n) for n in self.params.clones)],
+            capture_output=True, timeout=900, check=True,
+        ).stdout.decode()
+        r = json.loads(out)
+        rec = lambda name, unit, value: self._record("snapshot", name, unit, "vmm", value, higher=False)  # noqa: E731
+        rec("full snapshot create (counting guest)", "ms", r["full_create_ms"])
+        rec("full snapshot memory file on disk", "KiB", r["full_mem_on_disk_kib"])
+        rec("diff snapshot create (after 180 counts)", "ms", r["diff_create_ms"])
+        rec("diff snapshot memory file on disk", "KiB", r["diff_mem_on_disk_kib"])
+        rec("restore to running (in-process)", "ms", r["restore_to_running_ms"])
+        rec("restore to first output (in-process)", "ms", r["restore_to_first_output_ms"])
+        rec("vmm restore process to first output", "ms", r["process_restore_to_first_output_ms"])
+        for n in self.params.clones:
+            clones = r[f"clones_{n}"]
+            rec(f"{n} clones: all answering", "s", clones["seconds_to_all_answering"])
+            rec(f"{n} clones: RSS added", "MiB", clones["rss_mib"])
+            rec(f"{n} clones: PSS added", "MiB", clones["pss_mib"])
+            rec(f"{n} clones: private (USS) added", "MiB", clones["uss_mib"])
 
     # --- running and reporting ---------------------------------------------
     def run(self) -> None:
