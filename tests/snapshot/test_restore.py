@@ -226,3 +226,50 @@ def test_restore_paused_then_resume(guest_elf, tmp_path):
         assert_consecutive(counts(before.split(b"count 1000000 5\r\n", 1)[1] + clone.output))
     finally:
         clone.close()
+
+
+def test_two_vcpus_and_no_ioeventfd(guest_elf, tmp_path):
+    """Every vCPU's state (the second waits for INIT/SIPI in its LAPIC) and the config come back."""
+    state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
+    vm = boot(guest_elf, mem_mib=64, vcpus=2, ioeventfd=False)
+    try:
+        before = count_then_snapshot(vm, state, mem, after=5)
+    finally:
+        vm.close()
+    clone = restore(str(state), str(mem), timeout=60)
+    try:
+        assert len(clone.vcpus) == 2 and clone.config.vcpus == 2 and clone.config.ioeventfd is False
+        clone.expect("count 15\r\n", timeout=30)
+        assert_consecutive(counts(before.split(b"count 1000000 5\r\n", 1)[1] + clone.output))
+    finally:
+        clone.close()
+
+
+def test_cli_signals_snapshot_then_restore(guest_elf, tmp_path):
+    """SIGUSR1 snapshots and the VM goes on; SIGUSR2 snapshots and stops it (status 0)."""
+    import signal
+
+    state, mem = tmp_path / "cli.state", tmp_path / "cli.mem"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "run", "--kernel", str(guest_elf), "--mem", "32",
+         "--snapshot-path", str(state), "--mem-file-path", str(mem)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )
+    proc.stdin.write(b"count 1000000 5\n")
+    proc.stdin.flush()
+    out = b""
+    while b"count 10\r\n" not in out:
+        out += os.read(proc.stdout.fileno(), 4096)
+    proc.send_signal(signal.SIGUSR1)
+    while b"count 40\r\n" not in out:  # it went on
+        out += os.read(proc.stdout.fileno(), 4096)
+    assert state.exists() and mem.exists()
+    proc.send_signal(signal.SIGUSR2)
+    rest, err = proc.communicate(timeout=30)
+    out += rest
+    assert proc.returncode == 0, err
+    assert err.count(b"snapshot written to") == 2
+    run = subprocess.run([sys.executable, "-m", "vmm", "restore", str(state), str(mem), "--timeout", "0.5"],
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 241, run.stderr
+    assert_consecutive(counts(out.split(b"count 1000000 5\r\n", 1)[1] + run.stdout))
