@@ -48,9 +48,16 @@ def restore(state_path: str, mem_path: str, *, resume: bool = True, allow_disk_c
     from .machine import MicroVM
     from .snapshot.load import prepare_restore
 
-    prepared = prepare_restore(state_path, mem_path, allow_disk_change=allow_disk_change,
-                               console_options=console_options, timeout=timeout, serial_log=serial_log)
-    vm = MicroVM(prepared.config, prepared=prepared, **microvm_kwargs)
+    from .errors import ConfigError
+
+    try:
+        prepared = prepare_restore(state_path, mem_path, allow_disk_change=allow_disk_change,
+                                   console_options=console_options, timeout=timeout, serial_log=serial_log)
+        vm = MicroVM(prepared.config, prepared=prepared, **microvm_kwargs)
+    except SnapshotError:
+        raise
+    except ConfigError as err:  # a device record refused by its from_state(), a disk gone, ...
+        raise SnapshotError(f"snapshot {state_path}: {err}") from None
     try:
         vm.start(paused=not resume)
     except BaseException:

@@ -128,6 +128,12 @@ def snapshot(vm, state_path: str, mem_path: str, *, diff: bool = False) -> dict:
         raise SnapshotError("the state file and the memory file must be different files")
     if diff and parts.memory.host_dirty is None:
         raise SnapshotError("no earlier snapshot of this VM to take a diff against: take a full snapshot first")
+    # Host-side device work (console input, say) runs on the event loop: keep
+    # it out while the state and the RAM are read, so the two agree.
+    return parts.loop.run_exclusive(lambda: _take(vm, parts, state_path, mem_path, diff), timeout=60)
+
+
+def _take(vm, parts, state_path: str, mem_path: str, diff: bool) -> dict:
     try:
         vendor, signature = host_cpu(parts.kvm)
         msr_indices = parts.kvm.msr_index_list()
