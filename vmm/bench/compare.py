@@ -224,6 +224,7 @@ class Harness:
         ).stdout.decode()
         r = json.loads(out)
         rec = lambda name, unit, value: self._record("snapshot", name, unit, "vmm", value, higher=False)  # noqa: E731
+        rec("first full snapshot create (dirty log on)", "ms", r["first_full_create_ms"])
         rec("full snapshot create (counting guest)", "ms", r["full_create_ms"])
         rec("full snapshot memory file on disk", "KiB", r["full_mem_on_disk_kib"])
         rec("diff snapshot create (after 180 counts)", "ms", r["diff_create_ms"])

@@ -176,14 +176,20 @@ def _take(vm, parts, state_path: str, mem_path: str, diff: bool) -> dict:
     return {"state_bytes": len(data), "memory_bytes_written": written}
 
 
-def _vmm_version() -> str:
-    """The installed vmm's version (recorded, and compared on restore)."""
-    try:
-        from importlib.metadata import version
+_VERSION: list[str] = []
 
-        return version("vmm")[:16]
-    except Exception:  # not installed as a distribution (a bare checkout)
-        return "unknown"
+
+def _vmm_version() -> str:
+    """The installed vmm's version (recorded, and compared on restore); read once:
+    parsing the package metadata costs ~0.5 ms, a sixth of a restore."""
+    if not _VERSION:
+        try:
+            from importlib.metadata import version
+
+            _VERSION.append(version("vmm")[:16])
+        except Exception:  # not installed as a distribution (a bare checkout)
+            _VERSION.append("unknown")
+    return _VERSION[0]
 
 
 def _write_file(path: str, data: bytes) -> None:
