@@ -96,6 +96,10 @@ def test_diff_snapshot_merged_onto_its_base(guest_elf, tmp_path):
     clone = restore(str(diff_state), str(base_mem), timeout=60)
     try:
         clone.expect("count 45\r\n", timeout=30)
+        clone.pause()
+        with pytest.raises(SnapshotError, match="restored from"):
+            snapshot(clone, str(tmp_path / "x.state"), str(base_mem), diff=True)
+        clone.resume()
         numbers = counts(before.split(b"count 1000000 5\r\n", 1)[1] + clone.output)
         assert_consecutive(numbers)
         # A restored VM snapshots again (full, from its file-backed RAM), and that restores too.

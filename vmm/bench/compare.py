@@ -235,9 +235,10 @@ class Harness:
         for n in self.params.clones:
             clones = r[f"clones_{n}"]
             rec(f"{n} clones: all answering", "s", clones["seconds_to_all_answering"])
-            rec(f"{n} clones: RSS added", "MiB", clones["rss_mib"])
-            rec(f"{n} clones: PSS added", "MiB", clones["pss_mib"])
-            rec(f"{n} clones: private (USS) added", "MiB", clones["uss_mib"])
+            rec(f"{n} clones in 1 process: RSS", "MiB", clones["rss_mib"])
+            rec(f"{n} clones in 1 process: PSS", "MiB", clones["pss_mib"])
+            rec(f"{n} clones in 1 process: private (USS)", "MiB", clones["uss_mib"])
+            rec(f"{n} clones: USS of the process before them", "MiB", clones["uss_before_mib"])
 
     # --- running and reporting ---------------------------------------------
     def run(self) -> None:

@@ -128,9 +128,25 @@ def snapshot(vm, state_path: str, mem_path: str, *, diff: bool = False) -> dict:
         raise SnapshotError("the state file and the memory file must be different files")
     if diff and parts.memory.host_dirty is None:
         raise SnapshotError("no earlier snapshot of this VM to take a diff against: take a full snapshot first")
+    if diff and _is_backing_file(parts.memory, mem_path):
+        raise SnapshotError(
+            f"{mem_path} is the memory file this VM was restored from: a diff there would replace it with "
+            "only the changed pages; write the diff to another file and merge it (merge_diff, vmm merge-diff)"
+        )
     # Host-side device work (console input, say) runs on the event loop: keep
     # it out while the state and the RAM are read, so the two agree.
     return parts.loop.run_exclusive(lambda: _take(vm, parts, state_path, mem_path, diff), timeout=60)
+
+
+def _is_backing_file(memory, path: str) -> bool:
+    if memory.backing_fd is None:
+        return False
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    mapped = os.fstat(memory.backing_fd)
+    return (target.st_dev, target.st_ino) == (mapped.st_dev, mapped.st_ino)
 
 
 def _take(vm, parts, state_path: str, mem_path: str, diff: bool) -> dict:
