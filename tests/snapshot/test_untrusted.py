@@ -275,3 +275,23 @@ def test_fuzz_fields(real_snapshot, choice, value, blob):
     out = where / "fuzz-field.state"
     out.write_bytes(resign(data[:head] + new_body))
     _restore_or_refuse(out, mem)
+
+
+def test_a_huge_state_file_is_refused_without_reading_it(real_snapshot, tmp_path):
+    import resource
+    import time
+
+    _, mem, _ = real_snapshot
+    huge = tmp_path / "huge.state"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 30)  # sparse: costs nothing to make
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(SnapshotError, match="more than any state file"):
+        restore(str(huge), str(mem))
+    assert time.monotonic() - started < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 << 10  # KiB
+    with pytest.raises(SnapshotError, match="not a regular file"):
+        restore("/dev/zero", str(mem))
+    with pytest.raises(SnapshotError, match="not a regular file"):
+        restore(str(tmp_path), str(mem))
