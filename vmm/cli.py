@@ -185,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_snapshot_options(parser) -> None:
     parser.add_argument("--snapshot-path", metavar="STATE", help="where SIGUSR1, SIGUSR2 or C-a s write a snapshot's state file")
     parser.add_argument("--mem-file-path", metavar="MEM", help="where they write its memory file")
-    parser.add_argument("--diff", action="store_true", help="snapshots after the first (or of a restored VM) hold only the pages changed since the one before")
 
 
 class _SnapshotTrigger:
@@ -196,7 +195,6 @@ class _SnapshotTrigger:
         self.state, self.mem = args.snapshot_path, args.mem_file_path
         if (self.state is None) != (self.mem is None):
             raise ConfigError("--snapshot-path and --mem-file-path go together")
-        self.diff = args.diff
         self.taken = 0
         self.pending: str | None = None  # "continue" or "stop"
 
@@ -222,7 +220,7 @@ class _SnapshotTrigger:
 
         vm.pause()
         try:
-            snapshot(vm, self.state, self.mem, diff=self.diff and vm_has_base(vm))
+            snapshot(vm, self.state, self.mem)  # full: diffs (Python API) need a file per snapshot
             self.taken += 1
             print_error(f"snapshot written to {self.state} and {self.mem}")
         except VmmError as err:
@@ -233,11 +231,6 @@ class _SnapshotTrigger:
             vm.stop(VmOutcome(0, StopReason.QUIT, "stopped after a snapshot"))
         else:
             vm.resume()
-
-
-def vm_has_base(vm) -> bool:
-    """Whether a diff snapshot has something to be a diff of."""
-    return vm.memory is not None and vm.memory.host_dirty is not None
 
 
 def _config(args) -> VmConfig:

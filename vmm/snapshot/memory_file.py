@@ -111,7 +111,11 @@ def write_memory_file(memory, path: str, pages_by_region: list[bytearray], *, sk
 
 def merge_diff(diff_path: str, base_path: str) -> int:
     """Copy the data extents of a diff snapshot's memory file onto the base
-    snapshot's memory file (in place); returns the bytes copied."""
+    snapshot's memory file (in place); returns the bytes copied.
+
+    In place: a VM restored from the base maps it MAP_PRIVATE and would see
+    its not-yet-copied pages change. Merge onto a copy (cp --sparse=always)
+    while such VMs run."""
     copied = 0
     try:
         src = os.open(diff_path, os.O_RDONLY | os.O_CLOEXEC)
