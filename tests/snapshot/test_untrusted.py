@@ -295,3 +295,17 @@ def test_a_huge_state_file_is_refused_without_reading_it(real_snapshot, tmp_path
         restore("/dev/zero", str(mem))
     with pytest.raises(SnapshotError, match="not a regular file"):
         restore(str(tmp_path), str(mem))
+
+
+def test_fifos_do_not_hang_the_loader(real_snapshot, tmp_path):
+    import os
+
+    data, mem, _ = real_snapshot
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(SnapshotError, match="not a regular file"):
+        restore(str(fifo), str(mem))
+    (tmp_path / "ok.state").write_bytes(data)
+    with pytest.raises(SnapshotError, match="not a regular file"):
+        restore(str(tmp_path / "ok.state"), str(fifo))
+    refused(tmp_path, rebuild(data, _set(("virtio", 0, "device", "path"), os.fsencode(fifo))), mem, "not a regular file")

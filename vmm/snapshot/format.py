@@ -196,7 +196,7 @@ def read_state_file(path: str) -> bytes:
 
     what = f"snapshot {path}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError as err:
         raise SnapshotError(f"{what}: {err.strerror}") from None
     try:

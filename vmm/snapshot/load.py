@@ -136,6 +136,12 @@ def _open_block(record, allow_disk_change: bool, what: str):
     from .save import disk_identity
 
     path = os.fsdecode(bytes(record.path))
+    try:  # a FIFO named here would block the open below: refuse what no disk is
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        mode = None  # from_state() names the problem
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise SnapshotError(f"{what}: disk {path!r}: not a regular file or block device")
     disk = VirtioBlock.from_state(BlockState(path, record.size, record.read_only, bytes(record.disk_id)))
     try:
         mtime_ns, fingerprint = disk_identity(disk.fd, disk.size_bytes)
@@ -170,7 +176,7 @@ def _open_console(record, options: dict):
 def _open_memory_file(mem_path: str, size: int) -> int:
     what = f"memory file {mem_path}"
     try:
-        fd = os.open(mem_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(mem_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError as err:
         raise SnapshotError(f"{what}: {err.strerror}") from None
     info = os.fstat(fd)
