@@ -60,7 +60,40 @@ class Qmp:
         self.sock.close()
 
 
-def measure_qemu(contender, guest: str, mem_mib: int, rounds: int, workdir: str) -> dict:
+def _restored(argv: list[str], image: str, qmp_path: str) -> GuestSession:
+    """A QEMU loading ``image``, running once it printed its first byte."""
+    if os.path.exists(qmp_path):
+        os.unlink(qmp_path)
+    session = GuestSession(argv + ["-qmp", f"unix:{qmp_path},server=on,wait=off", "-incoming", f"exec:cat {image}"])
+    try:
+        qmp = Qmp(qmp_path)
+        qmp.wait_migration()
+        qmp.command("cont")
+        qmp.close()
+        deadline = time.monotonic() + 30
+        while not session.output:
+            session._read(deadline)
+    except BaseException:
+        session.kill()
+        raise
+    return session
+
+
+def _clones(argv: list[str], image: str, workdir: str, count: int) -> dict:
+    started = time.monotonic()
+    sessions: list[GuestSession] = []
+    try:
+        for index in range(count):
+            sessions.append(_restored(argv, image, os.path.join(workdir, f"qmp-{index}.sock")))
+        elapsed = time.monotonic() - started
+        rss = sum(s.rss_bytes() for s in sessions)
+    finally:
+        for session in sessions:
+            session.kill()
+    return {"seconds_to_all_answering": elapsed, "rss_mib": rss / 2**20}
+
+
+def measure_qemu(contender, guest: str, mem_mib: int, rounds: int, workdir: str, clone_counts=()) -> dict:
     qmp_path = os.path.join(workdir, "qmp.sock")
     image = os.path.join(workdir, "qemu.mig")
     argv = contender.argv(guest, mem_mib, []) + ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
@@ -80,21 +113,13 @@ def measure_qemu(contender, guest: str, mem_mib: int, rounds: int, workdir: str)
     finally:
         session.kill()
     result = {"full_create_ms": create_ms, "full_mem_on_disk_kib": os.stat(image).st_blocks * 512 / 1024}
+    plain = contender.argv(guest, mem_mib, [])
     to_output = []
     for _ in range(rounds):
-        os.unlink(qmp_path)
         started = time.monotonic()
-        restored = GuestSession(argv + ["-incoming", f"exec:cat {image}"])
-        try:
-            qmp = Qmp(qmp_path)
-            qmp.wait_migration()
-            qmp.command("cont")
-            deadline = time.monotonic() + 30
-            while not restored.output:
-                restored._read(deadline)
-            to_output.append((time.monotonic() - started) * 1000)
-            qmp.close()
-        finally:
-            restored.kill()
+        _restored(plain, image, qmp_path).kill()
+        to_output.append((time.monotonic() - started) * 1000)
     result["process_restore_to_first_output_ms"] = statistics.median(to_output)
+    for count in clone_counts:
+        result[f"clones_{count}"] = _clones(plain, image, workdir, count)
     return result
