@@ -309,3 +309,15 @@ def test_diff_holds_every_changed_page_the_devices_wrote_too(guest_elf, tmp_path
         clone.close()
     # and the full snapshot alone, restored, is the RAM at the base: the diff was needed
     assert base_mem.stat().st_size == 64 << 20
+
+
+def test_a_failed_snapshot_means_the_next_must_be_full(guest_elf, tmp_path):
+    with boot(guest_elf, mem_mib=32) as vm:
+        vm.pause()
+        snapshot(vm, str(tmp_path / "a.state"), str(tmp_path / "a.mem"))
+        with pytest.raises(SnapshotError, match="cannot write"):
+            snapshot(vm, str(tmp_path / "b.state"), str(tmp_path / "missing" / "b.mem"), diff=True)
+        with pytest.raises(SnapshotError, match="full snapshot first"):
+            snapshot(vm, str(tmp_path / "c.state"), str(tmp_path / "c.mem"), diff=True)
+        snapshot(vm, str(tmp_path / "d.state"), str(tmp_path / "d.mem"))
+        snapshot(vm, str(tmp_path / "e.state"), str(tmp_path / "e.mem"), diff=True)

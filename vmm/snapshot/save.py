@@ -11,6 +11,7 @@ from .format import SnapshotError
 from .memory_file import candidate_pages, write_memory_file
 
 FINGERPRINT_SPAN = 64 << 10
+PAGE = 4096  # KVM's dirty log and GuestMemory.host_dirty: one bit / byte per 4 KiB page
 
 
 def host_cpu(kvm) -> tuple[str, int]:
@@ -72,7 +73,7 @@ def _dirty_pages(parts) -> list[bytearray]:
     cleared) for the guest's writes, host_dirty for the VMM's own."""
     memory, result, first = parts.memory, [], 0
     for slot, region in enumerate(memory.regions):
-        count = region.size // fmt_page()
+        count = region.size // PAGE
         bitmap = parts.vm.dirty_log(slot)
         pages = bytearray(count)
         for byte_index, byte in enumerate(bitmap):
@@ -86,12 +87,6 @@ def _dirty_pages(parts) -> list[bytearray]:
     return result
 
 
-def fmt_page() -> int:
-    import mmap
-
-    return mmap.PAGESIZE
-
-
 def start_dirty_tracking(parts) -> None:
     """From now on, record which pages change (for the next diff snapshot)."""
     memory = parts.memory
@@ -102,7 +97,7 @@ def start_dirty_tracking(parts) -> None:
         else:
             for slot in range(len(memory.regions)):
                 parts.vm.dirty_log(slot)  # clear
-        memory.host_dirty = bytearray(memory.size // fmt_page())
+        memory.host_dirty = bytearray(memory.size // PAGE)
     else:
         for slot in range(len(memory.regions)):
             parts.vm.dirty_log(slot)  # clear
@@ -135,7 +130,13 @@ def snapshot(vm, state_path: str, mem_path: str, *, diff: bool = False) -> dict:
         )
     # Host-side device work (console input, say) runs on the event loop: keep
     # it out while the state and the RAM are read, so the two agree.
-    return parts.loop.run_exclusive(lambda: _take(vm, parts, state_path, mem_path, diff), timeout=60)
+    try:
+        return parts.loop.run_exclusive(lambda: _take(vm, parts, state_path, mem_path, diff), timeout=60)
+    except BaseException:
+        # The dirty log may have been read (and so cleared) for nothing: the
+        # next diff would miss those pages. Only a full snapshot may follow.
+        parts.memory.host_dirty = None
+        raise
 
 
 def _is_backing_file(memory, path: str) -> bool:
