@@ -92,6 +92,11 @@ class AssembledVm:
         # (eventfd, transport, queue index, NotifyRoute) of each ioeventfd-capable queue
         self.notify_queues: list[tuple] = []
         self.prepared: PreparedVm | None = None
+        # Snapshots (vmm/snapshot): the last snapshot taken or restored, whether
+        # KVM logs dirty pages, and whether the ACPI sleep port is there.
+        self.snapshot_id: bytes | None = None
+        self.dirty_logging = False
+        self.acpi = False
 
     def eventfd(self) -> int:
         fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -200,6 +205,9 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
     """Create the VM from ``prepared`` (which it then owns); vCPUs are not running."""
     import time
 
+    if prepared.boot is None:  # a snapshot (vmm/snapshot/load.py prepared it)
+        return assemble_from_snapshot(prepared, hooks, on_loop_error)
+
     config = prepared.config
     parts = AssembledVm()
     parts.prepared = prepared
@@ -225,6 +233,7 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
             if not uses_acpi:  # with ACPI the DSDT lists the devices instead
                 cmdline += " " + slot.cmdline_entry
+        parts.acpi = uses_acpi
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks)
@@ -234,32 +243,41 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
     return parts
 
 
-def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
+def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks, uart_state=None) -> None:
     vm = parts.vm
-    parts.uart = Uart16550(
-        hooks.serial_output,
-        lambda level: vm.set_irq_line(COM1_IRQ, level),
-        on_input_space=hooks.input_space,
-        on_plain_transmit=hooks.plain_transmit,
-    )
+    uart_args = (hooks.serial_output, lambda level: vm.set_irq_line(COM1_IRQ, level))
+    uart_kwargs = {"on_input_space": hooks.input_space, "on_plain_transmit": hooks.plain_transmit}
+    if uart_state is None:
+        parts.uart = Uart16550(*uart_args, **uart_kwargs)
+    else:
+        parts.uart = Uart16550.from_state(uart_state, *uart_args, **uart_kwargs)
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
     idle = _idle_serving_late_notifies(parts.notify_queues, hooks.idle)
     parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
 
-def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
-    """ACPI tables describing the machine, and the sleep port a guest's poweroff writes; returns the RSDP address."""
+def _add_acpi_sleep_port(parts: AssembledVm, hooks: MachineHooks) -> None:
     from .devices.acpi_sleep import AcpiSleepControl
-    from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, build_acpi
+    from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN
 
     parts.pio_bus.register(SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, AcpiSleepControl(hooks.power_off, S5_SLEEP_TYPE))
+
+
+def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
+    """ACPI tables describing the machine, and the sleep port a guest's poweroff writes; returns the RSDP address."""
+    from .x86.acpi import build_acpi
+
+    _add_acpi_sleep_port(parts, hooks)
     return build_acpi(parts.memory, vcpus, [(slot.addr, layout.VIRTIO_MMIO_SIZE, slot.irq) for slot in parts.virtio])
 
 
-def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, use_ioeventfd: bool, hooks: MachineHooks) -> VirtioSlot:
+def _add_virtio_device(
+    parts: AssembledVm, slots: layout.DeviceSlots, device, use_ioeventfd: bool, hooks: MachineHooks, transport_state=None
+) -> VirtioSlot:
     """Place a device in the next slot. Its used-buffer interrupt goes through
-    an irqfd: KVM injects it without a vCPU thread or a KVM_IRQ_LINE per interrupt."""
+    an irqfd: KVM injects it without a vCPU thread or a KVM_IRQ_LINE per interrupt.
+    With ``transport_state`` (a snapshot's), the transport is rebuilt from it."""
     from .devices.virtio.constants import MMIO_QUEUE_NOTIFY
     from .devices.virtio.mmio import VirtioMmioTransport
 
@@ -271,7 +289,11 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
         if level:
             os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
 
-    transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
+    if transport_state is None:
+        transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
+    else:
+        transport = VirtioMmioTransport.from_state(device, parts.memory, interrupt, transport_state)
+        transport.on_host_work = hooks.wake
     parts.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
     if use_ioeventfd:
         # Each queue's notifications start on an ioeventfd and move to the
@@ -354,3 +376,58 @@ def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks) -> None:
     # The boot processor enters the kernel; the others wait in the in-kernel
     # LAPIC for INIT/SIPI (KVM starts every vCPU but the first uninitialised).
     parts.boot_entry.apply(parts.vcpus[0])
+
+
+def assemble_from_snapshot(restored, hooks: MachineHooks, on_loop_error: Callable[[BaseException], None]) -> AssembledVm:
+    """Create a VM from a checked snapshot (vmm.snapshot.load.prepare_restore):
+    guest RAM maps the memory file MAP_PRIVATE, devices and vCPUs take their
+    saved state. Same order as ``assemble``: RAM before the irqchip."""
+    import time
+
+    from .snapshot import load
+    from .x86.cpu import guest_cpuid
+
+    from .kvm._kvm_cffi import lib as kvm_lib
+
+    config, body = restored.config, restored.body
+    parts = AssembledVm()
+    parts.prepared = restored
+    try:
+        parts.kvm = kvm = open_kvm(config.vcpus)
+        supported_cpuid = kvm.supported_cpuid()
+        load.check_host(restored, supported_cpuid)
+        parts.created_at = time.monotonic()
+        parts.vm = vm = kvm.create_vm()
+        try:
+            parts.memory = GuestMemory(layout.ram_regions(config.mem_mib << 20), backing_fd=restored.mem_fd)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot map the snapshot's memory file: {err}") from None
+        # Dirty logging from the start (cheap before the irqchip), so the
+        # restored VM can take diff snapshots against the one it came from.
+        for region in parts.memory.regions:
+            vm.add_memory(region.guest_addr, region.mapping, kvm_lib.KVM_MEM_LOG_DIRTY_PAGES)
+        parts.dirty_logging = True
+        parts.memory.host_dirty = bytearray(parts.memory.size // 4096)
+        parts.snapshot_id = restored.snapshot_id
+        vm.set_tss_addr(TSS_ADDR)
+        vm.create_irqchip()
+        parts.loop = EventLoop(on_error=on_loop_error)
+        _add_platform_devices(parts, hooks, uart_state=restored.serial_state)
+        slots = layout.DeviceSlots()
+        for device, state in zip(restored.devices, restored.transport_states):
+            _add_virtio_device(parts, slots, device, config.ioeventfd, hooks, transport_state=state)
+        parts.acpi = bool(body.machine.acpi)
+        if parts.acpi:
+            _add_acpi_sleep_port(parts, hooks)
+        load.apply_platform(vm, body.platform, restored.what)
+        saveable = set(kvm.msr_index_list())
+        for index, record in enumerate(body.vcpus):
+            vcpu = vm.create_vcpu(index)
+            parts.vcpus.append(vcpu)
+            vcpu.set_cpuid(guest_cpuid(supported_cpuid, index, config.vcpus, vcpu.tsc_khz()))
+            vcpu.ignore_port_writes(POST_CODE_PORT)
+            load.apply_vcpu(vcpu, record, saveable, f"{restored.what}: vCPU {index}")
+    except BaseException:
+        parts.close()
+        raise
+    return parts

@@ -54,10 +54,11 @@ class Params:
     serial_bytes: int = 65536
     blk_mib: int = 64
     density: int = 20
+    clones: tuple[int, ...] = (20, 100)
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3)
+        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3, clones=(3,))
 
 
 @dataclass
@@ -243,6 +244,48 @@ class Harness:
             seconds, rss_mib = (float(x) for x in out.split())
             self._record("density", f"{n} VMs started at once: all prompts", "s", "vmm (1 process)", seconds, higher=False)
             self._record("density", f"{n} VMs: total RSS", "MiB", "vmm (1 process)", rss_mib, higher=False)
+
+    def case_snapshot(self, contender: Contender) -> None:
+        """vmm, and QEMU's migration to a file where it has an equivalent (vmm/bench/qemu_snapshot.py)."""
+        if contender.name == "qemu":
+            from .qemu_snapshot import measure_qemu
+
+            # QEMU clones are processes of their own: 20 at most here (100 would be ~100 x its own RSS).
+            counts = [n for n in self.params.clones if n <= 20]
+            r = measure_qemu(contender, self.guest, self.params.mem_mib, 3, self.workdir, counts)
+            self._record("snapshot", "full snapshot create (counting guest)", "ms", "qemu", r["full_create_ms"], higher=False)
+            self._record("snapshot", "full snapshot memory file on disk", "KiB", "qemu", r["full_mem_on_disk_kib"], higher=False)
+            self._record("snapshot", "restore process to first output", "ms", "qemu",
+                         r["process_restore_to_first_output_ms"], higher=False)
+            for n in counts:
+                clones = r[f"clones_{n}"]
+                self._record("snapshot", f"{n} clones: all restored and running", "s", "qemu", clones["seconds_to_all_answering"], higher=False)
+                self._record("snapshot", f"{n} clones: RSS, QEMU processes / vmm's one", "MiB", "qemu", clones["rss_mib"], higher=False)
+            return
+        if contender.name != "vmm":
+            return
+        out = subprocess.run(
+            [sys.executable, "-m", "vmm.bench.snapshot", self.guest, str(self.params.mem_mib), "5",
+             *(str(n) for n in self.params.clones)],
+            capture_output=True, timeout=900, check=True,
+        ).stdout.decode()
+        r = json.loads(out)
+        rec = lambda name, unit, value: self._record("snapshot", name, unit, "vmm", value, higher=False)  # noqa: E731
+        rec("first full snapshot create (dirty log on)", "ms", r["first_full_create_ms"])
+        rec("full snapshot create (counting guest)", "ms", r["full_create_ms"])
+        rec("full snapshot memory file on disk", "KiB", r["full_mem_on_disk_kib"])
+        rec("diff snapshot create (after 180 counts)", "ms", r["diff_create_ms"])
+        rec("diff snapshot memory file on disk", "KiB", r["diff_mem_on_disk_kib"])
+        rec("restore to running (in-process)", "ms", r["restore_to_running_ms"])
+        rec("restore to first output (in-process)", "ms", r["restore_to_first_output_ms"])
+        rec("restore process to first output", "ms", r["process_restore_to_first_output_ms"])
+        for n in self.params.clones:
+            clones = r[f"clones_{n}"]
+            rec(f"{n} clones: all restored and running", "s", clones["seconds_to_all_answering"])
+            rec(f"{n} clones: RSS, QEMU processes / vmm's one", "MiB", clones["rss_mib"])
+            rec(f"{n} clones in 1 process: PSS", "MiB", clones["pss_mib"])
+            rec(f"{n} clones in 1 process: private (USS)", "MiB", clones["uss_mib"])
+            rec(f"{n} clones: USS of the process before them", "MiB", clones["uss_before_mib"])
 
     # --- running and reporting ---------------------------------------------
     def run(self) -> None:
