@@ -105,16 +105,22 @@ def check_timeout(seconds) -> float:
     return value
 
 
-def check_cmdline(cmdline) -> bytes:
-    """The user's command line as bytes: UTF-8, no NUL, within what the guest keeps."""
-    if not isinstance(cmdline, str):
-        raise ConfigError(f"kernel command line must be a string, not {type(cmdline).__name__}")
+def encode_cmdline(cmdline: str) -> bytes:
+    """A command line as the guest gets it: UTF-8, no NUL (a C string)."""
     try:
         encoded = cmdline.encode()
     except UnicodeEncodeError:
         raise ConfigError("kernel command line is not valid UTF-8") from None
     if b"\0" in encoded:
         raise ConfigError("kernel command line contains a NUL byte")
+    return encoded
+
+
+def check_cmdline(cmdline) -> bytes:
+    """The user's command line as bytes: UTF-8, no NUL, within what the guest keeps."""
+    if not isinstance(cmdline, str):
+        raise ConfigError(f"kernel command line must be a string, not {type(cmdline).__name__}")
+    encoded = encode_cmdline(cmdline)
     if len(encoded) > COMMAND_LINE_MAX:
         raise ConfigError(
             f"kernel command line is {len(encoded)} bytes; the guest keeps at most {COMMAND_LINE_MAX} "

@@ -7,6 +7,7 @@ command line against what the guest keeps.
 
 from __future__ import annotations
 
+from ..config import encode_cmdline
 from ..errors import ConfigError, KernelImageError
 from ..memory import GuestMemory
 from ..x86 import layout
@@ -94,17 +95,6 @@ def load_initrd(path: str, kernel: KernelImage, ram_size: int) -> bytes:
     with InputFile(path, "initrd") as source:
         initrd_address(source.size, kernel, ram_size)
         return source.read(0, source.size)
-
-
-def encode_cmdline(cmdline: str) -> bytes:
-    """The command line as the guest gets it, checked against COMMAND_LINE_SIZE."""
-    try:
-        encoded = cmdline.encode()
-    except UnicodeEncodeError:
-        raise ConfigError("kernel command line is not valid UTF-8") from None
-    if b"\0" in encoded:
-        raise ConfigError("kernel command line contains a NUL byte")
-    return encoded
 
 
 def load_pvh(
