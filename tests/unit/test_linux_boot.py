@@ -365,8 +365,10 @@ def test_a_guest_powers_off_through_the_acpi_sleep_register(tmp_path):
 
 
 @pytest.mark.kvm
-def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_path):
+def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_path, monkeypatch):
     from vmm import builder
+
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "0")  # no platform options: the command line is the user's
     from vmm.config import DiskConfig, VmConfig
     from vmm.x86 import acpi
 
@@ -420,3 +422,22 @@ def test_inputs_bigger_than_guest_ram_are_refused_before_reading(tmp_path):
         f.truncate(1 << 40)
     with pytest.raises(ConfigError, match="kernel .* more than the guest's RAM"):
         select_boot(huge_kernel, None, 64 * MIB)
+
+
+def test_platform_options_are_added_on_a_software_kvm_only_and_never_twice(monkeypatch):
+    from vmm.x86 import platform
+
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "1")
+    assert platform.linux_options("console=ttyS0") == list(platform.LINUX_OPTIONS)
+    assert "reboot=t" not in platform.linux_options("console=ttyS0 reboot=k")
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "0")
+    assert platform.linux_options("console=ttyS0") == []
+
+
+def test_linux_cpuid_policy_hides_cx16_and_friends():
+    from vmm.x86.cpu import CPUID_1_ECX_CX16, CPUID_7_EBX_SMAP, LINUX_HIDDEN_FEATURES, guest_cpuid
+
+    supported = [(1, 0, 0, 0, 0, 0xFFFF_FFFF, 0), (7, 0, 1, 0, 0xFFFF_FFFF, 0, 0)]
+    leaf1, leaf7 = guest_cpuid(supported, 0, 1, 0, LINUX_HIDDEN_FEATURES)
+    assert not leaf1[5] & CPUID_1_ECX_CX16 and not leaf7[4] & CPUID_7_EBX_SMAP
+    assert guest_cpuid(supported, 0, 1, 0)[0][5] & CPUID_1_ECX_CX16  # the bundled guest keeps it
