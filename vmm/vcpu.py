@@ -54,8 +54,21 @@ def current_vcpu() -> "VcpuThread | None":
 
 
 class VcpuThread:
-    def __init__(self, vcpu: Vcpu, pio_bus, mmio_bus, on_outcome: Callable[[VmOutcome], None]):
+    def __init__(self, vcpu: Vcpu, pio_bus, mmio_bus, on_outcome: Callable[[VmOutcome], None], memory=None, complete_syscalls: bool = False):
+        """``memory``: guest RAM, for the instruction fallback on emulation-failure
+        exits (None: such an exit stops the VM). ``complete_syscalls``: finish ring-3
+        `syscall`s this platform leaves at CPL3 (Linux guests on PVM only)."""
         self.vcpu = vcpu
+        self._memory = memory
+        self.fallback = self.syscalls = None
+        if memory is not None:
+            from .x86.fallback.instructions import Fallback
+
+            self.fallback = Fallback(vcpu, memory)
+            if complete_syscalls:
+                from .x86.fallback.syscall_entry import SyscallCompletion
+
+                self.syscalls = SyscallCompletion(vcpu, memory, lib)
         self.index = vcpu.index
         self.name = f"vcpu{vcpu.index}"
         self._pio, self._mmio = pio_bus, mmio_bus
@@ -204,7 +217,36 @@ class VcpuThread:
             else:
                 item[:] = self._pio.read(port, size).to_bytes(size, "little")
 
+    @property
+    def fallback_counts(self) -> dict[str, int]:
+        """Instructions the VMM carried out for the emulator, by name (and syscalls completed)."""
+        counts = dict(self.fallback.counts) if self.fallback else {}
+        if self.syscalls is not None and self.syscalls.completed:
+            counts["syscall"] = self.syscalls.completed
+        return counts
+
+    def _emulation_failure(self) -> bool:
+        """KVM_INTERNAL_ERROR_EMULATION: carry the instruction out here; False if not possible."""
+        from .x86.fallback.instructions import Unsupported
+
+        code = self.vcpu.emulation_failure_bytes() if self.fallback else None
+        if not code:
+            return False
+        try:
+            self.fallback.execute(code)
+        except Unsupported as err:
+            self.crash(f"KVM's emulator failed and so did the VMM's fallback: {err}")
+            self.stop()
+            return True
+        if self.syscalls is not None:
+            self.syscalls.refresh()
+        return True
+
     def _other_exit(self, reason: int, ex) -> None:
+        if reason == lib.KVM_EXIT_INTERNAL_ERROR and ex.detail[0] == lib.KVM_INTERNAL_ERROR_EMULATION and self._emulation_failure():
+            return
+        if reason == lib.KVM_EXIT_DEBUG and self.syscalls is not None and self.syscalls.on_debug_exit(self.vcpu.debug_exit()[1]):
+            return
         if reason == lib.KVM_EXIT_SHUTDOWN:
             self.crash("guest triple fault (KVM_EXIT_SHUTDOWN)")
         elif reason == lib.KVM_EXIT_FAIL_ENTRY:

@@ -139,6 +139,10 @@ class Vm:
         )
         _check("KVM_IOEVENTFD", lib.vmm_ioctl(self.fd, lib.KVM_IOEVENTFD, ioeventfd), f"at 0x{addr:x}")
 
+    def enable_cap(self, cap: int, *args: int) -> None:
+        enable = ffi.new("struct kvm_enable_cap *", {"cap": cap, "flags": 0, "args": list(args) + [0] * (4 - len(args))})
+        _check("KVM_ENABLE_CAP", lib.vmm_ioctl(self.fd, lib.KVM_ENABLE_CAP, enable), f"capability {cap}")
+
     def create_vcpu(self, index: int) -> "Vcpu":
         fd = _check("KVM_CREATE_VCPU", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VCPU, index))
         return Vcpu(self, fd, index)
@@ -199,6 +203,48 @@ class Vcpu:
         fpu = ffi.new("struct kvm_fpu *")
         fpu.fcw, fpu.mxcsr = fcw, mxcsr
         _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
+
+    def get_fpu(self):
+        fpu = ffi.new("struct kvm_fpu *")
+        _check("KVM_GET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_GET_FPU, fpu))
+        return fpu
+
+    def put_fpu(self, fpu) -> None:
+        """KVM_SET_FPU with a whole structure from get_fpu."""
+        _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        table = ffi.new("struct kvm_msrs *", {"nmsrs": len(indices), "entries": len(indices)})
+        for slot, index in zip(table.entries, indices):
+            slot.index = index
+        done = _check("KVM_GET_MSRS", lib.vmm_ioctl(self.fd, lib.KVM_GET_MSRS, table))
+        return {table.entries[i].index: table.entries[i].data for i in range(done)}
+
+    def queue_exception(self, vector: int, error_code: int | None = None) -> None:
+        """Deliver exception ``vector`` at the next KVM_RUN (KVM_SET_VCPU_EVENTS)."""
+        event = ffi.new("struct vmm_exception_event *")
+        event.injected, event.nr = 1, vector
+        event.has_error_code, event.error_code = int(error_code is not None), error_code or 0
+        _check("KVM_SET_VCPU_EVENTS", lib.vmm_queue_exception(self.fd, event), f"vector {vector}")
+
+    def set_guest_debug(self, control: int, debugreg: list[int] | None = None) -> None:
+        debug = ffi.new("struct kvm_guest_debug *")
+        debug.control = control
+        for i, value in enumerate((debugreg or [])[:8]):
+            debug.arch.debugreg[i] = value
+        _check("KVM_SET_GUEST_DEBUG", lib.vmm_ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, debug))
+
+    def emulation_failure_bytes(self) -> bytes | None:
+        """The instruction bytes of a KVM_INTERNAL_ERROR_EMULATION exit, if it carries them."""
+        buf, flags = ffi.new("uint8_t[16]"), ffi.new("uint64_t *")
+        count = lib.vmm_emulation_failure(self.run_struct, buf, flags)
+        return None if count < 0 else bytes(ffi.buffer(buf, count))
+
+    def debug_exit(self) -> tuple[int, int, int, int]:
+        """A KVM_EXIT_DEBUG exit's (exception, pc, dr6, dr7)."""
+        out = ffi.new("uint64_t[4]")
+        lib.vmm_debug_exit(self.run_struct, out)
+        return out[0], out[1], out[2], out[3]
 
     def set_xcr0(self, value: int) -> None:
         xcrs = ffi.new("struct kvm_xcrs *")

@@ -29,6 +29,9 @@ struct vmm_fastpath {
     uint16_t tx_port;             /* the UART's THR port */
     uint8_t tx_enabled;           /* set by the UART model while a THR write is pure output */
 };
+
+/* An exception to deliver at the next KVM_RUN (see vmm_queue_exception). */
+struct vmm_exception_event { uint8_t injected; uint8_t nr; uint8_t has_error_code; uint8_t pending; uint32_t error_code; };
 """
 
 CDEF = r"""
@@ -59,6 +62,19 @@ CDEF = r"""
 #define KVM_SET_XCRS ...
 #define KVM_GET_XCRS ...
 #define KVM_GET_TSC_KHZ ...
+#define KVM_GET_FPU ...
+#define KVM_GET_VCPU_EVENTS ...
+#define KVM_SET_VCPU_EVENTS ...
+#define KVM_SET_GUEST_DEBUG ...
+#define KVM_ENABLE_CAP ...
+#define KVM_GUESTDBG_ENABLE ...
+#define KVM_GUESTDBG_SINGLESTEP ...
+#define KVM_GUESTDBG_USE_HW_BP ...
+#define KVM_INTERNAL_ERROR_EMULATION ...
+#define KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES ...
+#define KVM_CAP_EXIT_ON_EMULATION_FAILURE ...
+#define KVM_CAP_SET_GUEST_DEBUG ...
+#define KVM_CAP_VCPU_EVENTS ...
 
 #define KVM_CAP_USER_MEMORY ...
 #define KVM_CAP_SET_TSS_ADDR ...
@@ -119,7 +135,11 @@ struct kvm_sregs {
     uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
     ...;
 };
-struct kvm_fpu { uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint32_t mxcsr; ...; };
+struct kvm_fpu { uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint16_t last_opcode; uint64_t last_ip; uint64_t last_dp;
+    uint8_t fpr[8][16]; uint8_t xmm[16][16]; uint32_t mxcsr; ...; };
+struct kvm_enable_cap { uint32_t cap; uint32_t flags; uint64_t args[4]; ...; };
+struct kvm_guest_debug_arch { uint64_t debugreg[8]; ...; };
+struct kvm_guest_debug { uint32_t control; struct kvm_guest_debug_arch arch; ...; };
 struct kvm_xcr { uint32_t xcr; uint64_t value; ...; };
 struct kvm_xcrs { uint32_t nr_xcrs; uint32_t flags; struct kvm_xcr xcrs[16]; ...; };
 struct kvm_msr_entry { uint32_t index; uint64_t data; ...; };
@@ -146,6 +166,9 @@ int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, struct vmm_fastp
 void vmm_complete_read(struct kvm_run *run, uint64_t value);
 size_t vmm_io_data_offset(struct kvm_run *run);
 int vmm_install_kick_handler(int signo);
+int vmm_emulation_failure(struct kvm_run *run, uint8_t *bytes, uint64_t *flags);
+void vmm_debug_exit(struct kvm_run *run, uint64_t *out);
+int vmm_queue_exception(int fd, struct vmm_exception_event *ev);
 """
 
 SOURCE = r"""
@@ -273,6 +296,52 @@ static void vmm_complete_read(struct kvm_run *run, uint64_t value)
 static size_t vmm_io_data_offset(struct kvm_run *run)
 {
     return run->io.data_offset;
+}
+
+/* KVM_INTERNAL_ERROR_EMULATION: copy the instruction bytes (up to 15) the exit
+   carries; returns their count, or -1 when the exit has none. */
+static int vmm_emulation_failure(struct kvm_run *run, uint8_t *bytes, uint64_t *flags)
+{
+    *flags = 0;
+    if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR || run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION
+        || run->emulation_failure.ndata < 3)
+        return -1;
+    *flags = run->emulation_failure.flags;
+    if (!(*flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES))
+        return -1;
+    unsigned n = run->emulation_failure.insn_size;
+    if (n > sizeof run->emulation_failure.insn_bytes)
+        n = sizeof run->emulation_failure.insn_bytes;
+    memcpy(bytes, run->emulation_failure.insn_bytes, n);
+    return (int)n;
+}
+
+/* KVM_EXIT_DEBUG: exception, pc, dr6, dr7. */
+static void vmm_debug_exit(struct kvm_run *run, uint64_t *out)
+{
+    out[0] = run->debug.arch.exception;
+    out[1] = run->debug.arch.pc;
+    out[2] = run->debug.arch.dr6;
+    out[3] = run->debug.arch.dr7;
+}
+
+/* Queue an exception for the next KVM_RUN (read-modify-write of the vCPU
+   events, so NMI/interrupt state is kept as it is). */
+static int vmm_queue_exception(int fd, struct vmm_exception_event *ev)
+{
+    struct kvm_vcpu_events events;
+    memset(&events, 0, sizeof events);
+    if (ioctl(fd, KVM_GET_VCPU_EVENTS, &events) < 0)
+        return -errno;
+    events.exception.injected = ev->injected;
+    events.exception.nr = ev->nr;
+    events.exception.has_error_code = ev->has_error_code;
+    events.exception.pending = ev->pending;
+    events.exception.error_code = ev->error_code;
+    events.flags &= KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
+    if (ioctl(fd, KVM_SET_VCPU_EVENTS, &events) < 0)
+        return -errno;
+    return 0;
 }
 
 static void vmm_kick(int signo) { (void)signo; }
