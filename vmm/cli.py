@@ -156,9 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
+    _add_linux_parser(commands)
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
+
+
+# --- `vmm linux` (vmm/linux_cmd.py) ---------------------------------------------
+def _add_linux_parser(commands) -> None:
+    linux = commands.add_parser("linux", help="boot a Linux kernel, run one command in it, return its exit status")
+    linux.add_argument("--kernel", metavar="K", required=True, help="Linux bzImage (or vmlinux with a PVH note)")
+    linux.add_argument("--initrd", metavar="I", help="boot this initramfs instead of building one (it must run the command itself)")
+    linux.add_argument("--modules", metavar="DIR", help="the kernel's /lib/modules/VERSION tree (default: lib/modules/VERSION beside a vmlinuz-VERSION)")
+    linux.add_argument("--no-busybox", action="store_true", help="leave the host's static busybox out of the initramfs")
+    linux.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk (repeatable): /dev/vda, /dev/vdb...")
+    linux.add_argument("--root", metavar="DEV", help="mount DEV (ext4, e.g. /dev/vda) and run the command inside it")
+    linux.add_argument("--append", metavar="STR", help="more kernel command line")
+    linux.add_argument("--cpus", metavar="N", type=_count, default=1, help="vCPUs (default 1)")
+    linux.add_argument("--mem", metavar="MIB", type=_mib, default=256, help="guest RAM in MiB (default 256)")
+    linux.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
+    linux.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
+    linux.add_argument("--stats", action="store_true", help="print the boot protocol, VM exit counts and instruction fallbacks on stderr")
+    linux.add_argument("guest_command", nargs="+", metavar="CMD", help="the command to run in the guest, after --, with its arguments")
+
+
+def cmd_linux(args) -> int:
+    from .linux_cmd import linux_config
+
+    args.exit_code_style = "vmm"
+    return cmd_run(args, linux_config(args))
 
 
 def _config(args) -> VmConfig:
@@ -205,12 +232,12 @@ def _pump_input(vm, interactive: bool) -> None:
             vm.stop()
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, config: VmConfig | None = None) -> int:
     from .machine import MicroVM, StopReason, VmOutcome
 
     # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
     # big for the guest) before it reads them or touches KVM.
-    vm = MicroVM(_config(args), output_fd=1, capture=False)
+    vm = MicroVM(config or _config(args), output_fd=1, capture=False)
     interactive = os.isatty(0)
 
     def terminate(signum, frame):
@@ -235,6 +262,12 @@ def cmd_run(args) -> int:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
         print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)
         print(f"vmm: exits: {counts}", file=sys.stderr)
+        fallbacks: dict[str, int] = {}
+        for thread in vm.vcpus:
+            for name, n in thread.fallback_counts.items():
+                fallbacks[name] = fallbacks.get(name, 0) + n
+        if fallbacks:
+            print("vmm: carried out for the emulator: " + ", ".join(f"{name} {n}" for name, n in sorted(fallbacks.items())), file=sys.stderr)
         misses = vm.unhandled_accesses
         if any(misses.values()):
             print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
@@ -280,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "linux":
+            return cmd_linux(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":

@@ -1,0 +1,137 @@
+"""`vmm linux`: boot a Linux kernel to vmm's init, run one command, return its status.
+
+The initramfs is built on the fly (initramfs.py): vmm's static init
+(guest/build/linux-init, from guest/linux_init/init.c), the kernel's virtio
+modules from its package tree when the kernel has them as modules, and a
+static busybox when the host has one (so `sh`, `echo`, `ls`... exist). The
+command travels on the kernel command line as vmm.cmd=<base64 of its
+NUL-terminated arguments>; the init runs it on the serial console and powers
+off through the exit device with its status, which becomes vmm's.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+
+from .errors import ConfigError
+
+INIT_ENV = "VMM_LINUX_INIT"
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+# Kernel options for a one-command VM: a panic reboots at once (with reboot=t,
+# a triple fault: the VM stops) instead of hanging.
+BASE_CMDLINE = "console=ttyS0 panic=-1"
+
+
+def linux_init_path() -> str:
+    path = os.environ.get(INIT_ENV) or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest", "build", "linux-init")
+    if not os.path.isfile(path):
+        raise ConfigError(f"vmm's Linux init is not built ({path}): run ./build_guest.sh")
+    return path
+
+
+def default_module_tree(kernel_path: str) -> str | None:
+    """lib/modules/VERSION beside a kernel named vmlinuz-VERSION (how fetch_kernel.sh leaves it)."""
+    name = os.path.basename(kernel_path)
+    for prefix in ("vmlinuz-", "vmlinux-"):
+        if name.startswith(prefix):
+            tree = os.path.join(os.path.dirname(os.path.abspath(kernel_path)), "lib", "modules", name[len(prefix):])
+            return tree if os.path.isdir(tree) else None
+    return None
+
+
+def static_busybox() -> str | None:
+    for path in BUSYBOX_CANDIDATES:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            continue
+        if head[:4] == b"\x7fELF" and b"PT_INTERP" not in head and _is_static(path):
+            return path
+    return None
+
+
+def _is_static(path: str) -> bool:
+    """No program interpreter: ELF64 program headers without PT_INTERP."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read(65536)
+    if len(data) < 64 or data[4] != 2:
+        return False
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        offset = phoff + i * phentsize
+        if offset + 4 > len(data):
+            return False
+        if struct.unpack_from("<I", data, offset)[0] == 3:  # PT_INTERP
+            return False
+    return True
+
+
+def busybox_files(path: str) -> dict:
+    """/bin/busybox and a link per applet."""
+    with open(path, "rb") as f:
+        image = f.read()
+    applets = subprocess.run([path, "--list"], capture_output=True, text=True, check=False).stdout.split()
+    files = {"bin/busybox": (image, 0o755)}
+    for applet in applets:
+        if applet and "/" not in applet and applet != "busybox":
+            files[f"bin/{applet}"] = ("symlink", "busybox")
+    return files
+
+
+def build_linux_initramfs(kernel_path: str, module_tree: str | None, busybox: str | None, modules=None) -> bytes:
+    from .initramfs import DEFAULT_MODULES, build_initramfs, resolve_modules
+
+    with open(linux_init_path(), "rb") as f:
+        init = f.read()
+    chosen = resolve_modules(module_tree, modules or DEFAULT_MODULES) if module_tree else []
+    return build_initramfs(init, chosen, busybox_files(busybox) if busybox else None)
+
+
+def encode_command(argv: list[str]) -> str:
+    """vmm.cmd=...: base64 of each argument NUL-terminated (the kernel command line has no quoting)."""
+    if not argv:
+        raise ConfigError("vmm linux needs a command after --")
+    raw = b"".join(os.fsencode(arg) + b"\0" for arg in argv)
+    if any(b"\0" in os.fsencode(arg) for arg in argv):
+        raise ConfigError("a command argument contains a NUL byte")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def linux_cmdline(argv: list[str], root: str | None = None, extra: str | None = None) -> str:
+    parts = [BASE_CMDLINE]
+    if extra:
+        parts.append(extra)
+    if root:
+        parts.append(f"vmm.root={root}")
+    parts.append(f"vmm.cmd={encode_command(argv)}")
+    return " ".join(parts)
+
+
+def linux_config(args):
+    """The VmConfig for `vmm linux` arguments."""
+    from .config import VmConfig
+
+    if args.initrd:
+        initrd = args.initrd
+    else:
+        tree = args.modules if args.modules else default_module_tree(args.kernel)
+        if args.modules and not os.path.isdir(args.modules):
+            raise ConfigError(f"--modules {args.modules}: not a directory")
+        busybox = None if args.no_busybox else static_busybox()
+        initrd = build_linux_initramfs(args.kernel, tree, busybox)
+    return VmConfig(
+        kernel=args.kernel,
+        cmdline=linux_cmdline(args.guest_command, args.root, args.append),
+        initrd=initrd,
+        mem_mib=args.mem,
+        timeout=args.timeout,
+        serial_log=args.serial_log,
+        devices=tuple(args.disk),
+        vcpus=args.cpus,
+    )
