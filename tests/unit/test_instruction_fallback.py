@@ -46,7 +46,7 @@ class FakeVcpu:
         for name, value in regs.items():
             setattr(self.regs, name, value)
         seg = lambda: SimpleNamespace(base=0, selector=0x10)  # noqa: E731
-        self.sregs = SimpleNamespace(cr0=CR0, cr2=0, cr3=PML4, cs=seg(), fs=seg(), gs=seg())
+        self.sregs = SimpleNamespace(cr0=CR0, cr2=0, cr3=PML4, cr4=1 << 9, cs=seg(), fs=seg(), gs=seg())
         self.fpu = SimpleNamespace(mxcsr=0x1F80)
         self.exceptions: list[tuple] = []
 
@@ -62,11 +62,11 @@ class FakeVcpu:
     def set_sregs(self, sregs):
         self.sregs = sregs
 
-    def get_fpu(self):
-        return SimpleNamespace(**vars(self.fpu))
+    def get_mxcsr(self):
+        return self.fpu.mxcsr
 
-    def put_fpu(self, fpu):
-        self.fpu = fpu
+    def set_mxcsr(self, value):
+        self.fpu.mxcsr = value
 
     def queue_exception(self, vector, error_code=None):
         self.exceptions.append((vector, error_code))
@@ -178,6 +178,13 @@ def test_ldmxcsr_with_reserved_bits_raises_gp_and_keeps_rip():
     mem.write_int(DATA_PAGE, 4, 0x10000)
     vcpu, _, _ = run(bytes.fromhex("0fae10"), mem, rax=DATA_VA)
     assert vcpu.exceptions == [(13, 0)] and vcpu.regs.rip == 0x1000 and vcpu.fpu.mxcsr == 0x1F80
+
+
+def test_ldmxcsr_without_osfxsr_is_undefined():
+    vcpu = FakeVcpu(rip=0x1000, rax=DATA_VA)
+    vcpu.sregs.cr4 = 0
+    Fallback(vcpu, build_memory()).execute(bytes.fromhex("0fae10"))
+    assert vcpu.exceptions == [(6, None)] and vcpu.regs.rip == 0x1000
 
 
 def test_stmxcsr_to_a_read_only_page_injects_pf_with_cr2():

@@ -441,3 +441,39 @@ def test_linux_cpuid_policy_hides_cx16_and_friends():
     leaf1, leaf7 = guest_cpuid(supported, 0, 1, 0, LINUX_HIDDEN_FEATURES)
     assert not leaf1[5] & CPUID_1_ECX_CX16 and not leaf7[4] & CPUID_7_EBX_SMAP
     assert guest_cpuid(supported, 0, 1, 0)[0][5] & CPUID_1_ECX_CX16  # the bundled guest keeps it
+
+
+# A tiny kernel that executes instructions this platform's ring-0 emulator gives up
+# on (the VMM's fallback carries them out; hardware runs them) and reports the
+# result as its exit status: popcnt(0x7) + (ldmxcsr/stmxcsr of 0x1fa0) - 0x1f80 = 3 + 32.
+FALLBACK_INSTRUCTIONS = bytes.fromhex(
+    "0f20e0" "480d00020000" "0f22e0"  # mov rax, cr4; or rax, OSFXSR; mov cr4, rax
+    "c7042500800000a01f0000"  # mov dword [0x8000], 0x1fa0
+    "0fae142500800000"  # ldmxcsr [0x8000]      (SIB, no base: absolute)
+    "0fae1c2504800000"  # stmxcsr [0x8004]
+    "8b042504800000"  # mov eax, [0x8004]
+    "2d801f0000"  # sub eax, 0x1f80          (= 0x20)
+    "48c7c107000000"  # mov rcx, 7
+    "f3480fb8d9"  # popcnt rbx, rcx           (= 3)
+    "01d8"  # add eax, ebx
+    "e6f4"  # out 0xf4, al
+    "ebfe"  # jmp .
+)
+RESET_BY_I8042 = bytes.fromhex("b0fe" "e664" "ebfe")  # mov al, 0xfe; out 0x64, al; jmp .
+
+
+@pytest.mark.kvm
+def test_instructions_the_emulator_lacks_are_carried_out(tmp_path):
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=FALLBACK_INSTRUCTIONS))))
+    result = run_vmm("--kernel", path, "--mem", "64", "--timeout", "20", "--stats")
+    assert result.returncode == 35, result.stderr.decode()
+
+
+@pytest.mark.kvm
+def test_the_i8042_reset_command_stops_the_vm_as_a_reset(tmp_path):
+    from vmm import MicroVM, VmConfig
+
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=RESET_BY_I8042))))
+    with MicroVM(VmConfig(kernel=path, mem_mib=64, timeout=20)) as vm:
+        outcome = vm.wait(30)
+    assert outcome.reason == "reset" and "i8042" in outcome.message

@@ -22,7 +22,8 @@ from ...errors import GuestMemoryError
 from .decode import REGISTER_NAMES, DecodeError, Instruction, decode
 from .pagewalk import LinearMemory, PageFault
 
-VECTOR_BP, VECTOR_UD, VECTOR_GP, VECTOR_PF = 3, 6, 13, 14
+VECTOR_BP, VECTOR_UD, VECTOR_NM, VECTOR_GP, VECTOR_PF = 3, 6, 7, 13, 14
+CR0_EM, CR0_TS, CR4_OSFXSR = 1 << 2, 1 << 3, 1 << 9
 RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF, RFLAGS_OF = 1, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11
 RFLAGS_AC = 1 << 18
 MXCSR_WRITABLE = 0xFFFF  # bits 31:16 are reserved: ldmxcsr of any of them raises #GP(0)
@@ -110,16 +111,18 @@ def _group15(fb: Fallback, insn: Instruction, state):
     if state is None or name == "clflush":
         return name
     regs, sregs = state
+    if sregs.cr0 & CR0_EM or not sregs.cr4 & CR4_OSFXSR:  # SDM: #UD, SSE not enabled
+        raise _Raise(VECTOR_UD)
+    if sregs.cr0 & CR0_TS:
+        raise _Raise(VECTOR_NM)
     linear, address = fb._linear(sregs), Fallback._address(insn, regs, sregs)
-    fpu = fb.vcpu.get_fpu()
     if name == "stmxcsr":
-        linear.write(address, (fpu.mxcsr & 0xFFFF_FFFF).to_bytes(4, "little"))
+        linear.write(address, (fb.vcpu.get_mxcsr() & 0xFFFF_FFFF).to_bytes(4, "little"))
         return name
     value = int.from_bytes(linear.read(address, 4), "little")
     if value & ~MXCSR_WRITABLE:
         raise _Raise(VECTOR_GP, 0)
-    fpu.mxcsr = value
-    fb.vcpu.put_fpu(fpu)
+    fb.vcpu.set_mxcsr(value)
     return name
 
 
