@@ -207,6 +207,8 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
             if not uses_acpi:  # with ACPI the DSDT lists the devices instead
                 cmdline += " " + slot.cmdline_entry
+        if is_linux(prepared.boot):
+            _add_pc_legacy_devices(parts)
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks, hide_linux_features=is_linux(prepared.boot))
@@ -237,6 +239,21 @@ def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
     parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, hooks.idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
+
+
+def _add_pc_legacy_devices(parts: AssembledVm) -> None:
+    """What Linux reads or writes on any PC: the CMOS clock, and the i8042's reset line (reboot=k)."""
+    from .devices.cmos_rtc import RTC_BASE, RTC_SPAN, CmosRtc
+    from .devices.i8042 import I8042, I8042_BASE, I8042_SPAN
+    from .vcpu import current_vcpu
+
+    def reset() -> None:
+        vcpu = current_vcpu()
+        if vcpu is not None:
+            vcpu.guest_reset("i8042 reset command")
+
+    parts.pio_bus.register(RTC_BASE, RTC_SPAN, CmosRtc())
+    parts.pio_bus.register(I8042_BASE, I8042_SPAN, I8042(reset))
 
 
 def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:

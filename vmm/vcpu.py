@@ -269,6 +269,11 @@ class VcpuThread:
         else:
             self.crash(f"unknown KVM system event type {kind}")
 
+    def guest_reset(self, how: str) -> None:
+        """The guest pulled the reset line (a device on this thread's exit): the VM stops, reason "reset"."""
+        self._on_outcome(VmOutcome(0, StopReason.RESET, f"{self.name}: guest requested a reset ({how})"))
+        self.stop()
+
     def register_dump(self) -> str:
         try:
             r, s = self.vcpu.get_regs(), self.vcpu.get_sregs()
