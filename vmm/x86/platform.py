@@ -5,9 +5,13 @@ instruction goes through KVM's instruction emulator (see PLATFORM.md). Linux
 boots there only with a few kernel options the user cannot be expected to
 know, so the VMM adds them itself (and says so under --stats):
 
-- ``noxsave``: KVM_SET_CPUID2 cannot hide XSAVE here (see cpu.LINUX_HIDDEN_FEATURES:
-  only bits KVM_GET_SUPPORTED_CPUID lists can be changed, the rest pass through
-  from the hardware), and the emulator cannot execute xsave/xrstor.
+- ``noxsave``: the emulator cannot execute xsave/xrstor, and CPUID cannot hide
+  them. Why clearing the XSAVE CPUID bit alone did not stop Linux using XSAVE
+  (measured by tests/unit/test_cpuid_policy.py's real-mode probe): the guest's
+  CPUID shows KVM_SET_CPUID2's value only for the bits KVM_GET_SUPPORTED_CPUID
+  lists; every other bit is the hardware's. This KVM lists no XSAVE (leaf 1
+  ECX 0x81202000 here: CX16 yes; XSAVE, OSXSAVE, SSSE3, POPCNT no; no SMAP in
+  leaf 7), so the guest sees the host CPU's XSAVE whatever the VMM sets.
 - ``clearcpuid=cx16,ssse3,popcnt,smap``: the same for instructions the emulator
   lacks (cx16 is also hidden by CPUID; saying it twice is harmless). Hiding SMAP
   removes ~11,600 clac/stac fallbacks per boot; POPCNT ~830.
