@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import EXIT_GUEST_CRASHED, EXIT_VMM_FAILURE, KvmError, VmmError
@@ -92,6 +93,21 @@ class VcpuThread:
         with self._cond:
             self._state = RUNNING
         self._thread.start()
+        if self.syscalls is not None:
+            threading.Thread(target=self._watch_for_syscall_setup, name=f"{self.name}-syscall-watch", daemon=True).start()
+
+    SYSCALL_WATCH_PERIOD_S = 0.5
+
+    def _watch_for_syscall_setup(self) -> None:
+        """Kick the vCPU twice a second until the syscall completion is armed: it can
+        arm only at an exit after the guest has enabled SYSCALL, and Linux may make
+        no other exit between that (early in start_kernel) and its first user
+        syscall (minutes later here). 2 exits a second until armed, none after."""
+        while self._state == RUNNING or self._state == PAUSED:
+            if self.syscalls.handler:
+                return
+            self.kick()
+            time.sleep(self.SYSCALL_WATCH_PERIOD_S)
 
     def stop(self) -> None:
         """Ask the thread to end; returns at once (``join`` waits)."""
@@ -185,6 +201,8 @@ class VcpuThread:
                     vcpu.set_immediate_exit(False)
                     counts[EXIT_INTR] += 1
                     counts[EXIT_IO] += ex.absorbed  # port writes C handled before the kick
+                    if self.syscalls is not None and not self.syscalls.handler:
+                        self.syscalls.refresh()  # a look-out kick (see _watch_for_syscall_setup)
                     continue
                 raise KvmError("KVM_RUN", -result)
             reason = ex.reason

@@ -260,3 +260,67 @@ def test_unknown_instruction_is_reported_with_its_bytes():
 def test_gate_offset():
     gate = bytes.fromhex("8012 1000 008e 2081 ffffffff 00000000".replace(" ", ""))
     assert gate_offset(gate) == 0xFFFFFFFF81201280
+
+
+# -- the ring-3 syscall completion ----------------------------------------------------
+
+class DebugVcpu(FakeVcpu):
+    """A vCPU stopped on the #PF handler's breakpoint, with MSRs and a guest-debug log."""
+
+    def __init__(self, lstar: int, **regs):
+        super().__init__(**regs)
+        self.msrs = {0xC0000082: lstar, 0xC0000081: (0x23 << 48) | (0x10 << 32)}
+        self.debug: list[tuple] = []
+        self.sregs.efer = 1
+        self.sregs.ss = SimpleNamespace(base=0, selector=0x18)
+        self.sregs.idt = SimpleNamespace(base=DATA_VA, limit=4095)
+
+    def get_msrs(self, indices):
+        return {i: self.msrs[i] for i in indices if i in self.msrs}
+
+    def set_guest_debug(self, control, debugreg=None):
+        self.debug.append((control, debugreg))
+
+
+class FakeLib:
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP = 1, 2, 0x20000
+
+
+def armed_completion(lstar: int, kernel_rsp: int, frame: list[int], cr2: int):
+    from vmm.x86.fallback.syscall_entry import SyscallCompletion
+
+    mem = build_memory()
+    handler = 0xFFFFFFFF81A00000
+    gate = (handler & 0xFFFF).to_bytes(2, "little") + b"\x10\x00\x00\x8e" + ((handler >> 16) & 0xFFFF).to_bytes(2, "little")
+    gate += (handler >> 32).to_bytes(4, "little") + bytes(4)
+    mem.write(DATA_PAGE + 14 * 16, gate)
+    mem.write(DATA_PAGE + (kernel_rsp - DATA_VA), b"".join(v.to_bytes(8, "little") for v in frame))
+    vcpu = DebugVcpu(lstar, rip=handler, rsp=kernel_rsp, rcx=0x401234, r11=0x246)
+    vcpu.sregs.cr2 = cr2
+    completion = SyscallCompletion(vcpu, mem, FakeLib)
+    completion.refresh()
+    assert completion.handler == handler and vcpu.debug[-1][1][0] == handler
+    return vcpu, completion, handler
+
+
+def test_a_user_syscall_left_at_cpl3_is_completed_at_the_pf_entry():
+    lstar = 0xFFFFFFFF81C00080
+    # the #PF frame: error code, RIP, CS, RFLAGS, RSP, SS (pushed by the fault on the fetch at LSTAR)
+    vcpu, completion, handler = armed_completion(lstar, DATA_VA + 0x800, [15, lstar, 0x33, 0x2, 0x7FFF_F000, 0x2B], cr2=lstar)
+    assert completion.on_debug_exit(handler)
+    assert vcpu.regs.rip == lstar and vcpu.regs.rsp == 0x7FFF_F000 and vcpu.regs.rflags == 0x2
+    assert (vcpu.regs.rcx, vcpu.regs.r11) == (0x401234, 0x246)  # as the syscall left them
+    assert vcpu.sregs.cs.selector == 0x10 and vcpu.sregs.cs.dpl == 0 and vcpu.sregs.cs.l == 1
+    assert vcpu.sregs.ss.selector == 0x18 and vcpu.sregs.ss.dpl == 0
+    assert completion.completed == 1
+
+
+def test_any_other_page_fault_is_single_stepped_past_and_the_breakpoint_rearmed():
+    lstar = 0xFFFFFFFF81C00080
+    vcpu, completion, handler = armed_completion(lstar, DATA_VA + 0x800, [6, 0x401000, 0x33, 0x202, 0x7FFF_F000, 0x2B], cr2=0x500000)
+    assert completion.on_debug_exit(handler)
+    assert vcpu.regs.rip == handler and completion.completed == 0
+    assert vcpu.debug[-1][0] == FakeLib.KVM_GUESTDBG_ENABLE | FakeLib.KVM_GUESTDBG_SINGLESTEP
+    assert completion.on_debug_exit(handler + 4)  # the single step
+    assert vcpu.debug[-1][0] & FakeLib.KVM_GUESTDBG_USE_HW_BP and vcpu.debug[-1][1][0] == handler
+    assert not completion.on_debug_exit(0x1234)  # not ours: the VM's own business
