@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_linux_parser(commands) -> None:
     linux = commands.add_parser("linux", help="boot a Linux kernel, run one command in it, return its exit status")
     linux.add_argument("--kernel", metavar="K", required=True, help="Linux bzImage (or vmlinux with a PVH note)")
+    linux.add_argument("--pvh", action="store_true", help="boot the vmlinux inside the bzImage by PVH (unpacked once, beside it)")
     linux.add_argument("--initrd", metavar="I", help="boot this initramfs instead of building one (it must run the command itself)")
     linux.add_argument("--modules", metavar="DIR", help="the kernel's /lib/modules/VERSION tree (default: lib/modules/VERSION beside a vmlinuz-VERSION)")
     linux.add_argument("--no-busybox", action="store_true", help="leave the host's static busybox out of the initramfs")

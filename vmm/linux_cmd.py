@@ -113,6 +113,36 @@ def linux_cmdline(argv: list[str], root: str | None = None, extra: str | None = 
     return " ".join(parts)
 
 
+def extract_vmlinux(bzimage: str, cache_dir: str | None = None) -> str:
+    """The ELF kernel inside ``bzimage`` (unpacked as boot/unpack.py does), written once
+    beside it, or in ``cache_dir``, as vmlinux-NAME; returns its path. Debian's has a
+    PVH entry note, so it boots by PVH."""
+    from .boot.linux import BzImage
+    from .boot.protocol import _read_within
+    from .errors import KernelImageError
+
+    name = os.path.basename(bzimage).replace("vmlinuz", "vmlinux", 1)
+    if name == os.path.basename(bzimage):
+        name = f"vmlinux-{name}"
+    target = os.path.join(cache_dir or os.path.dirname(os.path.abspath(bzimage)), name)
+    if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(bzimage):
+        return target
+    image = BzImage(bzimage, _read_within(bzimage, "kernel", KernelImageError, 1 << 30))
+    hdr = image.hdr
+    if hdr.version < 0x208 or not hdr.payload_length:
+        raise KernelImageError(f"{bzimage}: no payload fields: cannot unpack a vmlinux from it")
+    from .boot.unpack import decompress_payload
+
+    elf = decompress_payload(image.kernel[hdr.payload_offset : hdr.payload_offset + hdr.payload_length])
+    if elf is None:
+        raise KernelImageError(f"{bzimage}: compressed in a format vmm does not unpack")
+    partial = f"{target}.part{os.getpid()}"
+    with open(partial, "wb") as f:
+        f.write(elf)
+    os.replace(partial, target)
+    return target
+
+
 def linux_config(args):
     """The VmConfig for `vmm linux` arguments."""
     from .config import VmConfig
@@ -125,8 +155,9 @@ def linux_config(args):
             raise ConfigError(f"--modules {args.modules}: not a directory")
         busybox = None if args.no_busybox else static_busybox()
         initrd = build_linux_initramfs(args.kernel, tree, busybox)
+    kernel = extract_vmlinux(args.kernel) if args.pvh else args.kernel
     return VmConfig(
-        kernel=args.kernel,
+        kernel=kernel,
         cmdline=linux_cmdline(args.guest_command, args.root, args.append),
         initrd=initrd,
         mem_mib=args.mem,
