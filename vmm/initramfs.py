@@ -96,6 +96,24 @@ def modinfo(image: bytes) -> dict[str, str]:
     return {}
 
 
+MODULE_SIG_MAGIC = b"~Module signature appended~\n"
+
+
+def strip_signature(image: bytes) -> bytes:
+    """The module without its appended signature (scripts/sign-file.c: the signature,
+    a 12-byte struct module_signature whose last field is the big-endian signature
+    length, then the magic). Checking a signature is an RSA verification in
+    ring 0, which this platform emulates; an unsigned module loads the same on a
+    kernel that does not enforce signatures (it taints the kernel, and says so)."""
+    if not image.endswith(MODULE_SIG_MAGIC) or len(image) < len(MODULE_SIG_MAGIC) + 12:
+        return image
+    info = image[-len(MODULE_SIG_MAGIC) - 12 : -len(MODULE_SIG_MAGIC)]
+    signer_len, key_id_len = info[3], info[4]
+    sig_len = int.from_bytes(info[8:12], "big")
+    total = len(MODULE_SIG_MAGIC) + 12 + sig_len + signer_len + key_id_len
+    return image[:-total] if total <= len(image) else image
+
+
 def _module_index(tree: str) -> dict[str, str]:
     """Module name (dashes as underscores) -> path relative to ``tree``."""
     index = {}
@@ -106,10 +124,11 @@ def _module_index(tree: str) -> dict[str, str]:
     return index
 
 
-def resolve_modules(tree: str, wanted, index: dict[str, str] | None = None) -> list[tuple[str, bytes, list[str]]]:
+def resolve_modules(tree: str, wanted, index: dict[str, str] | None = None, strip_signatures: bool = False) -> list[tuple[str, bytes, list[str]]]:
     """The ``wanted`` modules of ``tree`` (a /lib/modules/VERSION directory) and their
     dependencies: (relative path, image, dependency paths), dependencies first.
-    A wanted module the tree does not have is taken to be built into the kernel."""
+    A wanted module the tree does not have is taken to be built into the kernel.
+    ``strip_signatures``: leave out their signatures (see strip_signature)."""
     index = _module_index(tree) if index is None else index
     done: dict[str, tuple[str, bytes, list[str]]] = {}
     visiting: set[str] = set()
@@ -122,6 +141,8 @@ def resolve_modules(tree: str, wanted, index: dict[str, str] | None = None) -> l
         path = index[name]
         with open(os.path.join(tree, path), "rb") as f:
             image = f.read()
+        if strip_signatures:
+            image = strip_signature(image)
         try:
             depends = [d for d in modinfo(image).get("depends", "").split(",") if d]
         except ValueError as err:

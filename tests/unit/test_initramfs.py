@@ -102,3 +102,14 @@ def test_debian_virtio_modules_resolve_in_dependency_order():
     names = [os.path.basename(path) for path, _, _ in resolve_modules(tree, DEFAULT_MODULES)]
     assert names.index("virtio_ring.ko") < names.index("virtio.ko") < names.index("virtio_mmio.ko")
     assert "virtio_blk.ko" in names
+
+
+def test_a_module_signature_is_stripped_exactly():
+    from vmm.initramfs import MODULE_SIG_MAGIC, strip_signature
+
+    body = fake_module("virtio")
+    signature, signer, key_id = b"S" * 300, b"", b""
+    info = bytes([0, 0, 2, len(signer), len(key_id), 0, 0, 0]) + len(signature).to_bytes(4, "big")
+    signed = body + signer + key_id + signature + info + MODULE_SIG_MAGIC
+    assert strip_signature(signed) == body
+    assert strip_signature(body) == body  # unsigned: as it is

@@ -17,8 +17,10 @@ know, so the VMM adds them itself (and says so under --stats):
   removes ~11,600 clac/stac fallbacks per boot; POPCNT ~830.
 - ``cryptomgr.notests``: the RSA self-tests cost ~390 s of emulated ring 0.
 - ``reboot=t``: a reboot or panic triple-faults instead of running real-mode BIOS code.
-- ``nowatchdog``: at ~1 MIPS the soft-lockup detector fires during ftrace's
-  kallsyms check and prints a stack dump over the UART (one exit per byte).
+- ``nowatchdog``, ``sysctl.kernel.hung_task_timeout_secs=0``: at ~1 MIPS the
+  soft-lockup detector fires during ftrace's kallsyms check, the hung-task one
+  on PID 1 waiting for the kprobe trace set-up; each prints a stack dump over
+  the UART (one exit per byte).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 
 PVM_MODULE = "/sys/module/kvm_pvm"
-LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=t", "nowatchdog")
+LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=t", "nowatchdog", "sysctl.kernel.hung_task_timeout_secs=0")
 
 
 def software_kvm() -> bool:
