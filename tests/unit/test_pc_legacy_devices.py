@@ -41,3 +41,17 @@ def test_i8042_reset_command_resets_and_nothing_else_does():
     assert resets == []
     kbc.write(4, 1, 0xFE)
     assert resets == [1]
+
+
+def test_cmos_state_round_trips_and_bad_state_is_refused():
+    import pytest
+
+    rtc = CmosRtc(clock=lambda: 0)
+    rtc.write(0, 1, 0x40)
+    rtc.write(1, 1, 0x5A)
+    copy = CmosRtc.from_state(rtc.state(), clock=lambda: 0)
+    assert copy.read(1, 1) == 0x5A and copy.state() == rtc.state()
+    with pytest.raises(ValueError):
+        CmosRtc.from_state({"index": 200, "ram": bytes(128)})
+    with pytest.raises(ValueError):
+        CmosRtc.from_state({"index": 0, "ram": bytes(5)})

@@ -32,6 +32,20 @@ class CmosRtc:
         self._ram = bytearray(128)
         self._ram[STATUS_A], self._ram[STATUS_B], self._ram[STATUS_D] = DIVIDER_32KHZ, STATUS_B_24H, STATUS_D_VALID
 
+    def state(self) -> dict:
+        """The selected index and the CMOS RAM (the time is the host's, never saved)."""
+        return {"index": self._index, "ram": bytes(self._ram)}
+
+    @classmethod
+    def from_state(cls, state: dict, clock=time.time) -> "CmosRtc":
+        ram = state.get("ram", b"")
+        index = state.get("index", 0)
+        if not isinstance(ram, (bytes, bytearray)) or len(ram) != 128 or not isinstance(index, int) or not 0 <= index < 128:
+            raise ValueError("CMOS state: ram must be 128 bytes and index 0-127")
+        rtc = cls(clock)
+        rtc._index, rtc._ram[:] = index, ram
+        return rtc
+
     def _time_register(self, index: int) -> int | None:
         t = time.gmtime(self._clock())
         values = {SECONDS: t.tm_sec, MINUTES: t.tm_min, HOURS: t.tm_hour, WEEKDAY: (t.tm_wday + 1) % 7 + 1,

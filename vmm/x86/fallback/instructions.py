@@ -93,7 +93,6 @@ class Fallback:
 def _int3(fb: Fallback, insn: Instruction, state):
     if state is None:
         return "int3"
-    regs, _ = state
     # #BP is a trap: delivered with RIP after the int3, which the caller sets
     fb.vcpu.queue_exception(VECTOR_BP)
 
