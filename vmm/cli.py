@@ -186,6 +186,7 @@ def cmd_linux(args) -> int:
     from .linux_cmd import linux_config
 
     args.exit_code_style = "vmm"
+    args.command_must_finish = True
     return cmd_run(args, linux_config(args))
 
 
@@ -274,6 +275,12 @@ def cmd_run(args, config: VmConfig | None = None) -> int:
             print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
         print_error(outcome.message)
+    if getattr(args, "command_must_finish", False) and outcome.reason == "reset":
+        # `vmm linux`: the init powers off with the command's status; a reset
+        # before that is a reboot or a panic (panic=-1 with reboot=k), never a success
+        from .errors import EXIT_GUEST_CRASHED
+
+        return EXIT_GUEST_CRASHED
     return exit_status(outcome, args.exit_code_style)
 
 

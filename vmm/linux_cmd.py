@@ -19,8 +19,8 @@ from .errors import ConfigError
 
 INIT_ENV = "VMM_LINUX_INIT"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
-# Kernel options for a one-command VM: a panic reboots at once (with reboot=t,
-# a triple fault: the VM stops) instead of hanging.
+# Kernel options for a one-command VM: a panic reboots at once instead of hanging,
+# and the reboot stops the VM (the i8042 reset, or a triple fault): vmm fails.
 BASE_CMDLINE = "console=ttyS0 panic=-1"
 
 

@@ -16,7 +16,10 @@ know, so the VMM adds them itself (and says so under --stats):
   lacks (cx16 is also hidden by CPUID; saying it twice is harmless). Hiding SMAP
   removes ~11,600 clac/stac fallbacks per boot; POPCNT ~830.
 - ``cryptomgr.notests``: the RSA self-tests cost ~390 s of emulated ring 0.
-- ``reboot=t``: a reboot or panic triple-faults instead of running real-mode BIOS code.
+- ``reboot=k``: a reboot (or a panic with panic=N) pulses the i8042's reset line,
+  which stops the VM as a "reset" (devices/i8042.py), rather than trying the
+  real-mode BIOS code the default order ends in (reboot=t, a triple fault, was
+  the earlier choice: it looks like a crash).
 - ``nowatchdog``, ``sysctl.kernel.hung_task_timeout_secs=0``: at ~1 MIPS the
   soft-lockup detector fires during ftrace's kallsyms check, the hung-task one
   on PID 1 waiting for the kprobe trace set-up; each prints a stack dump over
@@ -28,7 +31,7 @@ from __future__ import annotations
 import os
 
 PVM_MODULE = "/sys/module/kvm_pvm"
-LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=t", "nowatchdog", "sysctl.kernel.hung_task_timeout_secs=0")
+LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=k", "nowatchdog", "sysctl.kernel.hung_task_timeout_secs=0")
 
 
 def software_kvm() -> bool:
