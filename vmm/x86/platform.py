@@ -20,10 +20,11 @@ know, so the VMM adds them itself (and says so under --stats):
   which stops the VM as a "reset" (devices/i8042.py), rather than trying the
   real-mode BIOS code the default order ends in (reboot=t, a triple fault, was
   the earlier choice: it looks like a crash).
-- ``nowatchdog``, ``sysctl.kernel.hung_task_timeout_secs=0``: at ~1 MIPS the
-  soft-lockup detector fires during ftrace's kallsyms check, the hung-task one
-  on PID 1 waiting for the kprobe trace set-up; each prints a stack dump over
-  the UART (one exit per byte).
+- ``nowatchdog``: at ~1 MIPS the soft-lockup detector fires during ftrace's
+  kallsyms check and prints a stack dump over the UART (one exit per byte).
+  (The hung-task detector also fires once, on PID 1 waiting for the kprobe
+  trace set-up; sysctl.kernel.hung_task_timeout_secs=0 on the command line is
+  applied only after the initcalls, too late, so it is not added.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import os
 
 PVM_MODULE = "/sys/module/kvm_pvm"
-LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=k", "nowatchdog", "sysctl.kernel.hung_task_timeout_secs=0")
+LINUX_OPTIONS = ("noxsave", "clearcpuid=cx16,ssse3,popcnt,smap", "cryptomgr.notests", "reboot=k", "nowatchdog")
 
 
 def software_kvm() -> bool:
