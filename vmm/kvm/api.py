@@ -139,10 +139,6 @@ class Vm:
         )
         _check("KVM_IOEVENTFD", lib.vmm_ioctl(self.fd, lib.KVM_IOEVENTFD, ioeventfd), f"at 0x{addr:x}")
 
-    def enable_cap(self, cap: int, *args: int) -> None:
-        enable = ffi.new("struct kvm_enable_cap *", {"cap": cap, "flags": 0, "args": list(args) + [0] * (4 - len(args))})
-        _check("KVM_ENABLE_CAP", lib.vmm_ioctl(self.fd, lib.KVM_ENABLE_CAP, enable), f"capability {cap}")
-
     def create_vcpu(self, index: int) -> "Vcpu":
         fd = _check("KVM_CREATE_VCPU", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VCPU, index))
         return Vcpu(self, fd, index)
@@ -202,15 +198,6 @@ class Vcpu:
     def set_fpu(self, fcw: int, mxcsr: int) -> None:
         fpu = ffi.new("struct kvm_fpu *")
         fpu.fcw, fpu.mxcsr = fcw, mxcsr
-        _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
-
-    def get_fpu(self):
-        fpu = ffi.new("struct kvm_fpu *")
-        _check("KVM_GET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_GET_FPU, fpu))
-        return fpu
-
-    def put_fpu(self, fpu) -> None:
-        """KVM_SET_FPU with a whole structure from get_fpu."""
         _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
 
     # MXCSR through the XSAVE image: on this platform KVM_GET_FPU reports 0 and
