@@ -61,15 +61,11 @@ class VcpuThread:
         `syscall`s this platform leaves at CPL3 (Linux guests on PVM only)."""
         self.vcpu = vcpu
         self._memory = memory
-        self.fallback = self.syscalls = None
-        if memory is not None:
-            from .x86.fallback.instructions import Fallback
+        self.fallback = self.syscalls = None  # the fallback is made at the first emulation failure
+        if memory is not None and complete_syscalls:
+            from .x86.fallback.syscall_entry import SyscallCompletion
 
-            self.fallback = Fallback(vcpu, memory)
-            if complete_syscalls:
-                from .x86.fallback.syscall_entry import SyscallCompletion
-
-                self.syscalls = SyscallCompletion(vcpu, memory, lib)
+            self.syscalls = SyscallCompletion(vcpu, memory, lib)
         self.index = vcpu.index
         self.name = f"vcpu{vcpu.index}"
         self._pio, self._mmio = pio_bus, mmio_bus
@@ -245,11 +241,13 @@ class VcpuThread:
 
     def _emulation_failure(self) -> bool:
         """KVM_INTERNAL_ERROR_EMULATION: carry the instruction out here; False if not possible."""
-        from .x86.fallback.instructions import Unsupported
-
-        code = self.vcpu.emulation_failure_bytes() if self.fallback else None
+        code = self.vcpu.emulation_failure_bytes() if self._memory is not None else None
         if not code:
             return False
+        from .x86.fallback.instructions import Fallback, Unsupported  # only guests that need it pay the import
+
+        if self.fallback is None:
+            self.fallback = Fallback(self.vcpu, self._memory)
         try:
             self.fallback.execute(code)
         except Unsupported as err:
