@@ -250,7 +250,6 @@ int main(int argc, char **argv)
             say("mount %s: %s", dev, strerror(errno));
             power_off(126);
         }
-        mount_one("/proc", "/newroot/proc", NULL);
         if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0) {
             say("switch to %s: %s", dev, strerror(errno));
             power_off(126);
