@@ -18,7 +18,9 @@ import pytest
 from tests.linux.test_debian_kernel import cached_kernel
 
 pytestmark = [pytest.mark.kvm, pytest.mark.linux]
-BOOT_BUDGET_S = 1500  # measured 2026-11-30: see the report; generous for a shared 2-core machine
+# measured 2026-11-30 on a shared, loaded 2-core machine: the command's exit at
+# 868 s (bzImage) and 1348 s (vmlinux by PVH) after start
+BOOT_BUDGET_S = 2400
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,13 @@ def kernel() -> str:
     return path
 
 
-def test_vmm_linux_runs_a_command_and_returns_its_status(kernel, tmp_path):
+@pytest.mark.parametrize("entry", ["bzimage", "pvh"])
+def test_vmm_linux_runs_a_command_and_returns_its_status(kernel, tmp_path, entry):
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(8 << 20))
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "vmm", "linux", "--kernel", kernel, "--disk", str(disk), "--stats",
+        [sys.executable, "-m", "vmm", "linux", "--kernel", kernel, *(["--pvh"] if entry == "pvh" else []), "--disk", str(disk), "--stats",
          "--timeout", str(BOOT_BUDGET_S), "--", "sh", "-c", "echo hello from vmm-init; exit 3"],
         capture_output=True, timeout=BOOT_BUDGET_S + 60,
     )
