@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 QEMU := qemu-system-x86_64
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test bench guest tools qemu bytecode clean
+.PHONY: run test test-linux bench guest tools qemu bytecode clean
 
 # Editable in compat mode (a plain path entry): the default import-hook
 # finder costs ~14 ms at every Python start, a tenth of vmm's start-up.
@@ -46,6 +46,12 @@ run: bytecode guest
 
 test: bytecode guest tools
 	$(VENV)/bin/python -m pytest -q
+
+# Debian's kernel booted to userspace (tests/linux, marker `linux`): minutes per
+# boot on a software KVM, so not part of `make test`. Fetch the kernel first
+# with tests/linux/fetch_kernel.sh.
+test-linux: bytecode guest
+	VMM_TEST_LINUX=1 $(VENV)/bin/python -m pytest -q -m linux tests/linux
 
 bench: bytecode guest tools
 	$(VENV)/bin/vmm bench

@@ -21,3 +21,13 @@ if ! make --no-print-directory -f "$guest/Makefile.guest" "$@"; then
     die "guest build FAILED (see the messages above)"
 fi
 [ -s "$guest/build/guest.elf" ] || die "guest/build/guest.elf was not produced"
+
+# The init for Linux guests (vmm linux): a static binary, musl if installed.
+init_src="$guest/linux_init/init.c"
+init_bin="$guest/build/linux-init"
+if [ ! -e "$init_bin" ] || [ "$init_src" -nt "$init_bin" ]; then
+    cc=gcc
+    command -v musl-gcc >/dev/null 2>&1 && cc=musl-gcc
+    "$cc" -static -Os -Wall -Wextra -Werror -o "$init_bin" "$init_src" ||
+        die "Linux guest init build FAILED (see the messages above)"
+fi

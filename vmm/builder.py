@@ -30,7 +30,7 @@ from .kvm.api import KVM_DEVICE
 from .kvm._kvm_cffi import lib
 from .memory import GuestMemory
 from .x86 import layout
-from .x86.cpu import configure_vcpu
+from .x86.cpu import LINUX_HIDDEN_FEATURES, configure_vcpu
 
 COM1_PORT, COM1_IRQ, UART_SPAN = 0x3F8, 4, 8
 POST_CODE_PORT = 0x80
@@ -174,6 +174,8 @@ def prepare(config: VmConfig, virtio_devices: Sequence = ()) -> PreparedVm:
     if len(config.devices) + len(virtio_devices) > capacity:
         raise ConfigError(f"too many devices: {len(config.devices) + len(virtio_devices)} asked for, at most {capacity} virtio devices fit (one IRQ each)")
     boot = select_boot(config.kernel_path(), config.initrd, config.mem_mib << 20)
+    if is_linux(boot):
+        _plan_platform_options(boot, config.base_cmdline())
     devices: list = []
     try:
         for record in config.devices:
@@ -183,6 +185,18 @@ def prepare(config: VmConfig, virtio_devices: Sequence = ()) -> PreparedVm:
             device.close()
         raise
     return PreparedVm(config, boot, devices + list(virtio_devices))
+
+
+def is_linux(boot) -> bool:
+    """A Linux kernel (bzImage, or a vmlinux by PVH): only Linux boots get ACPI."""
+    return bool(getattr(boot, "uses_acpi", False))
+
+
+def needs_syscall_completion(prepared: PreparedVm) -> bool:
+    """Linux on a software KVM: its ring-3 `syscall`s stay at CPL3 (x86/fallback/syscall_entry.py)."""
+    from .x86.platform import software_kvm
+
+    return is_linux(prepared.boot) and software_kvm()
 
 
 def open_kvm(vcpus: int = 1) -> Kvm:
@@ -229,18 +243,32 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
         slots = layout.DeviceSlots()
         cmdline = config.base_cmdline()
         uses_acpi = getattr(prepared.boot, "uses_acpi", False)
+        if getattr(prepared.boot, "platform_options", None):
+            cmdline = f"{cmdline} {' '.join(prepared.boot.platform_options)}"
         for device in prepared.devices:
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
             if not uses_acpi:  # with ACPI the DSDT lists the devices instead
                 cmdline += " " + slot.cmdline_entry
         parts.acpi = uses_acpi
+        if is_linux(prepared.boot):
+            _add_pc_legacy_devices(parts)
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
-        _create_vcpus(parts, config.vcpus, hooks)
+        _create_vcpus(parts, config.vcpus, hooks, hide_linux_features=is_linux(prepared.boot))
     except BaseException:
         parts.close()
         raise
     return parts
+
+
+def _plan_platform_options(boot, cmdline: str) -> None:
+    """The kernel options a software KVM needs (x86/platform.py), kept on the boot
+    for assemble; its description says which, so --stats shows them."""
+    from .x86.platform import linux_options
+
+    boot.platform_options = added = linux_options(cmdline)
+    if added:
+        boot.description = f"{boot.description}; added for this software KVM: {' '.join(added)}"
 
 
 def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks, uart_state=None) -> None:
@@ -262,6 +290,21 @@ def _add_acpi_sleep_port(parts: AssembledVm, hooks: MachineHooks) -> None:
     from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN
 
     parts.pio_bus.register(SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, AcpiSleepControl(hooks.power_off, S5_SLEEP_TYPE))
+
+
+def _add_pc_legacy_devices(parts: AssembledVm) -> None:
+    """What Linux reads or writes on any PC: the CMOS clock, and the i8042's reset line (reboot=k)."""
+    from .devices.cmos_rtc import RTC_BASE, RTC_SPAN, CmosRtc
+    from .devices.i8042 import I8042, I8042_BASE, I8042_SPAN
+    from .vcpu import current_vcpu
+
+    def reset() -> None:
+        vcpu = current_vcpu()
+        if vcpu is not None:
+            vcpu.guest_reset("i8042 reset command")
+
+    parts.pio_bus.register(RTC_BASE, RTC_SPAN, CmosRtc())
+    parts.pio_bus.register(I8042_BASE, I8042_SPAN, I8042(reset))
 
 
 def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
@@ -363,7 +406,7 @@ def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], ro
     return on_notify
 
 
-def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks) -> None:
+def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks, hide_linux_features: bool = False) -> None:
     kvm = parts.kvm
     supported_cpuid = kvm.supported_cpuid()
     supported_msrs = set(kvm.msr_index_list())
@@ -371,7 +414,10 @@ def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks) -> None:
     for index in range(count):
         vcpu = parts.vm.create_vcpu(index)
         parts.vcpus.append(vcpu)
-        configure_vcpu(vcpu, supported_cpuid=supported_cpuid, supported_msrs=supported_msrs, vcpu_count=count, has_xcrs=has_xcrs)
+        configure_vcpu(
+            vcpu, supported_cpuid=supported_cpuid, supported_msrs=supported_msrs, vcpu_count=count, has_xcrs=has_xcrs,
+            hidden_cpuid=LINUX_HIDDEN_FEATURES if hide_linux_features else None,
+        )
         vcpu.ignore_port_writes(POST_CODE_PORT)  # the NullDevice there would drop them anyway
     # The boot processor enters the kernel; the others wait in the in-kernel
     # LAPIC for INIT/SIPI (KVM starts every vCPU but the first uninitialised).

@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(commands)
 
+    from .linux_cmd import add_parser as add_linux_parser
+
+    add_linux_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count, "disk": _disk})
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
@@ -291,13 +295,13 @@ def _pump_input(vm, interactive: bool, snapshots: _SnapshotTrigger | None = None
             vm.stop()
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, config: VmConfig | None = None) -> int:
     from .machine import MicroVM
 
     snapshots = _SnapshotTrigger(args)
     # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
     # big for the guest) before it reads them or touches KVM.
-    vm = MicroVM(_config(args), output_fd=1, capture=False)
+    vm = MicroVM(config or _config(args), output_fd=1, capture=False)
     return _run_on_terminal(vm, args, snapshots)
 
 
@@ -342,11 +346,23 @@ def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
         print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)  # "snapshot" for vmm restore
         print(f"vmm: exits: {counts}", file=sys.stderr)
+        fallbacks: dict[str, int] = {}
+        for thread in vm.vcpus:
+            for name, n in thread.fallback_counts.items():
+                fallbacks[name] = fallbacks.get(name, 0) + n
+        if fallbacks:
+            print("vmm: carried out for the emulator: " + ", ".join(f"{name} {n}" for name, n in sorted(fallbacks.items())), file=sys.stderr)
         misses = vm.unhandled_accesses
         if any(misses.values()):
             print(f"vmm: accesses that hit no device: port I/O {misses['pio']}, MMIO {misses['mmio']}", file=sys.stderr)
     if outcome.reason != "poweroff" and outcome.message:
         print_error(outcome.message)
+    if getattr(args, "command_must_finish", False) and outcome.reason == "reset":
+        # `vmm linux`: the init powers off with the command's status; a reset
+        # before that is a reboot or a panic (panic=-1 with reboot=k), never a success
+        from .errors import EXIT_GUEST_CRASHED
+
+        return EXIT_GUEST_CRASHED
     return exit_status(outcome, args.exit_code_style)
 
 
@@ -403,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
             copied = merge_diff(args.diff, args.base)
             print(f"vmm: {copied} bytes of {args.diff} merged onto {args.base}", file=sys.stderr)
             return 0
+        if args.command == "linux":
+            from .linux_cmd import cmd_linux
+
+            return cmd_linux(args)
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":

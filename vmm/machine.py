@@ -97,7 +97,11 @@ class MicroVM:
                 serial_output=self._fanout,
             )
             self._parts = builder.assemble(prepared, hooks, self._loop_failed)
-            self._threads = [VcpuThread(vcpu, self._parts.pio_bus, self._parts.mmio_bus, self._finish) for vcpu in self._parts.vcpus]
+            complete_syscalls = builder.needs_syscall_completion(prepared)
+            self._threads = [
+                VcpuThread(vcpu, self._parts.pio_bus, self._parts.mmio_bus, self._finish, self._parts.memory, complete_syscalls)
+                for vcpu in self._parts.vcpus
+            ]
             self._setup_transmit_in_c()
         except BaseException:
             self.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import EXIT_GUEST_CRASHED, EXIT_VMM_FAILURE, KvmError, VmmError
@@ -54,8 +55,17 @@ def current_vcpu() -> "VcpuThread | None":
 
 
 class VcpuThread:
-    def __init__(self, vcpu: Vcpu, pio_bus, mmio_bus, on_outcome: Callable[[VmOutcome], None]):
+    def __init__(self, vcpu: Vcpu, pio_bus, mmio_bus, on_outcome: Callable[[VmOutcome], None], memory=None, complete_syscalls: bool = False):
+        """``memory``: guest RAM, for the instruction fallback on emulation-failure
+        exits (None: such an exit stops the VM). ``complete_syscalls``: finish ring-3
+        `syscall`s this platform leaves at CPL3 (Linux guests on PVM only)."""
         self.vcpu = vcpu
+        self._memory = memory
+        self.fallback = self.syscalls = None  # the fallback is made at the first emulation failure
+        if memory is not None and complete_syscalls:
+            from .x86.fallback.syscall_entry import SyscallCompletion
+
+            self.syscalls = SyscallCompletion(vcpu, memory, lib)
         self.index = vcpu.index
         self.name = f"vcpu{vcpu.index}"
         self._pio, self._mmio = pio_bus, mmio_bus
@@ -81,6 +91,21 @@ class VcpuThread:
             self._state = RUNNING
             self._pause_requested = paused
         self._thread.start()
+        if self.syscalls is not None:
+            threading.Thread(target=self._watch_for_syscall_setup, name=f"{self.name}-syscall-watch", daemon=True).start()
+
+    SYSCALL_WATCH_PERIOD_S = 0.5
+
+    def _watch_for_syscall_setup(self) -> None:
+        """Kick the vCPU twice a second until the syscall completion is armed: it can
+        arm only at an exit after the guest has enabled SYSCALL, and Linux may make
+        no other exit between that (early in start_kernel) and its first user
+        syscall (minutes later here). 2 exits a second until armed, none after."""
+        while self._state == RUNNING or self._state == PAUSED:
+            if self.syscalls.handler:
+                return
+            self.kick()
+            time.sleep(self.SYSCALL_WATCH_PERIOD_S)
 
     def stop(self) -> None:
         """Ask the thread to end; returns at once (``join`` waits)."""
@@ -174,6 +199,8 @@ class VcpuThread:
                     vcpu.set_immediate_exit(False)
                     counts[EXIT_INTR] += 1
                     counts[EXIT_IO] += ex.absorbed  # port writes C handled before the kick
+                    if self.syscalls is not None and not self.syscalls.handler:
+                        self.syscalls.refresh()  # a look-out kick (see _watch_for_syscall_setup)
                     continue
                 raise KvmError("KVM_RUN", -result)
             reason = ex.reason
@@ -206,7 +233,38 @@ class VcpuThread:
             else:
                 item[:] = self._pio.read(port, size).to_bytes(size, "little")
 
+    @property
+    def fallback_counts(self) -> dict[str, int]:
+        """Instructions the VMM carried out for the emulator, by name (and syscalls completed)."""
+        counts = dict(self.fallback.counts) if self.fallback else {}
+        if self.syscalls is not None and self.syscalls.completed:
+            counts["syscall"] = self.syscalls.completed
+        return counts
+
+    def _emulation_failure(self) -> bool:
+        """KVM_INTERNAL_ERROR_EMULATION: carry the instruction out here; False if not possible."""
+        code = self.vcpu.emulation_failure_bytes() if self._memory is not None else None
+        if not code:
+            return False
+        from .x86.fallback.instructions import Fallback, Unsupported  # only guests that need it pay the import
+
+        if self.fallback is None:
+            self.fallback = Fallback(self.vcpu, self._memory)
+        try:
+            self.fallback.execute(code)
+        except Unsupported as err:
+            self.crash(f"KVM's emulator failed and so did the VMM's fallback: {err}")
+            self.stop()
+            return True
+        if self.syscalls is not None:
+            self.syscalls.refresh()
+        return True
+
     def _other_exit(self, reason: int, ex) -> None:
+        if reason == lib.KVM_EXIT_INTERNAL_ERROR and ex.detail[0] == lib.KVM_INTERNAL_ERROR_EMULATION and self._emulation_failure():
+            return
+        if reason == lib.KVM_EXIT_DEBUG and self.syscalls is not None and self.syscalls.on_debug_exit(self.vcpu.debug_exit()[1]):
+            return
         if reason == lib.KVM_EXIT_SHUTDOWN:
             self.crash("guest triple fault (KVM_EXIT_SHUTDOWN)")
         elif reason == lib.KVM_EXIT_FAIL_ENTRY:
@@ -228,6 +286,11 @@ class VcpuThread:
             self.crash("guest reported a crash (KVM system event)")
         else:
             self.crash(f"unknown KVM system event type {kind}")
+
+    def guest_reset(self, how: str) -> None:
+        """The guest pulled the reset line (a device on this thread's exit): the VM stops, reason "reset"."""
+        self._on_outcome(VmOutcome(0, StopReason.RESET, f"{self.name}: guest requested a reset ({how})"))
+        self.stop()
 
     def register_dump(self) -> str:
         try:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Download Debian's cloud kernel package and unpack it into a cache outside the
-# repository; prints the path of the bzImage (vmlinuz) it leaves there.
+# repository (the bzImage, and its modules under lib/modules/VERSION);
+# prints the path of the bzImage (vmlinuz) it leaves there.
 #   tests/linux/fetch_kernel.sh [cache-dir]     (default: ~/.cache/vmm/kernels)
 set -eu
 cache=${1:-${VMM_KERNEL_CACHE:-$HOME/.cache/vmm/kernels}}
@@ -17,6 +18,9 @@ chmod 755 "$work"  # apt-get download runs as _apt
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && apt-get download "$package" >/dev/null)
 dpkg-deb -x "$work"/*.deb "$work/root"
+# and its modules (virtio_mmio, virtio_blk... for `vmm linux`), beside it
+mkdir -p "$cache/lib/modules"
+cp -r "$work"/root/lib/modules/* "$cache/lib/modules/"
 for image in "$work"/root/boot/vmlinuz-*; do
     cp "$image" "$cache/"
     echo "$cache/$(basename "$image")"

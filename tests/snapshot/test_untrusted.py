@@ -1,7 +1,6 @@
 """Every field of a snapshot is untrusted: truncated, corrupted, tampered or
 mismatched files get one SnapshotError line (exit status 2), never a crash."""
 
-import shutil
 import subprocess
 import sys
 

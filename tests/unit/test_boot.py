@@ -315,3 +315,32 @@ def test_load_kernel_and_initrd_from_files(tmp_path):
     assert load_initrd(str(_write(tmp_path / "initrd", b"I" * 5000)), kernel, 16 << 20) == b"I" * 5000
     headers_only = load_kernel(str(tmp_path / "k.elf"), 16 << 20, read_data=False)
     assert headers_only.segments[0].data is None and headers_only.pvh_entry == kernel.pvh_entry
+
+
+def test_a_linux_vmlinux_is_recognised_by_its_guest_os_note_and_gets_the_rsdp(tmp_path):
+    """XEN_ELFNOTE_GUEST_OS "linux" makes a PVH kernel a Linux one (ACPI tables, RSDP in
+    the start info); the bundled guest has no such note and gets neither."""
+    import struct
+
+    from vmm.boot.protocol import PvhBoot
+    from vmm.boot.pvh import StartInfo
+    from vmm.memory import GuestMemory
+    from vmm.x86 import layout
+
+    def note(kind: int, desc: bytes) -> bytes:
+        return struct.pack("<III", 4, len(desc), kind) + b"Xen\0" + desc + bytes(-len(desc) % 4)
+
+    notes = note(18, struct.pack("<I", 0x100000)) + note(6, b"linux\0\0\0")
+    code = b"\xeb\xfe"
+    phoff, notes_off, code_off = 64, 64 + 2 * 56, 64 + 2 * 56 + len(notes)
+    ehdr = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0x100000, phoff, 0, 0, 64, 56, 2, 64, 0, 0)
+    phdrs = struct.pack("<IIQQQQQQ", 4, 4, notes_off, 0, 0, len(notes), len(notes), 4)
+    phdrs += struct.pack("<IIQQQQQQ", 1, 5, code_off, 0x100000, 0x100000, len(code), len(code), 0x1000)
+    path = tmp_path / "vmlinux"
+    path.write_bytes(ehdr + phdrs + notes + code)
+    boot = PvhBoot(str(path), None, 64 << 20)
+    assert boot.uses_acpi
+    memory = GuestMemory([(0, 64 << 20)])
+    boot.load(memory, "console=ttyS0", acpi_rsdp=0xE0000)
+    info = StartInfo.unpack_from(memory.read(layout.START_INFO_ADDR, StartInfo.size))
+    assert info.rsdp_paddr == 0xE0000

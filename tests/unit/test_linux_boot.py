@@ -365,8 +365,10 @@ def test_a_guest_powers_off_through_the_acpi_sleep_register(tmp_path):
 
 
 @pytest.mark.kvm
-def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_path):
+def test_the_builder_lists_disks_in_the_dsdt_and_not_on_the_command_line(tmp_path, monkeypatch):
     from vmm import builder
+
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "0")  # no platform options: the command line is the user's
     from vmm.config import DiskConfig, VmConfig
     from vmm.x86 import acpi
 
@@ -420,3 +422,58 @@ def test_inputs_bigger_than_guest_ram_are_refused_before_reading(tmp_path):
         f.truncate(1 << 40)
     with pytest.raises(ConfigError, match="kernel .* more than the guest's RAM"):
         select_boot(huge_kernel, None, 64 * MIB)
+
+
+def test_platform_options_are_added_on_a_software_kvm_only_and_never_twice(monkeypatch):
+    from vmm.x86 import platform
+
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "1")
+    assert platform.linux_options("console=ttyS0") == list(platform.LINUX_OPTIONS)
+    assert not any(opt.startswith("reboot=") for opt in platform.linux_options("console=ttyS0 reboot=t"))
+    monkeypatch.setenv("VMM_SOFTWARE_KVM", "0")
+    assert platform.linux_options("console=ttyS0") == []
+
+
+def test_linux_cpuid_policy_hides_cx16_and_friends():
+    from vmm.x86.cpu import CPUID_1_ECX_CX16, CPUID_7_EBX_SMAP, LINUX_HIDDEN_FEATURES, guest_cpuid
+
+    supported = [(1, 0, 0, 0, 0, 0xFFFF_FFFF, 0), (7, 0, 1, 0, 0xFFFF_FFFF, 0, 0)]
+    leaf1, leaf7 = guest_cpuid(supported, 0, 1, 0, LINUX_HIDDEN_FEATURES)
+    assert not leaf1[5] & CPUID_1_ECX_CX16 and not leaf7[4] & CPUID_7_EBX_SMAP
+    assert guest_cpuid(supported, 0, 1, 0)[0][5] & CPUID_1_ECX_CX16  # the bundled guest keeps it
+
+
+# A tiny kernel that executes instructions this platform's ring-0 emulator gives up
+# on (the VMM's fallback carries them out; hardware runs them) and reports the
+# result as its exit status: popcnt(0x7) + (ldmxcsr/stmxcsr of 0x1fa0) - 0x1f80 = 3 + 32.
+FALLBACK_INSTRUCTIONS = bytes.fromhex(
+    "0f20e0" "480d00020000" "0f22e0"  # mov rax, cr4; or rax, OSFXSR; mov cr4, rax
+    "c7042500800000a01f0000"  # mov dword [0x8000], 0x1fa0
+    "0fae142500800000"  # ldmxcsr [0x8000]      (SIB, no base: absolute)
+    "0fae1c2504800000"  # stmxcsr [0x8004]
+    "8b042504800000"  # mov eax, [0x8004]
+    "2d801f0000"  # sub eax, 0x1f80          (= 0x20)
+    "48c7c107000000"  # mov rcx, 7
+    "f3480fb8d9"  # popcnt rbx, rcx           (= 3)
+    "01d8"  # add eax, ebx
+    "e6f4"  # out 0xf4, al
+    "ebfe"  # jmp .
+)
+RESET_BY_I8042 = bytes.fromhex("b0fe" "e664" "ebfe")  # mov al, 0xfe; out 0x64, al; jmp .
+
+
+@pytest.mark.kvm
+def test_instructions_the_emulator_lacks_are_carried_out(tmp_path):
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=FALLBACK_INSTRUCTIONS))))
+    result = run_vmm("--kernel", path, "--mem", "64", "--timeout", "20", "--stats")
+    assert result.returncode == 35, result.stderr.decode()
+
+
+@pytest.mark.kvm
+def test_the_i8042_reset_command_stops_the_vm_as_a_reset(tmp_path):
+    from vmm import MicroVM, VmConfig
+
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=RESET_BY_I8042))))
+    with MicroVM(VmConfig(kernel=path, mem_mib=64, timeout=20)) as vm:
+        outcome = vm.wait(30)
+    assert outcome.reason == "reset" and "i8042" in outcome.message

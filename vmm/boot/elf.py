@@ -18,6 +18,7 @@ ELFCLASS32, ELFCLASS64 = 1, 2
 EM_386, EM_X86_64 = 3, 62
 PT_LOAD, PT_NOTE = 1, 4
 XEN_ELFNOTE_PHYS32_ENTRY = 18
+XEN_ELFNOTE_GUEST_OS = 6  # "linux" in a Linux vmlinux: such a kernel gets ACPI tables
 
 _IDENT = "magic:4s elf_class:B data:B ident_version:B pad:9s"
 _HEADER_REST = "flags:I ehsize:H phentsize:H phnum:H shentsize:H shnum:H shstrndx:H"
@@ -40,11 +41,12 @@ NOTES_MAX = 1 << 20  # PT_NOTE segments read in search of the PVH note; real one
 
 
 class KernelImage:
-    __slots__ = ("pvh_entry", "segments")
+    __slots__ = ("pvh_entry", "segments", "guest_os")
 
-    def __init__(self, pvh_entry: int, segments: tuple[Segment, ...]):
+    def __init__(self, pvh_entry: int, segments: tuple[Segment, ...], guest_os: bytes | None = None):
         self.pvh_entry = pvh_entry
         self.segments = segments
+        self.guest_os = guest_os  # the XEN_ELFNOTE_GUEST_OS string, if any
 
     @property
     def lowest(self) -> int:
@@ -60,6 +62,11 @@ def _align4(n: int) -> int:
 
 
 def _find_pvh_entry(note_data: bytes) -> int | None:
+    desc = _find_xen_note(note_data, XEN_ELFNOTE_PHYS32_ENTRY)
+    return int.from_bytes(desc, "little") if desc is not None and len(desc) in (4, 8) else None
+
+
+def _find_xen_note(note_data: bytes, note_type: int) -> bytes | None:
     offset = 0
     while offset + NoteHeader.size <= len(note_data):
         note = NoteHeader.unpack_from(note_data, offset)
@@ -69,8 +76,8 @@ def _find_pvh_entry(note_data: bytes) -> int | None:
         if desc_end > len(note_data):
             return None
         name = note_data[name_start : name_start + note.namesz].rstrip(b"\0")
-        if name == b"Xen" and note.type == XEN_ELFNOTE_PHYS32_ENTRY and note.descsz in (4, 8):
-            return int.from_bytes(note_data[desc_start:desc_end], "little")
+        if name == b"Xen" and note.type == note_type:
+            return note_data[desc_start:desc_end]
         offset = desc_start + _align4(note.descsz)
     return None
 
@@ -100,7 +107,7 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
         if table_end > file_size:
             raise KernelImageError(f"{path}: ELF program headers lie past the end of the file")
         table = read(header.phoff, table_end - header.phoff)
-        loads, entry = [], None
+        loads, entry, guest_os = [], None, None
         for i in range(header.phnum):
             ph = phdr.unpack_from(table, i * header.phentsize)
             if ph.type not in (PT_LOAD, PT_NOTE):
@@ -109,7 +116,10 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
                 raise KernelImageError(f"{path}: ELF segment {i} lies past the end of the file")
             if ph.type == PT_NOTE:
                 if entry is None and ph.filesz <= NOTES_MAX:
-                    entry = _find_pvh_entry(read(ph.offset, ph.filesz))
+                    notes = read(ph.offset, ph.filesz)
+                    entry = _find_pvh_entry(notes)
+                    os_note = _find_xen_note(notes, XEN_ELFNOTE_GUEST_OS)
+                    guest_os = os_note.rstrip(b"\0") if os_note is not None else guest_os
             elif ph.memsz:
                 if ph.filesz > ph.memsz:
                     raise KernelImageError(f"{path}: ELF segment {i} has filesz > memsz")
@@ -131,7 +141,7 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
     if check_placement is not None:
         check_placement(tuple(Segment(ph.paddr, None, ph.memsz) for _, ph in loads), entry)
     segments = tuple(Segment(ph.paddr, read(ph.offset, ph.filesz) if read_data else None, ph.memsz) for _, ph in loads)
-    return KernelImage(entry, segments)
+    return KernelImage(entry, segments, guest_os)
 
 
 def _check_layout(loads, entry: int, path: str) -> None:

@@ -104,8 +104,11 @@ def load_pvh(
     cmdline: str,
     initrd: bytes | None,
     user_cmdline_length: int | None = None,
+    rsdp: int | None = None,
 ) -> int:
     """Copy everything into guest RAM; returns the start info address.
+
+    ``rsdp``: the ACPI RSDP's address, given to the kernel in the start info (Linux only).
 
     ``cmdline`` is the final command line: the user's plus the VMM's device
     entries (``user_cmdline_length`` bytes of it the user's, when given).
@@ -149,6 +152,7 @@ def load_pvh(
         cmdline_paddr=layout.CMDLINE_ADDR,
         memmap_paddr=layout.MEMMAP_ADDR,
         memmap_entries=len(entries),
+        rsdp_paddr=rsdp or 0,
     )
     memory.write(layout.START_INFO_ADDR, info)
     return layout.START_INFO_ADDR

@@ -86,6 +86,8 @@ class PvhBoot:
         """Reads no more than fits in ``ram_size`` bytes of guest RAM (checked first)."""
         self.kernel_path = kernel_path
         self.kernel: KernelImage = load_kernel(kernel_path, ram_size)
+        # a Linux vmlinux finds virtio-mmio devices in the DSDT (the bundled guest reads the command line)
+        self.uses_acpi = self.kernel.guest_os == b"linux"
         if isinstance(initrd, str):
             self.initrd = load_initrd(initrd, self.kernel, ram_size)
         else:
@@ -93,8 +95,8 @@ class PvhBoot:
                 initrd_address(len(initrd), self.kernel, ram_size)
             self.initrd = initrd
 
-    def load(self, memory: GuestMemory, cmdline: str, user_cmdline_length: int | None = None) -> BootEntry:
-        start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd, user_cmdline_length)
+    def load(self, memory: GuestMemory, cmdline: str, user_cmdline_length: int | None = None, acpi_rsdp: int | None = None) -> BootEntry:
+        start_info = load_pvh(memory, self.kernel, self.kernel_path, cmdline, self.initrd, user_cmdline_length, rsdp=acpi_rsdp)
         return PvhEntry(self.kernel.pvh_entry, start_info)
 
 

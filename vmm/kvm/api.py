@@ -257,6 +257,49 @@ class Vcpu:
         fpu.fcw, fpu.mxcsr = fcw, mxcsr
         _check("KVM_SET_FPU", lib.vmm_ioctl(self.fd, lib.KVM_SET_FPU, fpu))
 
+    # MXCSR through the XSAVE image: on this platform KVM_GET_FPU reports 0 and
+    # KVM_SET_FPU does not take (the SSE bit of XSTATE_BV stays clear, so the
+    # kernel keeps the default); the legacy area's MXCSR at byte 24 does.
+    XSAVE_MXCSR, XSAVE_XSTATE_BV, XFEATURE_SSE = 6, 128, 1 << 1  # in 32-bit words; the SSE bit
+
+    def get_mxcsr(self) -> int:
+        xsave = ffi.new("struct kvm_xsave *")
+        _check("KVM_GET_XSAVE", lib.vmm_ioctl(self.fd, lib.KVM_GET_XSAVE, xsave))
+        return xsave.region[self.XSAVE_MXCSR]
+
+    def set_mxcsr(self, value: int) -> None:
+        xsave = ffi.new("struct kvm_xsave *")
+        _check("KVM_GET_XSAVE", lib.vmm_ioctl(self.fd, lib.KVM_GET_XSAVE, xsave))
+        xsave.region[self.XSAVE_MXCSR] = value
+        xsave.region[self.XSAVE_XSTATE_BV] |= self.XFEATURE_SSE
+        _check("KVM_SET_XSAVE", lib.vmm_ioctl(self.fd, lib.KVM_SET_XSAVE, xsave))
+
+    def queue_exception(self, vector: int, error_code: int | None = None) -> None:
+        """Deliver exception ``vector`` at the next KVM_RUN (KVM_SET_VCPU_EVENTS)."""
+        event = ffi.new("struct vmm_exception_event *")
+        event.injected, event.nr = 1, vector
+        event.has_error_code, event.error_code = int(error_code is not None), error_code or 0
+        _check("KVM_SET_VCPU_EVENTS", lib.vmm_queue_exception(self.fd, event), f"vector {vector}")
+
+    def set_guest_debug(self, control: int, debugreg: list[int] | None = None) -> None:
+        debug = ffi.new("struct kvm_guest_debug *")
+        debug.control = control
+        for i, value in enumerate((debugreg or [])[:8]):
+            debug.arch.debugreg[i] = value
+        _check("KVM_SET_GUEST_DEBUG", lib.vmm_ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, debug))
+
+    def emulation_failure_bytes(self) -> bytes | None:
+        """The instruction bytes of a KVM_INTERNAL_ERROR_EMULATION exit, if it carries them."""
+        buf, flags = ffi.new("uint8_t[16]"), ffi.new("uint64_t *")
+        count = lib.vmm_emulation_failure(self.run_struct, buf, flags)
+        return None if count < 0 else bytes(ffi.buffer(buf, count))
+
+    def debug_exit(self) -> tuple[int, int, int, int]:
+        """A KVM_EXIT_DEBUG exit's (exception, pc, dr6, dr7)."""
+        out = ffi.new("uint64_t[4]")
+        lib.vmm_debug_exit(self.run_struct, out)
+        return out[0], out[1], out[2], out[3]
+
     def set_xcr0(self, value: int) -> None:
         xcrs = ffi.new("struct kvm_xcrs *")
         xcrs.nr_xcrs = 1

@@ -29,6 +29,9 @@ struct vmm_fastpath {
     uint16_t tx_port;             /* the UART's THR port */
     uint8_t tx_enabled;           /* set by the UART model while a THR write is pure output */
 };
+
+/* An exception to deliver at the next KVM_RUN (see vmm_queue_exception). */
+struct vmm_exception_event { uint8_t injected; uint8_t nr; uint8_t has_error_code; uint8_t pending; uint32_t error_code; };
 """
 
 CDEF = r"""
@@ -59,6 +62,19 @@ CDEF = r"""
 #define KVM_SET_XCRS ...
 #define KVM_GET_XCRS ...
 #define KVM_GET_TSC_KHZ ...
+#define KVM_GET_XSAVE ...
+#define KVM_SET_XSAVE ...
+#define KVM_GET_VCPU_EVENTS ...
+#define KVM_SET_VCPU_EVENTS ...
+#define KVM_SET_GUEST_DEBUG ...
+#define KVM_GUESTDBG_ENABLE ...
+#define KVM_GUESTDBG_SINGLESTEP ...
+#define KVM_GUESTDBG_USE_HW_BP ...
+#define KVM_INTERNAL_ERROR_EMULATION ...
+#define KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES ...
+#define KVM_CAP_EXIT_ON_EMULATION_FAILURE ...
+#define KVM_CAP_SET_GUEST_DEBUG ...
+#define KVM_CAP_VCPU_EVENTS ...
 
 #define KVM_CAP_USER_MEMORY ...
 #define KVM_CAP_SET_TSS_ADDR ...
@@ -120,6 +136,9 @@ struct kvm_sregs {
     ...;
 };
 struct kvm_fpu { uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint32_t mxcsr; ...; };
+struct kvm_xsave { uint32_t region[1024]; ...; };
+struct kvm_guest_debug_arch { uint64_t debugreg[8]; ...; };
+struct kvm_guest_debug { uint32_t control; struct kvm_guest_debug_arch arch; ...; };
 struct kvm_xcr { uint32_t xcr; uint64_t value; ...; };
 struct kvm_xcrs { uint32_t nr_xcrs; uint32_t flags; struct kvm_xcr xcrs[16]; ...; };
 struct kvm_msr_entry { uint32_t index; uint64_t data; ...; };
@@ -144,12 +163,8 @@ struct kvm_run {
    Most structures are opaque here: persist.py saves their bytes whole and
    KVM checks them on the way back in, so only the fields we set are named. */
 #define KVM_GET_FPU ...
-#define KVM_GET_XSAVE ...
-#define KVM_SET_XSAVE ...
 #define KVM_GET_LAPIC ...
 #define KVM_SET_LAPIC ...
-#define KVM_GET_VCPU_EVENTS ...
-#define KVM_SET_VCPU_EVENTS ...
 #define KVM_GET_MP_STATE ...
 #define KVM_SET_MP_STATE ...
 #define KVM_GET_DEBUGREGS ...
@@ -169,7 +184,6 @@ struct kvm_run {
 #define KVM_CAP_VCPU_EVENTS ...
 #define KVM_CAP_DEBUGREGS ...
 #define KVM_CAP_ADJUST_CLOCK ...
-struct kvm_xsave { ...; };
 struct kvm_lapic_state { ...; };
 struct kvm_vcpu_events { ...; };
 struct kvm_mp_state { uint32_t mp_state; ...; };
@@ -187,6 +201,9 @@ int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, struct vmm_fastp
 void vmm_complete_read(struct kvm_run *run, uint64_t value);
 size_t vmm_io_data_offset(struct kvm_run *run);
 int vmm_install_kick_handler(int signo);
+int vmm_emulation_failure(struct kvm_run *run, uint8_t *bytes, uint64_t *flags);
+void vmm_debug_exit(struct kvm_run *run, uint64_t *out);
+int vmm_queue_exception(int fd, struct vmm_exception_event *ev);
 """
 
 SOURCE = r"""
@@ -325,6 +342,52 @@ static int vmm_mincore(void *addr, size_t length, unsigned char *vec)
     return mincore(addr, length, vec) < 0 ? -errno : 0;
 }
 /* ---- end of snapshots ---- */
+
+/* KVM_INTERNAL_ERROR_EMULATION: copy the instruction bytes (up to 15) the exit
+   carries; returns their count, or -1 when the exit has none. */
+static int vmm_emulation_failure(struct kvm_run *run, uint8_t *bytes, uint64_t *flags)
+{
+    *flags = 0;
+    if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR || run->internal.suberror != KVM_INTERNAL_ERROR_EMULATION
+        || run->emulation_failure.ndata < 3)
+        return -1;
+    *flags = run->emulation_failure.flags;
+    if (!(*flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES))
+        return -1;
+    unsigned n = run->emulation_failure.insn_size;
+    if (n > sizeof run->emulation_failure.insn_bytes)
+        n = sizeof run->emulation_failure.insn_bytes;
+    memcpy(bytes, run->emulation_failure.insn_bytes, n);
+    return (int)n;
+}
+
+/* KVM_EXIT_DEBUG: exception, pc, dr6, dr7. */
+static void vmm_debug_exit(struct kvm_run *run, uint64_t *out)
+{
+    out[0] = run->debug.arch.exception;
+    out[1] = run->debug.arch.pc;
+    out[2] = run->debug.arch.dr6;
+    out[3] = run->debug.arch.dr7;
+}
+
+/* Queue an exception for the next KVM_RUN (read-modify-write of the vCPU
+   events, so NMI/interrupt state is kept as it is). */
+static int vmm_queue_exception(int fd, struct vmm_exception_event *ev)
+{
+    struct kvm_vcpu_events events;
+    memset(&events, 0, sizeof events);
+    if (ioctl(fd, KVM_GET_VCPU_EVENTS, &events) < 0)
+        return -errno;
+    events.exception.injected = ev->injected;
+    events.exception.nr = ev->nr;
+    events.exception.has_error_code = ev->has_error_code;
+    events.exception.pending = ev->pending;
+    events.exception.error_code = ev->error_code;
+    events.flags &= KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM;
+    if (ioctl(fd, KVM_SET_VCPU_EVENTS, &events) < 0)
+        return -errno;
+    return 0;
+}
 
 static void vmm_kick(int signo) { (void)signo; }
 

@@ -10,6 +10,18 @@ HYPERVISOR_TIMING = 0x40000010  # EAX: TSC kHz, EBX: APIC bus kHz (VMware/QEMU c
 CPUID_1_ECX_HYPERVISOR = 1 << 31
 CPUID_1_ECX_TSC_DEADLINE = 1 << 24
 KVM_APIC_BUS_KHZ = 1_000_000  # KVM's emulated local APIC timer runs at 1 GHz
+# CPUID bits hidden from Linux guests on a software KVM, whose ring-0 emulator
+# cannot execute the instructions they announce: {(leaf, subleaf): {register: mask}}.
+# KVM_SET_CPUID2 changes only what KVM_GET_SUPPORTED_CPUID lists (CX16 is there;
+# XSAVE, SSSE3, POPCNT, SMAP are not and pass through from the hardware), so the
+# kernel options in x86/platform.py do the rest.
+CPUID_1_ECX_SSSE3, CPUID_1_ECX_CX16, CPUID_1_ECX_POPCNT = 1 << 9, 1 << 13, 1 << 23
+CPUID_1_ECX_XSAVE, CPUID_1_ECX_OSXSAVE = 1 << 26, 1 << 27
+CPUID_7_EBX_SMAP = 1 << 20
+LINUX_HIDDEN_FEATURES = {
+    (1, 0): {"ecx": CPUID_1_ECX_SSSE3 | CPUID_1_ECX_CX16 | CPUID_1_ECX_POPCNT | CPUID_1_ECX_XSAVE | CPUID_1_ECX_OSXSAVE},
+    (7, 0): {"ebx": CPUID_7_EBX_SMAP},
+}
 
 # MSRs
 MSR_IA32_SYSENTER_CS = 0x174
@@ -34,10 +46,16 @@ MXCSR_RESET = 0x1F80
 XCR0_X87 = 1
 
 
-def guest_cpuid(supported: list[tuple], vcpu_index: int, vcpu_count: int, tsc_khz: int) -> list[tuple]:
-    """KVM's supported CPUID with what a VMM must fill in for its guest."""
+def guest_cpuid(supported: list[tuple], vcpu_index: int, vcpu_count: int, tsc_khz: int, hidden: dict | None = None) -> list[tuple]:
+    """KVM's supported CPUID with what a VMM must fill in for its guest, less the ``hidden`` bits."""
     entries = []
     for function, index, flags, eax, ebx, ecx, edx in supported:
+        masks = (hidden or {}).get((function, index))
+        if masks:
+            eax &= ~masks.get("eax", 0)
+            ebx &= ~masks.get("ebx", 0)
+            ecx &= ~masks.get("ecx", 0)
+            edx &= ~masks.get("edx", 0)
         if function == 1:
             ecx |= CPUID_1_ECX_HYPERVISOR
             # initial APIC id, logical processor count, CLFLUSH line size (8 * 8 bytes)
@@ -105,8 +123,8 @@ def set_pvh_entry_state(vcpu: Vcpu, entry: int, start_info_addr: int) -> None:
     vcpu.set_regs(regs)
 
 
-def configure_vcpu(vcpu: Vcpu, *, supported_cpuid, supported_msrs: set[int], vcpu_count: int, has_xcrs: bool) -> None:
-    vcpu.set_cpuid(guest_cpuid(supported_cpuid, vcpu.index, vcpu_count, vcpu.tsc_khz()))
+def configure_vcpu(vcpu: Vcpu, *, supported_cpuid, supported_msrs: set[int], vcpu_count: int, has_xcrs: bool, hidden_cpuid: dict | None = None) -> None:
+    vcpu.set_cpuid(guest_cpuid(supported_cpuid, vcpu.index, vcpu_count, vcpu.tsc_khz(), hidden_cpuid))
     vcpu.set_msrs(boot_msrs(supported_msrs))
     vcpu.set_fpu(X87_FCW_RESET, MXCSR_RESET)
     if has_xcrs:
