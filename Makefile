@@ -25,11 +25,14 @@ guest:
 bytecode: $(INSTALLED)
 	$(VENV)/bin/python -m compileall -q vmm
 
-# The benchmarks (and their smoke test) run QEMU's microvm beside vmm.
+# The benchmarks (and their smoke test) run QEMU's microvm and bubblewrap beside vmm.
 qemu:
 	@command -v $(QEMU) >/dev/null 2>&1 || { \
 	    echo "installing qemu-system-x86 (for the benchmark comparison)"; \
 	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q qemu-system-x86; }
+	@command -v bwrap >/dev/null 2>&1 || { \
+	    echo "installing bubblewrap (for vmm bench exec)"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q bubblewrap; }
 
 run: bytecode guest
 	$(VENV)/bin/vmm run
