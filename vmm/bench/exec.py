@@ -329,6 +329,16 @@ class ExecBench:
         for _ in range(self.params.hello_repeats):
             run = self._run(contender, ["hello"], expect=b"hello, world")
             self._record("hello", "hello world, start to exit", "ms", contender, run.wall * 1000, higher=False, exits=run.exits)
+        if contender == "vmm exec":  # the target's yardstick: `vmm run` from a fresh process to the shell prompt
+            from .contenders import VmmContender
+            from .session import GuestSession, parse_exit_count
+
+            for _ in range(self.params.hello_repeats):
+                session = GuestSession(VmmContender().argv(self.contenders.guest, 128, []), env=self.contenders.vmm_env)
+                arrived = session.expect(b"$ ", timeout=120)
+                session.finish()
+                self._record("hello", "(yardstick) vmm run: start to prompt", "ms", "vmm run", (arrived - session.started) * 1000,
+                             higher=False, exits=parse_exit_count(session.stderr.decode(errors="replace")))
 
     def case_cpu(self, contender):
         mib = self.params.sha_mib
@@ -432,9 +442,50 @@ class ExecBench:
             exits = str(row["exits"]) if row["exits"] is not None else "-"
             print(f"{row['case'][5:]:<8} {row['metric']:<38} {row['contender']:<16} {row['best']:9.2f} {row['median']:9.2f} "
                   f"{row['unit']:<8} {ratio:>8} {vs_qemu:>7}  {exits}")
+        self._print_targets()
         print("ratios = median / median of native (the floor) and of QEMU; throughput and per-call figures from the "
               "program's own clock, times start to exit; exits = VM exits of the whole run (vmm only); "
               "RSS = peak of the summed RSS of live processes, sampled every ~1 ms")
+
+
+    def _median(self, case, prefix, contender):
+        for (c, name), metric in self.metrics.items():
+            if c == case and name.startswith(prefix) and metric.samples.get(contender):
+                return statistics.median(metric.samples[contender])
+        return None
+
+    def _print_targets(self) -> None:
+        """The issue's targets, each with the figure this run measured."""
+        m = self._median
+        lines = []
+        hello = m("hello", "hello world", "vmm.sandbox.run")
+        if hello is not None:
+            lines.append(f"in-process hello {hello:.1f} ms median (target <= 5 ms)")
+        exec_hello, prompt = m("hello", "hello world", "vmm exec"), m("hello", "(yardstick)", "vmm run")
+        if exec_hello and prompt:
+            lines.append(f"vmm exec hello / vmm run to prompt {exec_hello / prompt:.2f}x (target <= 1.2x)")
+        cpu, native = m("cpu", "SHA-256", "vmm.sandbox.run"), m("cpu", "SHA-256", "native")
+        if cpu and native:
+            lines.append(f"CPU-bound {cpu / native:.2f}x native (target >= 0.95x)")
+        call = m("syscall", "getppid", "vmm.sandbox.run")
+        if call is not None:
+            lines.append(f"syscall round trip {call:.2f} us (target <= 2 us)")
+        out = m("stdout", "write", "vmm.sandbox.run")
+        if out is not None:
+            lines.append(f"stdout {out:.0f} MiB/s (target >= 200 MiB/s)")
+        beaten = []
+        for metric in self.metrics.values():
+            q = metric.samples.get("qemu")
+            if not q:
+                continue
+            for who in ("vmm exec", "vmm.sandbox.run"):
+                v = metric.samples.get(who)
+                if v:
+                    better = statistics.median(v) > statistics.median(q) if metric.higher_is_better else statistics.median(v) < statistics.median(q)
+                    if not better:
+                        beaten.append(f"{metric.case}/{who}")
+        lines.append("beats QEMU everywhere" if not beaten else f"behind QEMU: {', '.join(beaten)}")
+        print("targets: " + "; ".join(lines))
 
 
 def run_exec_bench(quick: bool, rounds: int | None) -> list[dict]:
