@@ -42,6 +42,9 @@
 #define CHECK_EVERY_IDLES   500         /* then read Status for NEEDS_RESET */
 #define HANDSHAKE_MS        2000        /* at most, for the device's answers */
 #define HANDSHAKE_QUIET_MS  50          /* ports without names: give up waiting */
+#define HANDSHAKE_NAMES_MS  30000       /* at most, when names are sure to come (a sandbox):
+                                           a loaded host (100 sandboxes on 2 cores) can take
+                                           longer than the quiet spell between two messages */
 #define HANDSHAKE_CYCLES_NO_TSC (1ull << 32)
 
 #define FEATURE(bit) (1ull << (bit))
@@ -609,10 +612,10 @@ static bool handshake_done(void)
 
 /* DEVICE_READY, then answer DEVICE_ADDs until every port has its name and
    open state (our VMM sends them at once), or the device goes quiet. */
-static void handshake(void)
+static void handshake(bool await_names)
 {
     u64 khz = tsc_khz;
-    u64 limit = khz ? HANDSHAKE_MS * khz : HANDSHAKE_CYCLES_NO_TSC;
+    u64 limit = khz ? (await_names ? HANDSHAKE_NAMES_MS : HANDSHAKE_MS) * khz : HANDSHAKE_CYCLES_NO_TSC;
     u64 quiet = khz ? HANDSHAKE_QUIET_MS * khz : HANDSHAKE_CYCLES_NO_TSC / 40;
     u64 start = rdtsc();
     struct waiter w = { 0 };
@@ -627,7 +630,7 @@ static void handshake(void)
         u64 now = rdtsc();
         if (now - start > limit)
             break;
-        if (con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count())
+        if (!await_names && con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count())
             break;              /* ports came, names did not: a device without names */
         if (!poll_control())
             wait_step(&w, &con.ctrl_rx);
@@ -706,7 +709,7 @@ fail:
     return false;
 }
 
-bool vcon_init(void)
+bool vcon_init(bool await_names)
 {
     for (unsigned i = 0; i < virtio_mmio_count; i++) {
         const struct virtio_mmio_device *dev = &virtio_mmio_devices[i];
@@ -723,7 +726,7 @@ bool vcon_init(void)
             return false;
         con.present = true;
         if (con.multiport) {
-            handshake();
+            handshake(await_names);
         } else {
             /* Port 0 alone, connected from the start (5.3.2). */
             struct port *p = &con.ports[0];

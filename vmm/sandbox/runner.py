@@ -11,8 +11,6 @@ syscalls and the program's /out on a fourth port, ``vmm.control``
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -75,6 +73,8 @@ def resolve_program(program: str) -> str:
     if "/" in program:
         path = program
     else:
+        import shutil
+
         found = shutil.which(program)
         if found is None:
             raise ProgramError(f"{program}: not found", EXEC_NOT_FOUND)
@@ -303,7 +303,10 @@ def run(
         input = input.encode()
     options: dict[str, str] = {}
     if deterministic or seed is not None:
-        seed = secrets.randbits(63) if seed is None else seed
+        if seed is None:
+            import secrets
+
+            seed = secrets.randbits(63)
         options["seed"] = str(seed)
     if deterministic:
         options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
