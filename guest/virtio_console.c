@@ -596,7 +596,8 @@ static u16 rx_index(u32 port)
     return port == 0 ? 0 : (u16)(2 * port + 2);
 }
 
-static bool handshake_done(void)
+/* Every port added has its name (and, with need_open, its open state). */
+static bool ports_known(bool need_open)
 {
     bool any = false;
     for (u32 i = 0; i < con.nports; i++) {
@@ -604,7 +605,7 @@ static bool handshake_done(void)
         if (!p->added)
             continue;
         any = true;
-        if (!p->named || !p->open_known)
+        if (!p->named || (need_open && !p->open_known))
             return false;
     }
     return any;
@@ -626,12 +627,16 @@ static void handshake(bool await_names)
     vq_notify(&con.ctrl_rx);
     con.last_control_tsc = 0;
     send_control(0xffffffffu, VIRTIO_CONSOLE_DEVICE_READY, 1);
-    while (!con.broken && !handshake_done()) {
+    while (!con.broken && !ports_known(true)) {
         u64 now = rdtsc();
         if (now - start > limit)
             break;
-        if (!await_names && con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count())
-            break;              /* ports came, names did not: a device without names */
+        /* A quiet spell ends the wait: ports came but names did not (a device
+           without names), or, awaiting names, they came but some open state
+           did not (QEMU never reports a host end that never opened). */
+        if (con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count() &&
+            (!await_names || ports_known(false)))
+            break;
         if (!poll_control())
             wait_step(&w, &con.ctrl_rx);
     }
