@@ -225,9 +225,13 @@ class Sandbox:
         config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
         vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
         try:
-            vm.start()
-            feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
-            feeder.start()
+            if stdin_fd is None and not stdin:
+                self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
+                vm.start()
+            else:
+                vm.start()
+                feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
+                feeder.start()
             try:
                 outcome = vm.wait(timeout)
             except TimeoutError:
