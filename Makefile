@@ -7,11 +7,11 @@ INSTALLED := $(VENV)/.installed
 QEMU := qemu-system-x86_64
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test bench guest qemu bytecode clean
+.PHONY: run test bench guest tools qemu bytecode clean
 
 # Editable in compat mode (a plain path entry): the default import-hook
 # finder costs ~14 ms at every Python start, a tenth of vmm's start-up.
-$(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/_build/backend.py
+$(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/kvm/virtio_fast_build.py vmm/kvm/virtio_fast.c vmm/_build/backend.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 	touch $@
@@ -25,22 +25,30 @@ guest:
 bytecode: $(INSTALLED)
 	$(VENV)/bin/python -m compileall -q vmm
 
-# The benchmarks (and their smoke test) run QEMU's microvm and bubblewrap beside vmm.
-qemu:
-	@command -v $(QEMU) >/dev/null 2>&1 || { \
-	    echo "installing qemu-system-x86 (for the benchmark comparison)"; \
-	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q qemu-system-x86; }
-	@command -v bwrap >/dev/null 2>&1 || { \
-	    echo "installing bubblewrap (for vmm bench exec)"; \
-	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q bubblewrap; }
+# Debian packages the tests and benchmarks run beside vmm or build with, as
+# command:package: QEMU (microvm and TCG comparisons), busybox-static (the
+# sandbox runs its applets), musl-gcc (static musl test programs), iasl
+# (checks the ACPI tables vmm generates), curl (drives the API socket as
+# Firecracker users do), bwrap (vmm bench exec's namespace-only contender).
+# Installed when missing.
+TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools curl:curl bwrap:bubblewrap
+
+tools:
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	    command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (the tests and benchmarks use them)"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+
+qemu: tools
 
 run: bytecode guest
 	$(VENV)/bin/vmm run
 
-test: bytecode guest qemu
+test: bytecode guest tools
 	$(VENV)/bin/python -m pytest -q
 
-bench: bytecode guest qemu
+bench: bytecode guest tools
 	$(VENV)/bin/vmm bench
 
 clean:

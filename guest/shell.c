@@ -2,6 +2,7 @@
 #include "attack.h"
 #include "blk_shell.h"
 #include "console_shell.h"
+#include "count_shell.h"
 #include "console.h"
 #include "guest.h"
 #include "io.h"
@@ -201,6 +202,7 @@ static const struct command commands[] = {
     { "fault", "[pf|ud|gp|de]", "raise a CPU exception (default pf)", cmd_fault },
     { "triplefault", "", "make exception delivery fail", cmd_triplefault },
     { "spin", "", "loop forever without VM exits", cmd_spin },
+    { "count", "N [MS]", "print 1..N, one a line, MS ms apart (default 10)", cmd_count },
     { "ioloop", "N", "time N writes to port 0x80", cmd_ioloop },
     { "disks", "", "list virtio-blk disks", cmd_disks },
     { "ls", "[N]", "list the tar archive on disk N (default 0)", cmd_ls },

@@ -32,9 +32,12 @@
 #define STATUS_UNSET        0xff        /* not a status the device may write */
 
 #define FEATURE(bit) (1ull << (bit))
-/* Polling needs no VIRTIO_RING_F_EVENT_IDX: we never ask for interrupts. */
+/* VIRTIO_RING_F_EVENT_IDX: the device says, through avail_event, when it
+   wants a QueueNotify; while it is still working on the ring (an I/O thread
+   that has not caught up) we skip the notify, and its VM exit. */
 #define WANTED_FEATURES (FEATURE(VIRTIO_F_VERSION_1) |              \
                          FEATURE(VIRTIO_RING_F_INDIRECT_DESC) |     \
+                         FEATURE(VIRTIO_RING_F_EVENT_IDX) |         \
                          FEATURE(VIRTIO_BLK_F_SIZE_MAX) |           \
                          FEATURE(VIRTIO_BLK_F_SEG_MAX) |            \
                          FEATURE(VIRTIO_BLK_F_BLK_SIZE) |           \
@@ -69,6 +72,9 @@ struct blk_disk {
     volatile struct virtq_used *used;   /* written by the device */
     u16 next_avail;             /* our avail.idx */
     u16 next_used;              /* used.idx we have reaped up to */
+    bool event_idx;             /* VIRTIO_RING_F_EVENT_IDX negotiated */
+    bool interrupts;            /* used-buffer interrupts wanted (irqtest) */
+    u16 kicked_avail;           /* avail.idx at the last notify decision */
     unsigned in_flight;
     struct blk_slot *slots;
     u16 *free_heads;            /* stack of free descriptors */
@@ -159,6 +165,18 @@ static void fail_disk(struct blk_disk *d, int err, const char *why)
             release_slot(d, head, err, 0);
 }
 
+/* With EVENT_IDX the device interrupts when used.idx passes used_event
+   (2.7.10). Not wanted: one behind what we reaped (the device's index is
+   already past it, so never), refreshed at every reap. Wanted: the used
+   index as we notify, so the device's next answers pass it; not moved while
+   we reap, or a reap racing the device's check would cancel the interrupt. */
+static void update_used_event(struct blk_disk *d)
+{
+    if (d->event_idx)
+        *(volatile u16 *)&d->avail->ring[d->info.queue_size] =
+            d->interrupts ? d->next_used : (u16)(d->next_used - 1);
+}
+
 /* Take every finished request off the used ring. */
 static void reap(struct blk_disk *d)
 {
@@ -184,6 +202,8 @@ static void reap(struct blk_disk *d)
         }
         u8 status = *(volatile u8 *)&d->slots[id].status;
         release_slot(d, (u16)id, request_result(d->slots[id].io, status, len), len);
+        if (!d->interrupts)
+            update_used_event(d);
     }
 }
 
@@ -297,12 +317,26 @@ static int submit(struct blk_disk *d, struct blk_io *io, const struct blk_segmen
 /* One VM exit for everything submitted since the last one. */
 static void notify(struct blk_disk *d)
 {
-    /* QEMU sets NO_NOTIFY while it is still walking the ring.  Our avail.idx
-       store must be visible before we read that flag: store->load order is
-       the one x86 does not keep, hence the fence. */
+    /* The device asks for notifications through avail_event (EVENT_IDX) or
+       the NO_NOTIFY flag; either may be set while it is still walking the
+       ring.  Our avail.idx store must be visible before we read them:
+       store->load order is the one x86 does not keep, hence the fence. */
+    if (d->interrupts)
+        update_used_event(d);
     __asm__ volatile("mfence" : : : "memory");
-    if (d->used->flags & VIRTQ_USED_F_NO_NOTIFY)
+    if (d->event_idx) {
+        /* avail_event: the u16 after the used ring's entries */
+        u16 old = d->kicked_avail;
+        u16 event = *(volatile u16 *)(uintptr_t)(addr_of(d->used) + 4 + 8 * (u64)d->info.queue_size);
+        d->kicked_avail = d->next_avail;
+        /* vring_need_event: did this batch pass the index the device named? */
+        if ((u16)(d->next_avail - event - 1) >= (u16)(d->next_avail - old)) {
+            d->stats.skipped_notifies++;
+            return;
+        }
+    } else if (d->used->flags & VIRTQ_USED_F_NO_NOTIFY) {
         return;
+    }
     reg_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
     d->stats.notifies++;
 }
@@ -634,6 +668,7 @@ static bool init_disk(struct blk_disk *d)
         goto fail;
     }
     write_driver_features(d, features);
+    d->event_idx = features & FEATURE(VIRTIO_RING_F_EVENT_IDX);
     status |= VIRTIO_STATUS_FEATURES_OK;
     reg_write(d, VIRTIO_MMIO_STATUS, status);
     if (!(reg_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
@@ -656,6 +691,7 @@ static bool init_disk(struct blk_disk *d)
         why = "out of memory for the queue";
         goto fail;
     }
+    update_used_event(d);                       /* no interrupts: we poll */
     reg_write(d, VIRTIO_MMIO_QUEUE_NUM, d->info.queue_size);
     write_address(d, VIRTIO_MMIO_QUEUE_DESC_LOW, addr_of(d->desc));
     write_address(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, addr_of(d->avail));
@@ -733,5 +769,7 @@ bool blk_set_interrupts(unsigned disk, bool enable)
     if (!d || d->broken)
         return false;
     *(volatile u16 *)&d->avail->flags = enable ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
+    d->interrupts = enable;
+    update_used_event(d);
     return true;
 }

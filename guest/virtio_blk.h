@@ -78,6 +78,7 @@ struct blk_stats {
     u64 requests;
     u64 notifies;
     u64 idle_waits;
+    u64 skipped_notifies;       /* EVENT_IDX: the device did not want them */
 };
 
 /* One data segment: identity-mapped address and length. */

@@ -1,5 +1,8 @@
 """vmm: a minimal virtual machine monitor in Python on Linux KVM."""
 
+# Recorded in snapshots and compared on restore; equal to pyproject.toml's (tests/snapshot/test_version.py).
+__version__ = "0.1.0"
+
 from .config import DiskConfig, VmConfig
 from .errors import ConfigError, KvmError, VmmError
 

@@ -12,7 +12,9 @@ kernel through its boot protocol and sets up every vCPU. The result is an
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
@@ -48,8 +50,9 @@ REQUIRED_CAPABILITIES = (
 MachineHooks = namedtuple("MachineHooks", "power_off fault idle wake input_space plain_transmit serial_output")
 
 
-class VirtioSlot(namedtuple("VirtioSlot", "device transport addr irq irq_fd")):
-    """A virtio device placed on the MMIO bus, with its interrupt eventfd."""
+class VirtioSlot(namedtuple("VirtioSlot", "device transport addr irq irq_fd routes", defaults=((),))):
+    """A virtio device placed on the MMIO bus, with its interrupt eventfd and
+    its queues' notify routes (none without ioeventfd)."""
 
     __slots__ = ()
 
@@ -86,7 +89,14 @@ class AssembledVm:
         self.boot_entry = None
         self.created_at: float | None = None
         self._eventfds: list[int] = []
+        # (eventfd, transport, queue index, NotifyRoute) of each ioeventfd-capable queue
+        self.notify_queues: list[tuple] = []
         self.prepared: PreparedVm | None = None
+        # Snapshots (vmm/snapshot): the last snapshot taken or restored, whether
+        # KVM logs dirty pages, and whether the ACPI sleep port is there.
+        self.snapshot_id: bytes | None = None
+        self.dirty_logging = False
+        self.acpi = False
 
     def eventfd(self) -> int:
         fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -195,6 +205,9 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
     """Create the VM from ``prepared`` (which it then owns); vCPUs are not running."""
     import time
 
+    if prepared.boot is None:  # a snapshot (vmm/snapshot/load.py prepared it)
+        return assemble_from_snapshot(prepared, hooks, on_loop_error)
+
     config = prepared.config
     parts = AssembledVm()
     parts.prepared = prepared
@@ -220,6 +233,7 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
             slot = _add_virtio_device(parts, slots, device, config.ioeventfd, hooks)
             if not uses_acpi:  # with ACPI the DSDT lists the devices instead
                 cmdline += " " + slot.cmdline_entry
+        parts.acpi = uses_acpi
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks)
@@ -230,31 +244,41 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
     return parts
 
 
-def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks) -> None:
+def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks, uart_state=None) -> None:
     vm = parts.vm
-    parts.uart = Uart16550(
-        hooks.serial_output,
-        lambda level: vm.set_irq_line(COM1_IRQ, level),
-        on_input_space=hooks.input_space,
-        on_plain_transmit=hooks.plain_transmit,
-    )
+    uart_args = (hooks.serial_output, lambda level: vm.set_irq_line(COM1_IRQ, level))
+    uart_kwargs = {"on_input_space": hooks.input_space, "on_plain_transmit": hooks.plain_transmit}
+    if uart_state is None:
+        parts.uart = Uart16550(*uart_args, **uart_kwargs)
+    else:
+        parts.uart = Uart16550.from_state(uart_state, *uart_args, **uart_kwargs)
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
-    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, hooks.idle))
+    idle = _idle_serving_late_notifies(parts.notify_queues, hooks.idle)
+    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
+
+
+def _add_acpi_sleep_port(parts: AssembledVm, hooks: MachineHooks) -> None:
+    from .devices.acpi_sleep import AcpiSleepControl
+    from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN
+
+    parts.pio_bus.register(SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, AcpiSleepControl(hooks.power_off, S5_SLEEP_TYPE))
 
 
 def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
     """ACPI tables describing the machine, and the sleep port a guest's poweroff writes; returns the RSDP address."""
-    from .devices.acpi_sleep import AcpiSleepControl
-    from .x86.acpi import S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, build_acpi
+    from .x86.acpi import build_acpi
 
-    parts.pio_bus.register(SLEEP_CONTROL_PORT, SLEEP_PORT_SPAN, AcpiSleepControl(hooks.power_off, S5_SLEEP_TYPE))
+    _add_acpi_sleep_port(parts, hooks)
     return build_acpi(parts.memory, vcpus, [(slot.addr, layout.VIRTIO_MMIO_SIZE, slot.irq) for slot in parts.virtio])
 
 
-def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, use_ioeventfd: bool, hooks: MachineHooks) -> VirtioSlot:
+def _add_virtio_device(
+    parts: AssembledVm, slots: layout.DeviceSlots, device, use_ioeventfd: bool, hooks: MachineHooks, transport_state=None
+) -> VirtioSlot:
     """Place a device in the next slot. Its used-buffer interrupt goes through
-    an irqfd: KVM injects it without a vCPU thread or a KVM_IRQ_LINE per interrupt."""
+    an irqfd: KVM injects it without a vCPU thread or a KVM_IRQ_LINE per interrupt.
+    With ``transport_state`` (a snapshot's), the transport is rebuilt from it."""
     from .devices.virtio.constants import MMIO_QUEUE_NOTIFY
     from .devices.virtio.mmio import VirtioMmioTransport
 
@@ -266,17 +290,38 @@ def _add_virtio_device(parts: AssembledVm, slots: layout.DeviceSlots, device, us
         if level:
             os.eventfd_write(fd, 1)  # an edge on the (ISA, edge-triggered) pin
 
-    transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
+    if transport_state is None:
+        transport = VirtioMmioTransport(device, parts.memory, interrupt, on_host_work=hooks.wake)
+    else:
+        transport = VirtioMmioTransport.from_state(device, parts.memory, interrupt, transport_state)
+        transport.on_host_work = hooks.wake
     parts.mmio_bus.register(addr, layout.VIRTIO_MMIO_SIZE, transport)
     if use_ioeventfd:
+        # Each queue's notifications start on an ioeventfd and move to the
+        # MMIO exit while the I/O thread is late for them (vmm/notify_route.py).
+        from .notify_route import PINNED, NotifyRoute
+
+        routes = []
         for queue_index in range(len(device.queue_max_sizes)):
             notify_fd = parts.eventfd()
-            parts.vm.add_ioeventfd(notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index)
-            parts.loop.register(notify_fd, _notifier(notify_fd, transport, queue_index, hooks.wake))
+            register = functools.partial(
+                parts.vm.add_ioeventfd, notify_fd, addr + MMIO_QUEUE_NOTIFY, 4, datamatch=queue_index
+            )
+            on_ioeventfd = PINNED != "exit"
+            if on_ioeventfd:
+                register()
+            route = NotifyRoute(register, functools.partial(register, remove=True), parts.loop.call_soon, on_ioeventfd)
+            routes.append(route)
+            parts.loop.register(notify_fd, _notifier(notify_fd, transport, queue_index, hooks.wake, route))
+            parts.notify_queues.append((notify_fd, transport, queue_index, route))
+        transport.on_exit_notify = lambda index, seconds: routes[index].served(seconds) if index < len(routes) else None
+        slot_routes = tuple(routes)
+    else:
+        slot_routes = ()
     register = getattr(device, "register_events", None)
     if register is not None:
         register(parts.loop)
-    slot = VirtioSlot(device, transport, addr, irq, irq_fd)
+    slot = VirtioSlot(device, transport, addr, irq, irq_fd, slot_routes)
     parts.virtio.append(slot)
     return slot
 
@@ -305,7 +350,31 @@ def _coalesce_queue_setup(parts: AssembledVm) -> None:
         slot.transport.before_notify = ring.drain
 
 
-def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None]) -> Callable[[], None]:
+def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], None]) -> Callable[[float], None]:
+    """The guest's idle exit. A guest idles when it has nothing left but to
+    wait; if a queue's ioeventfd still holds a notification then, the I/O
+    thread is late for it: serve it here on the vCPU thread and return at
+    once (the guest finds its answers), and tell the queue's route."""
+
+    def on_idle(seconds: float) -> None:
+        served = False
+        for fd, transport, queue_index, route in notify_queues:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                continue
+            start = time.perf_counter()
+            transport.notify(queue_index)
+            route.served(time.perf_counter() - start)
+            route.late()
+            served = True
+        if not served:
+            idle(seconds)
+
+    return on_idle
+
+
+def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], route) -> Callable[[], None]:
     def on_notify() -> None:
         try:
             os.eventfd_read(fd)
@@ -314,7 +383,9 @@ def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None]) ->
         drain = getattr(transport, "before_notify", None)
         if drain is not None:
             drain()  # queue set-up the guest wrote before this notify, still in the ring
+        start = time.perf_counter()
         transport.notify(queue_index)
+        route.served(time.perf_counter() - start)
         wake()  # a guest may be idling until this request completes
 
     return on_notify
@@ -333,3 +404,58 @@ def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks) -> None:
     # The boot processor enters the kernel; the others wait in the in-kernel
     # LAPIC for INIT/SIPI (KVM starts every vCPU but the first uninitialised).
     parts.boot_entry.apply(parts.vcpus[0])
+
+
+def assemble_from_snapshot(restored, hooks: MachineHooks, on_loop_error: Callable[[BaseException], None]) -> AssembledVm:
+    """Create a VM from a checked snapshot (vmm.snapshot.load.prepare_restore):
+    guest RAM maps the memory file MAP_PRIVATE, devices and vCPUs take their
+    saved state. Same order as ``assemble``: RAM before the irqchip."""
+    import time
+
+    from .snapshot import load
+    from .x86.cpu import guest_cpuid
+
+    from .kvm._kvm_cffi import lib as kvm_lib
+
+    config, body = restored.config, restored.body
+    parts = AssembledVm()
+    parts.prepared = restored
+    try:
+        parts.kvm = kvm = open_kvm(config.vcpus)
+        supported_cpuid = kvm.supported_cpuid()
+        load.check_host(restored, supported_cpuid)
+        parts.created_at = time.monotonic()
+        parts.vm = vm = kvm.create_vm()
+        try:
+            parts.memory = GuestMemory(layout.ram_regions(config.mem_mib << 20), backing_fd=restored.mem_fd)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot map the snapshot's memory file: {err}") from None
+        # Dirty logging from the start (cheap before the irqchip), so the
+        # restored VM can take diff snapshots against the one it came from.
+        for region in parts.memory.regions:
+            vm.add_memory(region.guest_addr, region.mapping, kvm_lib.KVM_MEM_LOG_DIRTY_PAGES)
+        parts.dirty_logging = True
+        parts.memory.host_dirty = bytearray(parts.memory.size // 4096)
+        parts.snapshot_id = restored.snapshot_id
+        vm.set_tss_addr(TSS_ADDR)
+        vm.create_irqchip()
+        parts.loop = EventLoop(on_error=on_loop_error)
+        _add_platform_devices(parts, hooks, uart_state=restored.serial_state)
+        slots = layout.DeviceSlots()
+        for device, state in zip(restored.devices, restored.transport_states):
+            _add_virtio_device(parts, slots, device, config.ioeventfd, hooks, transport_state=state)
+        parts.acpi = bool(body.machine.acpi)
+        if parts.acpi:
+            _add_acpi_sleep_port(parts, hooks)
+        load.apply_platform(vm, body.platform, restored.what)
+        saveable = set(kvm.msr_index_list())
+        for index, record in enumerate(body.vcpus):
+            vcpu = vm.create_vcpu(index)
+            parts.vcpus.append(vcpu)
+            vcpu.set_cpuid(guest_cpuid(supported_cpuid, index, config.vcpus, vcpu.tsc_khz()))
+            vcpu.ignore_port_writes(POST_CODE_PORT)
+            load.apply_vcpu(vcpu, record, saveable, f"{restored.what}: vCPU {index}")
+    except BaseException:
+        parts.close()
+        raise
+    return parts

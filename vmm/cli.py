@@ -17,7 +17,7 @@ from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import EXIT_USAGE, ConfigError, VmmError
 
-BENCH_CASES = ("boot", "exits", "serial", "blk", "memory", "density", "exec")
+BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot", "exec")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 EXIT_CODE_STYLES = ("vmm", "qemu")
 QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
@@ -142,9 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds (at most a year)")
     run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
-    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread (default: by ioeventfd, on an I/O thread)")
+    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread, always (default: by ioeventfd on an I/O thread, moving a queue to the vCPU thread while that thread is late for it)")
     run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
     run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
+
+    _add_snapshot_options(run)
+
+    restore = commands.add_parser("restore", help="restore a snapshot and run it with its serial console on this terminal")
+    restore.add_argument("state", metavar="STATE", help="the snapshot's state file")
+    restore.add_argument("mem", metavar="MEM", help="its memory file (a diff's pages merged onto its base: vmm merge-diff)")
+    restore.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds of running (at most a year)")
+    restore.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
+    restore.add_argument("--allow-disk-change", action="store_true", help="restore even if a disk changed since the snapshot (its guest may then corrupt it)")
+    restore.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the VM stops")
+    restore.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="as for vmm run")
+    _add_snapshot_options(restore)
+
+    merge = commands.add_parser("merge-diff", help="lay a diff snapshot's memory file onto its base's memory file")
+    merge.add_argument("diff", metavar="DIFF_MEM")
+    merge.add_argument("base", metavar="BASE_MEM")
 
     mkdisk = commands.add_parser("mkdisk", help="make a disk image holding a directory as a ustar archive")
     mkdisk.add_argument("directory", metavar="DIR")
@@ -161,9 +177,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exec_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
 
+    # `vmm serve`: Firecracker's API on a Unix socket (vmm/api/)
+    from .api.cli import add_parser as add_serve_parser
+
+    add_serve_parser(commands)
+
     doctor = commands.add_parser("doctor", help="check that this host can run vmm, and print the fix for each problem")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
+
+
+def _add_snapshot_options(parser) -> None:
+    parser.add_argument("--snapshot-path", metavar="STATE", help="where SIGUSR1, SIGUSR2 or C-a s write a snapshot's state file")
+    parser.add_argument("--mem-file-path", metavar="MEM", help="where they write its memory file")
+
+
+class _SnapshotTrigger:
+    """SIGUSR1: snapshot and go on; SIGUSR2: snapshot and stop (status 0); C-a s as SIGUSR1.
+    The handler only sets a flag: the input loop takes the snapshot."""
+
+    def __init__(self, args):
+        self.state, self.mem = args.snapshot_path, args.mem_file_path
+        if (self.state is None) != (self.mem is None):
+            raise ConfigError("--snapshot-path and --mem-file-path go together")
+        self.taken = 0
+        self.pending: str | None = None  # "continue" or "stop"
+
+    @property
+    def enabled(self) -> bool:
+        return self.state is not None
+
+    def install(self) -> dict:
+        if not self.enabled:
+            return {}
+
+        def on_signal(signum, frame):
+            self.pending = "stop" if signum == signal.SIGUSR2 else "continue"
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGUSR1, signal.SIGUSR2)}
+
+    def run(self, vm) -> None:
+        """Take the pending snapshot, if any (on the main thread)."""
+        what, self.pending = self.pending, None
+        if what is None or vm.is_finished():
+            return
+        from .persist import snapshot
+
+        vm.pause()
+        try:
+            snapshot(vm, self.state, self.mem)  # full: diffs (Python API) need a file per snapshot
+            self.taken += 1
+            print_error(f"snapshot written to {self.state} and {self.mem}")
+        except VmmError as err:
+            print_error(f"snapshot failed: {err}")
+        if what == "stop":
+            from .machine import StopReason, VmOutcome
+
+            vm.stop(VmOutcome(0, StopReason.QUIT, "stopped after a snapshot"))
+        else:
+            vm.resume()
 
 
 def _config(args) -> VmConfig:
@@ -180,11 +252,14 @@ def _config(args) -> VmConfig:
     )
 
 
-def _pump_input(vm, interactive: bool) -> None:
+def _pump_input(vm, interactive: bool, snapshots: _SnapshotTrigger | None = None) -> None:
     """Feed stdin to the guest until the VM stops; handle the Ctrl-A escape on a tty."""
     escape = EscapeFilter()
     stdin_open = True
     while not vm.is_finished():
+        if snapshots is not None and snapshots.pending:
+            snapshots.run(vm)
+            continue
         watch = [vm.finished_fd]
         if stdin_open and vm.input_backlog < INPUT_BACKLOG_LIMIT:
             watch.append(0)
@@ -207,16 +282,38 @@ def _pump_input(vm, interactive: bool) -> None:
             vm.send(data)
         if "help" in commands:
             write_all(1, HELP.encode())
+        if "snapshot" in commands:
+            if snapshots is not None and snapshots.enabled:
+                snapshots.pending = "continue"
+            else:
+                write_all(1, b"\r\nvmm: no snapshot paths: start with --snapshot-path and --mem-file-path\r\n")
         if "quit" in commands:
             vm.stop()
 
 
 def cmd_run(args) -> int:
-    from .machine import MicroVM, StopReason, VmOutcome
+    from .machine import MicroVM
 
+    snapshots = _SnapshotTrigger(args)
     # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
     # big for the guest) before it reads them or touches KVM.
     vm = MicroVM(_config(args), output_fd=1, capture=False)
+    return _run_on_terminal(vm, args, snapshots)
+
+
+def cmd_restore(args) -> int:
+    from .persist import restore
+
+    snapshots = _SnapshotTrigger(args)
+    vm = restore(args.state, args.mem, resume=False, allow_disk_change=args.allow_disk_change,
+                 timeout=args.timeout, serial_log=args.serial_log, output_fd=1, capture=False)
+    return _run_on_terminal(vm, args, snapshots)
+
+
+def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
+    """Run ``vm`` (new, or restored and paused) with its console on this terminal until it stops."""
+    from .machine import StopReason, VmOutcome
+
     interactive = os.isatty(0)
 
     def terminate(signum, frame):
@@ -224,10 +321,14 @@ def cmd_run(args) -> int:
 
     previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        previous.update(snapshots.install())
         with RawTerminal(0):
-            vm.start()
+            if vm.paused:
+                vm.resume()
+            else:
+                vm.start()
             try:
-                _pump_input(vm, interactive)
+                _pump_input(vm, interactive, snapshots)
             except KeyboardInterrupt:
                 vm.stop(VmOutcome(130, StopReason.QUIT, "interrupted"))
             outcome = vm.wait()
@@ -239,7 +340,7 @@ def cmd_run(args) -> int:
         write_all(1, b"\r\n")
     if args.stats:
         counts = ", ".join(f"{name} {n}" for name, n in vm.exit_summary().items())
-        print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)
+        print(f"vmm: boot: {vm.boot_protocol}", file=sys.stderr)  # "snapshot" for vmm restore
         print(f"vmm: exits: {counts}", file=sys.stderr)
         misses = vm.unhandled_accesses
         if any(misses.values()):
@@ -284,12 +385,24 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":  # Firecracker's API socket (vmm/api/)
+            from .api.cli import cmd_serve
+
+            return cmd_serve(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "exec":
             from .sandbox.cli import cmd_exec
 
             return cmd_exec(args)
+        if args.command == "restore":
+            return cmd_restore(args)
+        if args.command == "merge-diff":
+            from .persist import merge_diff
+
+            copied = merge_diff(args.diff, args.base)
+            print(f"vmm: {copied} bytes of {args.diff} merged onto {args.base}", file=sys.stderr)
+            return 0
         if args.command == "mkdisk":
             return cmd_mkdisk(args)
         if args.command == "doctor":

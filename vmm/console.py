@@ -16,6 +16,7 @@ ESCAPE = 0x01  # Ctrl-A
 HELP = (
     "\r\nC-a x    quit the VM\r\n"
     "C-a C-a  send C-a to the guest\r\n"
+    "C-a s    snapshot (with --snapshot-path and --mem-file-path)\r\n"
     "C-a h    this help\r\n"
 )
 
@@ -25,7 +26,7 @@ class EscapeFilter:
         self._pending_escape = False
 
     def feed(self, data: bytes) -> tuple[bytes, list[str]]:
-        """Returns (bytes for the guest, host commands: 'quit' or 'help')."""
+        """Returns (bytes for the guest, host commands: 'quit', 'help' or 'snapshot')."""
         to_guest = bytearray()
         commands: list[str] = []
         for byte in data:
@@ -38,6 +39,8 @@ class EscapeFilter:
                     to_guest.append(ESCAPE)
                 elif byte in (ord("h"), ord("?")):
                     commands.append("help")
+                elif byte in (ord("s"), ord("S")):
+                    commands.append("snapshot")
                 else:  # not an escape after all: pass both through
                     to_guest += bytes((ESCAPE, byte))
             elif byte == ESCAPE:

@@ -104,6 +104,31 @@ class EventLoop:
         self.call_soon(done.set)
         return done.wait(timeout)
 
+    def run_exclusive(self, work: Callable[[], object], timeout: float | None = None):
+        """``work()``'s result, run while no callback of the loop runs (on the
+        loop thread if there is one): snapshots read device state and guest RAM
+        that host-side callbacks could change. Raises what ``work`` raised."""
+        if self._thread is None or threading.current_thread() is self._thread or not self._thread.is_alive():
+            return work()
+        done = threading.Event()
+        outcome: list = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, work()))
+            except BaseException as err:  # handed back to the caller, not to on_error
+                outcome.append((False, err))
+            finally:
+                done.set()
+
+        self.call_soon(run)
+        if not done.wait(timeout):
+            raise TimeoutError("the event loop did not run the exclusive call in time")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
     # -- running --------------------------------------------------------------
     def start(self) -> None:
         """Run callbacks from now on. The thread itself starts with the first

@@ -48,10 +48,12 @@ class MicroVM:
         capture: bool = True,
         capture_limit: int = DEFAULT_CAPTURE_LIMIT,
         virtio_devices: Sequence = (),
+        prepared=None,
     ):
         """``output`` and ``output_fd`` receive serial output as it comes; ``capture``
         keeps the most recent ``capture_limit`` bytes for ``expect``/``output``.
-        ``virtio_devices`` are device models placed after the configured ones."""
+        ``virtio_devices`` are device models placed after the configured ones.
+        ``prepared``: a snapshot to restore instead of a boot (vmm.persist.restore makes it)."""
         self.config = config
         self._outcome: VmOutcome | None = None
         self._outcome_lock = threading.Lock()
@@ -61,6 +63,8 @@ class MicroVM:
         self._paused = False
         self._threads: list[VcpuThread] = []
         self._timer = None
+        self._timeout_left: float | None = None  # seconds of --timeout not yet run (paused time does not count)
+        self._timeout_deadline = 0.0
         self._capture = OutputCapture(capture_limit) if capture else None
         self.finished_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the VM has stopped
         self._parts = None
@@ -68,8 +72,11 @@ class MicroVM:
         self.boot_protocol: str | None = None  # how the kernel boots, e.g. "pvh", "multiboot (ELF)"
         log_file = None
         try:
-            prepared = builder.prepare(config, virtio_devices)
-            self.boot_protocol = getattr(prepared.boot, "description", prepared.boot.name)
+            if prepared is None:
+                prepared = builder.prepare(config, virtio_devices)
+                self.boot_protocol = getattr(prepared.boot, "description", prepared.boot.name)
+            else:  # a snapshot, checked and opened by vmm.snapshot.load (see vmm.persist.restore)
+                self.boot_protocol = "snapshot"
             if config.serial_log is not None:
                 try:
                     log_file = open(config.serial_log, "ab", buffering=0)
@@ -139,7 +146,8 @@ class MicroVM:
         return {exit_reason_name(i): n for i, n in enumerate(self.exit_counts) if n}
 
     # --- lifecycle -----------------------------------------------------------
-    def start(self) -> "MicroVM":
+    def start(self, paused: bool = False) -> "MicroVM":
+        """Run the VM; with ``paused`` its vCPUs wait for resume() before entering the guest."""
         if self._started:
             raise VmmError("the VM has already been started")
         if self._parts is None:
@@ -147,13 +155,32 @@ class MicroVM:
         self._started = True
         self._parts.loop.start()
         for thread in self._threads:
-            thread.start()
-        if self.config.timeout is not None:
-            message = f"guest did not power off within {self.config.timeout:g} s (--timeout)"
-            self._timer = self._parts.loop.call_later(
-                self.config.timeout, lambda: self.stop(VmOutcome(EXIT_TIMEOUT, StopReason.TIMEOUT, message))
-            )
+            thread.start(paused=paused)
+        self._paused = paused
+        self._timeout_left = self.config.timeout
+        if not paused:
+            self._arm_timeout()
         return self
+
+    def _arm_timeout(self) -> None:
+        """Time spent paused does not count towards the timeout: pause() disarms it."""
+        import time
+
+        if self._timeout_left is None or self._timer is not None:
+            return
+        message = f"guest did not power off within {self.config.timeout:g} s (--timeout)"
+        self._timeout_deadline = time.monotonic() + self._timeout_left
+        self._timer = self._parts.loop.call_later(
+            self._timeout_left, lambda: self.stop(VmOutcome(EXIT_TIMEOUT, StopReason.TIMEOUT, message))
+        )
+
+    def _disarm_timeout(self) -> None:
+        import time
+
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timeout_left = max(0.0, self._timeout_deadline - time.monotonic())
 
     def __enter__(self) -> "MicroVM":
         return self if self._started else self.start()
@@ -199,11 +226,14 @@ class MicroVM:
             raise VmmError(f"{', '.join(late)} did not pause within {PAUSE_TIMEOUT_S:g} s")
         self._parts.loop.barrier(PAUSE_TIMEOUT_S)
         self._paused = True
+        self._disarm_timeout()
 
     def resume(self) -> None:
         self._paused = False
         for thread in self._threads:
             thread.resume()
+        if self._started and self._parts is not None:
+            self._arm_timeout()
 
     def close(self, wait: bool = False) -> None:
         """Stop the VM and release it. The kernel's own teardown of the VM and

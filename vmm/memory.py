@@ -9,6 +9,7 @@ make the VMM touch host memory outside its RAM.
 from __future__ import annotations
 
 import mmap
+import os
 from collections import namedtuple
 
 from .errors import GuestMemoryError
@@ -27,25 +28,49 @@ class MemoryRegion(namedtuple("MemoryRegion", "guest_addr size mapping")):
 class GuestMemory:
     """Guest physical memory made of non-overlapping, page-aligned regions."""
 
-    def __init__(self, layout: list[tuple[int, int]]):
-        """``layout`` is a list of ``(guest_addr, size)``; each gets its own mapping."""
+    def __init__(self, layout: list[tuple[int, int]], backing_fd: int | None = None):
+        """``layout`` is a list of ``(guest_addr, size)``; each gets its own mapping.
+
+        With ``backing_fd`` (a snapshot's memory file, the regions one after
+        another) each region maps the file MAP_PRIVATE: pages load lazily and
+        copy on write, so clones of one snapshot share what they do not change.
+        """
         regions = []
+        file_offset = 0
         for guest_addr, size in sorted(layout):
             if size <= 0 or guest_addr % mmap.PAGESIZE or size % mmap.PAGESIZE:
                 raise ValueError(f"bad RAM region 0x{guest_addr:x}+0x{size:x}")
             if regions and guest_addr < regions[-1].end:
                 raise ValueError("overlapping RAM regions")
-            mapping = mmap.mmap(
-                -1,
-                size,
-                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
-                prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            )
+            if backing_fd is None:
+                mapping = mmap.mmap(
+                    -1,
+                    size,
+                    flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
+                    prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                )
+            else:
+                mapping = mmap.mmap(
+                    backing_fd, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE,
+                    prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=file_offset,
+                )
+            file_offset += size
             regions.append(MemoryRegion(guest_addr, size, mapping))
+        # The snapshot file mapped (a dup: closed with the memory), for finding its data extents.
+        self.backing_fd = None if backing_fd is None else os.dup(backing_fd)
+        # Pages the VMM hands out views of, while a diff snapshot needs them
+        # (KVM's dirty log sees only the guest's own writes): one byte per page.
+        self.host_dirty: bytearray | None = None
         self.regions: tuple[MemoryRegion, ...] = tuple(regions)
         self._views = tuple(memoryview(r.mapping) for r in regions)
         # (start, end, view) per region: the bounds check runs on every guest access
+        # (start, end, view) per region: the bounds check runs on every guest access
         self._spans = tuple((r.guest_addr, r.end, v) for r, v in zip(regions, self._views))
+        self._first_pages = {}
+        page = 0
+        for r in regions:
+            self._first_pages[r.guest_addr] = page
+            page += r.size // mmap.PAGESIZE
 
     @classmethod
     def from_bytes(cls, guest_addr: int, data: bytes) -> "GuestMemory":
@@ -76,8 +101,16 @@ class GuestMemory:
         if length >= 0 and addr >= 0:
             for start, end, view in self._spans:
                 if start <= addr and addr + length <= end:
+                    if self.host_dirty is not None:
+                        self._mark_dirty(start, addr, length)
                     return view[addr - start : addr - start + length]
         raise self._outside(addr, length)
+
+    def _mark_dirty(self, start: int, addr: int, length: int) -> None:
+        """Record the pages of a view (read or write: the view may be written)."""
+        first = self._first_pages[start] + ((addr - start) >> 12)
+        last = self._first_pages[start] + ((addr - start + max(length, 1) - 1) >> 12)
+        self.host_dirty[first : last + 1] = b"\x01" * (last + 1 - first)
 
     def read(self, addr: int, length: int) -> bytes:
         return bytes(self.view(addr, length))
@@ -106,3 +139,6 @@ class GuestMemory:
             except BufferError:
                 pass
         self._views = ()
+        if self.backing_fd is not None:
+            os.close(self.backing_fd)
+            self.backing_fd = None

@@ -74,10 +74,12 @@ class VcpuThread:
     def state(self) -> str:
         return self._state
 
-    def start(self) -> None:
+    def start(self, paused: bool = False) -> None:
+        """Start the thread; with ``paused`` it waits for resume() before its first KVM_RUN."""
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         with self._cond:
             self._state = RUNNING
+            self._pause_requested = paused
         self._thread.start()
 
     def stop(self) -> None:

@@ -158,3 +158,17 @@ def test_a_program_attacking_its_own_vm_gets_a_defined_end(tmp_path, compile_pro
     assert cli.stdout.startswith(b"attacking: " + how.encode())
     assert os.listdir(tmp_path) in ([], ["out"])
     assert run([compile_prog("exitcode"), "9"]).returncode == 9
+
+
+def test_the_readme_sandbox_example_runs_as_written(capsys):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("From Python, `vmm.sandbox.run`", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "0 b'apple\\npear\\n'\n"
+
+
+def test_the_readme_exec_example(tmp_path):
+    result = subprocess.run(["sh", "-c", f"echo 'pear apple' | {sys.executable} -m vmm exec -- busybox tr ' ' '\\n' | sort"],
+                            capture_output=True, cwd=ROOT, timeout=60)
+    assert result.stdout == b"apple\npear\n", result.stderr

@@ -28,6 +28,24 @@ from .session import GuestSession, parse_exit_count
 from ..cli import BENCH_CASES as CASES
 
 
+class BusyLoop:
+    """A process spinning on one CPU (the last) while the block is entered."""
+
+    def __enter__(self) -> "BusyLoop":
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        cpus = sorted(os.sched_getaffinity(0))
+        try:
+            os.sched_setaffinity(self.proc.pid, {cpus[-1]})
+        except OSError:
+            pass  # it still keeps a CPU busy, wherever the scheduler puts it
+        time.sleep(0.05)  # running before the VM starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 @dataclass(frozen=True)
 class Params:
     rounds: int = 3
@@ -36,10 +54,11 @@ class Params:
     serial_bytes: int = 65536
     blk_mib: int = 64
     density: int = 20
+    clones: tuple[int, ...] = (20, 100)
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3)
+        return cls(rounds=1, ioloop=500, serial_bytes=4096, blk_mib=2, density=3, clones=(3,))
 
 
 @dataclass
@@ -95,13 +114,13 @@ class Harness:
         return max(0, total - int(statistics.median(boot)))
 
     def _session(self, contender: Contender, disks: list[str] | None = None) -> GuestSession:
-        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, disks or []))
+        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, disks or []), contender.env())
         session.expect(b"$ ", timeout=120)
         return session
 
     # --- cases --------------------------------------------------------------
     def case_boot(self, contender: Contender) -> None:
-        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, []))
+        session = GuestSession(contender.argv(self.guest, self.params.mem_mib, []), contender.env())
         arrived = session.expect(b"$ ", timeout=120)
         session.finish()
         total = parse_exit_count(session.stderr.decode(errors="replace"))
@@ -149,7 +168,7 @@ class Harness:
                     f.write(chunk)
         return path
 
-    def case_blk(self, contender: Contender) -> None:
+    def case_blk(self, contender: Contender, case: str = "blk") -> None:
         if not contender.supports_disks:
             return
         session = self._session(contender, [self._scratch_disk()])
@@ -162,9 +181,23 @@ class Harness:
             figure = self._blkbench_figure(text, phase)
             if figure is not None:
                 per_mib = exits / (2 * self.params.blk_mib) if exits is not None and phase == "read" else None
-                self._record("blk", name, unit, contender.name, figure, exits=exits if phase == "read" else None)
+                self._record(case, name, unit, contender.name, figure, exits=exits if phase == "read" else None)
                 if per_mib is not None:
-                    self._record("blk", "VM exits per MiB (read + write + random)", "exits", contender.name, per_mib, higher=False)
+                    self._record(case, "VM exits per MiB (read + write + random)", "exits", contender.name, per_mib, higher=False)
+        # The exits the guest's driver makes, as it counts them: QueueNotify
+        # writes (those an ioeventfd absorbs in the kernel included, which the
+        # VMM's count cannot see) and idle waits. Comparable across contenders.
+        counted = re.findall(r"blkbench: .*\((\d+) notifies, (\d+) idle waits\)", text)
+        if counted:
+            total = sum(int(n) + int(i) for n, i in counted)
+            self._record(case, "guest notifies + idle waits per MiB", "exits", contender.name,
+                         total / (2 * self.params.blk_mib), higher=False)
+
+    def case_blk_busy(self, contender: Contender) -> None:
+        """The blk case on a busy host: a busy-loop process pinned to one CPU
+        for the whole session, as a build or a test run beside the VM would be."""
+        with BusyLoop():
+            self.case_blk(contender, "blk-busy")
 
     def _blkbench_figure(self, text: str, phase: str) -> float | None:
         """MiB/s or IOPS from a blkbench line: the guest's own figure (computed from
@@ -192,7 +225,7 @@ class Harness:
     def case_density(self, contender: Contender) -> None:
         n = self.params.density
         start = time.monotonic()
-        sessions = [GuestSession(contender.argv(self.guest, self.params.mem_mib, [])) for _ in range(n)]
+        sessions = [GuestSession(contender.argv(self.guest, self.params.mem_mib, []), contender.env()) for _ in range(n)]
         try:
             for session in sessions:
                 session.expect(b"$ ", timeout=300)
@@ -212,13 +245,55 @@ class Harness:
             self._record("density", f"{n} VMs started at once: all prompts", "s", "vmm (1 process)", seconds, higher=False)
             self._record("density", f"{n} VMs: total RSS", "MiB", "vmm (1 process)", rss_mib, higher=False)
 
+    def case_snapshot(self, contender: Contender) -> None:
+        """vmm, and QEMU's migration to a file where it has an equivalent (vmm/bench/qemu_snapshot.py)."""
+        if contender.name == "qemu":
+            from .qemu_snapshot import measure_qemu
+
+            # QEMU clones are processes of their own: 20 at most here (100 would be ~100 x its own RSS).
+            counts = [n for n in self.params.clones if n <= 20]
+            r = measure_qemu(contender, self.guest, self.params.mem_mib, 3, self.workdir, counts)
+            self._record("snapshot", "full snapshot create (counting guest)", "ms", "qemu", r["full_create_ms"], higher=False)
+            self._record("snapshot", "full snapshot memory file on disk", "KiB", "qemu", r["full_mem_on_disk_kib"], higher=False)
+            self._record("snapshot", "restore process to first output", "ms", "qemu",
+                         r["process_restore_to_first_output_ms"], higher=False)
+            for n in counts:
+                clones = r[f"clones_{n}"]
+                self._record("snapshot", f"{n} clones: all restored and running", "s", "qemu", clones["seconds_to_all_answering"], higher=False)
+                self._record("snapshot", f"{n} clones: RSS, QEMU processes / vmm's one", "MiB", "qemu", clones["rss_mib"], higher=False)
+            return
+        if contender.name != "vmm":
+            return
+        out = subprocess.run(
+            [sys.executable, "-m", "vmm.bench.snapshot", self.guest, str(self.params.mem_mib), "5",
+             *(str(n) for n in self.params.clones)],
+            capture_output=True, timeout=900, check=True,
+        ).stdout.decode()
+        r = json.loads(out)
+        rec = lambda name, unit, value: self._record("snapshot", name, unit, "vmm", value, higher=False)  # noqa: E731
+        rec("first full snapshot create (dirty log on)", "ms", r["first_full_create_ms"])
+        rec("full snapshot create (counting guest)", "ms", r["full_create_ms"])
+        rec("full snapshot memory file on disk", "KiB", r["full_mem_on_disk_kib"])
+        rec("diff snapshot create (after 180 counts)", "ms", r["diff_create_ms"])
+        rec("diff snapshot memory file on disk", "KiB", r["diff_mem_on_disk_kib"])
+        rec("restore to running (in-process)", "ms", r["restore_to_running_ms"])
+        rec("restore to first output (in-process)", "ms", r["restore_to_first_output_ms"])
+        rec("restore process to first output", "ms", r["process_restore_to_first_output_ms"])
+        for n in self.params.clones:
+            clones = r[f"clones_{n}"]
+            rec(f"{n} clones: all restored and running", "s", clones["seconds_to_all_answering"])
+            rec(f"{n} clones: RSS, QEMU processes / vmm's one", "MiB", clones["rss_mib"])
+            rec(f"{n} clones in 1 process: PSS", "MiB", clones["pss_mib"])
+            rec(f"{n} clones in 1 process: private (USS)", "MiB", clones["uss_mib"])
+            rec(f"{n} clones: USS of the process before them", "MiB", clones["uss_before_mib"])
+
     # --- running and reporting ---------------------------------------------
     def run(self) -> None:
         for _ in range(self.params.rounds):
             for case in self.cases:
                 for contender in self.contenders:
                     if contender.only_cases is None or case in contender.only_cases:
-                        getattr(self, f"case_{case}")(contender)
+                        getattr(self, f"case_{case.replace('-', '_')}")(contender)
 
     def rows(self) -> list[dict]:
         rows = []

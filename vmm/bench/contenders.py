@@ -26,11 +26,25 @@ class Contender:
     def argv(self, guest_elf: str, mem_mib: int, disks: list[str]) -> list[str]:
         raise NotImplementedError
 
+    def env(self) -> dict[str, str]:
+        """Environment additions for its process."""
+        return {}
+
+
+BASELINE_ENV = "VMM_BENCH_BASELINE"  # a source tree to measure beside this one (A/B in one run)
+
 
 class VmmContender(Contender):
-    def __init__(self, ioeventfd: bool = True):
-        super().__init__("vmm" if ioeventfd else "vmm no-ioeventfd", only_cases=None if ioeventfd else ("blk",))
+    def __init__(self, ioeventfd: bool = True, root: str | None = None, name: str | None = None):
+        super().__init__(name or ("vmm" if ioeventfd else "vmm no-ioeventfd"),
+                         only_cases=None if ioeventfd and root is None else ("blk", "blk-busy"))
         self.ioeventfd = ioeventfd
+        # The vmm this bench runs from (a worktree, say), not whichever one
+        # the venv's `vmm` script would import.
+        self.root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def env(self):
+        return {"PYTHONPATH": os.pathsep.join(p for p in (self.root, os.environ.get("PYTHONPATH")) if p)}
 
     def argv(self, guest_elf, mem_mib, disks):
         # the `vmm` command as users start it (python -m vmm adds runpy's ~3 ms)
@@ -107,4 +121,9 @@ class FloorContender(Contender):
 
 
 def all_contenders() -> list[Contender]:
-    return [VmmContender(), VmmContender(ioeventfd=False), QemuContender(), FloorContender()]
+    contenders: list[Contender] = [VmmContender(), VmmContender(ioeventfd=False)]
+    baseline = os.environ.get(BASELINE_ENV)
+    if baseline:  # e.g. an export of main: before/after interleaved, same QEMU runs
+        contenders += [VmmContender(root=baseline, name="vmm baseline"),
+                       VmmContender(ioeventfd=False, root=baseline, name="baseline no-ioeventfd")]
+    return [*contenders, QemuContender(), FloorContender()]

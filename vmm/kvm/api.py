@@ -93,16 +93,18 @@ class Vm:
         self.kvm = kvm
         self.fd = fd
         self._next_slot = 0
+        self.memory_slots: list = []  # struct kvm_userspace_memory_region, by slot
 
-    def add_memory(self, guest_addr: int, mapping) -> None:
-        """Back guest_addr.. with ``mapping`` (an mmap, which must outlive the VM)."""
+    def add_memory(self, guest_addr: int, mapping, flags: int = 0) -> None:
+        """Back guest_addr.. with ``mapping`` (an mmap, which must outlive the VM);
+        ``flags``: KVM_MEM_* (KVM_MEM_LOG_DIRTY_PAGES for snapshots)."""
         size = len(mapping)
         host_addr = int(ffi.cast("uintptr_t", ffi.from_buffer(mapping)))
         region = ffi.new(
             "struct kvm_userspace_memory_region *",
             {
                 "slot": self._next_slot,
-                "flags": 0,
+                "flags": flags,
                 "guest_phys_addr": guest_addr,
                 "memory_size": size,
                 "userspace_addr": host_addr,
@@ -113,6 +115,7 @@ class Vm:
             lib.vmm_ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region),
             f"slot {self._next_slot} at 0x{guest_addr:x}+0x{size:x}",
         )
+        self.memory_slots.append(region)  # kept for set_dirty_logging
         self._next_slot += 1
 
     def set_tss_addr(self, addr: int) -> None:
@@ -129,15 +132,69 @@ class Vm:
         irqfd = ffi.new("struct kvm_irqfd *", {"fd": eventfd, "gsi": gsi, "flags": 0})
         _check("KVM_IRQFD", lib.vmm_ioctl(self.fd, lib.KVM_IRQFD, irqfd), f"gsi {gsi}")
 
-    def add_ioeventfd(self, eventfd: int, addr: int, length: int, *, datamatch: int | None = None, pio: bool = False) -> None:
+    def add_ioeventfd(
+        self, eventfd: int, addr: int, length: int, *, datamatch: int | None = None, pio: bool = False, remove: bool = False
+    ) -> None:
+        """Register (or, with ``remove``, unregister the same) ioeventfd. Either
+        costs KVM a synchronize_srcu: milliseconds here."""
         flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
         if datamatch is not None:
             flags |= lib.KVM_IOEVENTFD_FLAG_DATAMATCH
+        if remove:
+            flags |= lib.KVM_IOEVENTFD_FLAG_DEASSIGN
         ioeventfd = ffi.new(
             "struct kvm_ioeventfd *",
             {"addr": addr, "len": length, "fd": eventfd, "flags": flags, "datamatch": datamatch or 0},
         )
         _check("KVM_IOEVENTFD", lib.vmm_ioctl(self.fd, lib.KVM_IOEVENTFD, ioeventfd), f"at 0x{addr:x}")
+
+    # ---- snapshots (vmm/persist): irqchip, PIT, clock, dirty log ----------------
+    def set_dirty_logging(self, enabled: bool) -> None:
+        """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for every memory slot."""
+        for region in self.memory_slots:
+            region.flags = lib.KVM_MEM_LOG_DIRTY_PAGES if enabled else 0
+            _check("KVM_SET_USER_MEMORY_REGION", lib.vmm_ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region),
+                   f"slot {region.slot} dirty logging {'on' if enabled else 'off'}")
+
+    def dirty_log(self, slot: int) -> bytes:
+        """The slot's dirty bitmap (one bit per 4 KiB page, bit i of byte i//8),
+        cleared by KVM as it is read."""
+        region = self.memory_slots[slot]
+        pages = region.memory_size >> 12
+        bitmap = ffi.new("uint64_t[]", max(1, (pages + 63) // 64))
+        log = ffi.new("struct kvm_dirty_log *")
+        log.slot, log.dirty_bitmap = slot, bitmap
+        _check("KVM_GET_DIRTY_LOG", lib.vmm_ioctl(self.fd, lib.KVM_GET_DIRTY_LOG, log), f"slot {slot}")
+        return bytes(ffi.buffer(bitmap))[: (pages + 7) // 8]
+
+    def get_irqchip(self, chip_id: int) -> bytes:
+        chip = ffi.new("struct kvm_irqchip *")
+        chip.chip_id = chip_id
+        _check("KVM_GET_IRQCHIP", lib.vmm_ioctl(self.fd, lib.KVM_GET_IRQCHIP, chip), f"chip {chip_id}")
+        return bytes(ffi.buffer(chip))
+
+    def set_irqchip(self, chip_id: int, blob: bytes) -> None:
+        chip = _from_blob("struct kvm_irqchip *", blob)
+        if chip.chip_id != chip_id:
+            raise KvmError("KVM_SET_IRQCHIP", errno.EINVAL, f"record is for chip {chip.chip_id}, not {chip_id}")
+        _check("KVM_SET_IRQCHIP", lib.vmm_ioctl(self.fd, lib.KVM_SET_IRQCHIP, chip), f"chip {chip_id}")
+
+    def get_pit2(self) -> bytes:
+        return _get_blob(self.fd, "KVM_GET_PIT2", "struct kvm_pit_state2 *")
+
+    def set_pit2(self, blob: bytes) -> None:
+        _set_blob(self.fd, "KVM_SET_PIT2", "struct kvm_pit_state2 *", blob)
+
+    def get_clock(self) -> int:
+        data = ffi.new("struct kvm_clock_data *")
+        _check("KVM_GET_CLOCK", lib.vmm_ioctl(self.fd, lib.KVM_GET_CLOCK, data))
+        return data.clock
+
+    def set_clock(self, clock: int) -> None:
+        data = ffi.new("struct kvm_clock_data *")
+        data.clock = clock  # flags 0: the clock as given, no realtime adjustment
+        _check("KVM_SET_CLOCK", lib.vmm_ioctl(self.fd, lib.KVM_SET_CLOCK, data))
+    # ---- end of snapshots -----------------------------------------------------------
 
     def create_vcpu(self, index: int) -> "Vcpu":
         fd = _check("KVM_CREATE_VCPU", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VCPU, index))
@@ -209,6 +266,49 @@ class Vcpu:
     def tsc_khz(self) -> int:
         return max(0, lib.vmm_ioctl_value(self.fd, lib.KVM_GET_TSC_KHZ, 0))
 
+    # ---- snapshots (vmm/persist): whole-structure state, saved as bytes ----------
+    # KVM checks each structure on KVM_SET_*; persist.py checks sizes and the
+    # fields it interprets before that.
+    STATE_STRUCTS = {
+        "regs": ("struct kvm_regs *", "KVM_GET_REGS", "KVM_SET_REGS"),
+        "sregs": ("struct kvm_sregs *", "KVM_GET_SREGS", "KVM_SET_SREGS"),
+        "fpu": ("struct kvm_fpu *", "KVM_GET_FPU", "KVM_SET_FPU"),
+        "xsave": ("struct kvm_xsave *", "KVM_GET_XSAVE", "KVM_SET_XSAVE"),
+        "xcrs": ("struct kvm_xcrs *", "KVM_GET_XCRS", "KVM_SET_XCRS"),
+        "lapic": ("struct kvm_lapic_state *", "KVM_GET_LAPIC", "KVM_SET_LAPIC"),
+        "mp_state": ("struct kvm_mp_state *", "KVM_GET_MP_STATE", "KVM_SET_MP_STATE"),
+        "debugregs": ("struct kvm_debugregs *", "KVM_GET_DEBUGREGS", "KVM_SET_DEBUGREGS"),
+        "vcpu_events": ("struct kvm_vcpu_events *", "KVM_GET_VCPU_EVENTS", "KVM_SET_VCPU_EVENTS"),
+    }
+
+    @staticmethod
+    def state_size(name: str) -> int:
+        return ffi.sizeof(Vcpu.STATE_STRUCTS[name][0][:-2])
+
+    def get_state(self, name: str) -> bytes:
+        ctype, get, _ = self.STATE_STRUCTS[name]
+        return _get_blob(self.fd, get, ctype)
+
+    def set_state(self, name: str, blob: bytes) -> None:
+        ctype, _, set_ = self.STATE_STRUCTS[name]
+        _set_blob(self.fd, set_, ctype, blob)
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        """The MSRs of ``indices`` this vCPU can read (KVM stops at the first it
+        cannot: that one is dropped and the rest read again)."""
+        result: dict[int, int] = {}
+        pending = list(indices)
+        while pending:
+            table = ffi.new("struct kvm_msrs *", {"nmsrs": len(pending), "entries": len(pending)})
+            for slot, index in zip(table.entries, pending):
+                slot.index = index
+            done = _check("KVM_GET_MSRS", lib.vmm_ioctl(self.fd, lib.KVM_GET_MSRS, table))
+            for i in range(done):
+                result[table.entries[i].index] = table.entries[i].data
+            pending = pending[done + 1 :]
+        return result
+    # ---- end of snapshots -----------------------------------------------------------
+
     # --- running ---------------------------------------------------------
     def run(self) -> int:
         """KVM_RUN until an exit Python must see; returns 0, or -errno (EINTR after a kick).
@@ -253,6 +353,35 @@ class Vcpu:
                 pass  # a view is still alive; the mapping goes with the process
             os.close(self.fd)
             self.fd = -1
+
+
+# ---- snapshots: structures moved as bytes -------------------------------------------
+def _get_blob(fd: int, request: str, ctype: str) -> bytes:
+    data = ffi.new(ctype)
+    _check(request, lib.vmm_ioctl(fd, getattr(lib, request), data))
+    return bytes(ffi.buffer(data))
+
+
+def _from_blob(ctype: str, blob: bytes):
+    data = ffi.new(ctype)
+    if len(blob) != ffi.sizeof(data[0]):
+        raise KvmError(ctype, errno.EINVAL, f"record of {len(blob)} bytes, expected {ffi.sizeof(data[0])}")
+    ffi.buffer(data)[:] = blob
+    return data
+
+
+def _set_blob(fd: int, request: str, ctype: str, blob: bytes) -> None:
+    _check(request, lib.vmm_ioctl(fd, getattr(lib, request), _from_blob(ctype, blob)))
+
+
+def resident_pages(mapping, length: int) -> bytes:
+    """One byte per page of ``mapping``'s first ``length`` bytes, bit 0 set
+    where the page is resident (mincore(2)): pages never touched are not."""
+    pages = (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = ffi.new("unsigned char[]", max(1, pages))
+    _check("mincore", lib.vmm_mincore(ffi.from_buffer(mapping), length, vec))
+    return bytes(ffi.buffer(vec))[:pages]
+# ---- end of snapshots -----------------------------------------------------------------
 
 
 def install_kick_handler() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import perf_counter
 
 from ...errors import GuestMemoryError
 from ...log import get_logger
@@ -113,6 +114,10 @@ class VirtioMmioTransport:
         self._processing = False  # inside device.process(): triggers are deferred
         self._deferred: set[int] = set()
         self.device_interrupt = TransportInterrupt(self)
+        # on_exit_notify(queue_index, seconds): a QueueNotify *register write*
+        # (not an ioeventfd) took that long to serve; the machine's notify
+        # routes (vmm/notify_route.py) learn each queue's load from it.
+        self.on_exit_notify: Callable[[int, float], None] | None = None
         self.interrupt_status = 0
         self.config_generation = 0
         self.last_error: str | None = None  # why DEVICE_NEEDS_RESET was set
@@ -290,7 +295,13 @@ class VirtioMmioTransport:
         elif offset == c.MMIO_QUEUE_SEL:
             self.queue_sel = min(value, len(self.queues))
         elif offset == c.MMIO_QUEUE_NOTIFY:
-            self._notify(value)
+            observer = self.on_exit_notify
+            if observer is None:
+                self._notify(value)
+            else:
+                start = perf_counter()
+                self._notify(value)
+                observer(value, perf_counter() - start)
         elif offset == c.MMIO_QUEUE_READY:
             self._write_queue_ready(value)
         elif offset == c.MMIO_QUEUE_NUM or offset in _QUEUE_ADDRESS_REGS:
