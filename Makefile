@@ -29,8 +29,9 @@ bytecode: $(INSTALLED)
 # command:package: QEMU (microvm and TCG comparisons), busybox-static (the
 # sandbox runs its applets), musl-gcc (static musl test programs), iasl
 # (checks the ACPI tables vmm generates), curl (drives the API socket as
-# Firecracker users do). Installed when missing.
-TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools curl:curl
+# Firecracker users do), bwrap (vmm bench exec's namespace-only contender).
+# Installed when missing.
+TEST_TOOLS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static musl-gcc:musl-tools iasl:acpica-tools curl:curl bwrap:bubblewrap
 
 tools:
 	@missing=""; for pair in $(TEST_TOOLS); do \

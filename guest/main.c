@@ -32,8 +32,9 @@ void kmain(u64 start_info_pa)
     boot_info_init(start_info_pa);
     virtio_mmio_parse_cmdline(boot_info.cmdline);
     tsc_init();
-    vcon_init();                        /* the sandbox's streams, when the host gave ports */
-    if (lx_bundle_present())            /* a bundle: sandbox mode, no shell */
+    bool sandbox = lx_bundle_present(); /* a bundle: sandbox mode, no shell */
+    vcon_init(sandbox);                 /* the sandbox's streams, when the host gave ports */
+    if (sandbox)
         lx_run();
     blk_init();
     console_puts("vmm guest ready\n");

@@ -42,6 +42,9 @@
 #define CHECK_EVERY_IDLES   500         /* then read Status for NEEDS_RESET */
 #define HANDSHAKE_MS        2000        /* at most, for the device's answers */
 #define HANDSHAKE_QUIET_MS  50          /* ports without names: give up waiting */
+#define HANDSHAKE_NAMES_MS  30000       /* at most, when names are sure to come (a sandbox):
+                                           a loaded host (100 sandboxes on 2 cores) can take
+                                           longer than the quiet spell between two messages */
 #define HANDSHAKE_CYCLES_NO_TSC (1ull << 32)
 
 #define FEATURE(bit) (1ull << (bit))
@@ -560,8 +563,9 @@ const struct vcon_stats *vcon_get_stats(void)
 static bool setup_queue(struct vq *q, u16 index)
 {
     reg_write(VIRTIO_MMIO_QUEUE_SEL, index);
-    if (reg_read(VIRTIO_MMIO_QUEUE_READY))
-        return false;
+    /* QueueReady is not read back (4.2.3.2 step 2): start_device() has just
+       reset the device, which clears it for every queue (4.2.2.1), and each
+       register access is a VM exit of 30-40 us here, ten of them per sandbox. */
     u32 max = reg_read(VIRTIO_MMIO_QUEUE_NUM_MAX);
     if (!max)
         return false;
@@ -592,7 +596,8 @@ static u16 rx_index(u32 port)
     return port == 0 ? 0 : (u16)(2 * port + 2);
 }
 
-static bool handshake_done(void)
+/* Every port added has its name (and, with need_open, its open state). */
+static bool ports_known(bool need_open)
 {
     bool any = false;
     for (u32 i = 0; i < con.nports; i++) {
@@ -600,7 +605,7 @@ static bool handshake_done(void)
         if (!p->added)
             continue;
         any = true;
-        if (!p->named || !p->open_known)
+        if (!p->named || (need_open && !p->open_known))
             return false;
     }
     return any;
@@ -608,10 +613,10 @@ static bool handshake_done(void)
 
 /* DEVICE_READY, then answer DEVICE_ADDs until every port has its name and
    open state (our VMM sends them at once), or the device goes quiet. */
-static void handshake(void)
+static void handshake(bool await_names)
 {
     u64 khz = tsc_khz;
-    u64 limit = khz ? HANDSHAKE_MS * khz : HANDSHAKE_CYCLES_NO_TSC;
+    u64 limit = khz ? (await_names ? HANDSHAKE_NAMES_MS : HANDSHAKE_MS) * khz : HANDSHAKE_CYCLES_NO_TSC;
     u64 quiet = khz ? HANDSHAKE_QUIET_MS * khz : HANDSHAKE_CYCLES_NO_TSC / 40;
     u64 start = rdtsc();
     struct waiter w = { 0 };
@@ -622,12 +627,16 @@ static void handshake(void)
     vq_notify(&con.ctrl_rx);
     con.last_control_tsc = 0;
     send_control(0xffffffffu, VIRTIO_CONSOLE_DEVICE_READY, 1);
-    while (!con.broken && !handshake_done()) {
+    while (!con.broken && !ports_known(true)) {
         u64 now = rdtsc();
         if (now - start > limit)
             break;
-        if (con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count())
-            break;              /* ports came, names did not: a device without names */
+        /* A quiet spell ends the wait: ports came but names did not (a device
+           without names), or, awaiting names, they came but some open state
+           did not (QEMU never reports a host end that never opened). */
+        if (con.last_control_tsc && now - con.last_control_tsc > quiet && vcon_port_count() &&
+            (!await_names || ports_known(false)))
+            break;
         if (!poll_control())
             wait_step(&w, &con.ctrl_rx);
     }
@@ -705,7 +714,7 @@ fail:
     return false;
 }
 
-bool vcon_init(void)
+bool vcon_init(bool await_names)
 {
     for (unsigned i = 0; i < virtio_mmio_count; i++) {
         const struct virtio_mmio_device *dev = &virtio_mmio_devices[i];
@@ -722,7 +731,7 @@ bool vcon_init(void)
             return false;
         con.present = true;
         if (con.multiport) {
-            handshake();
+            handshake(await_names);
         } else {
             /* Port 0 alone, connected from the start (5.3.2). */
             struct port *p = &con.ports[0];

@@ -45,7 +45,9 @@ struct virtio_console_control {
 
 /* Find the console among the virtio_mmio.device= entries, negotiate
    MULTIPORT and run the control handshake; false if there is none. */
-bool vcon_init(void);
+/* await_names: the host will name its ports (a sandbox: stdin, stdout, ...),
+   so wait for every name however slow the host is, not just a quiet spell. */
+bool vcon_init(bool await_names);
 /* Port id by name, or -1. */
 int vcon_find_port(const char *name);
 /* All of buf (one notify per batch of transmit slots); len or -errno. */

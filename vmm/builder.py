@@ -255,6 +255,7 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
         _create_vcpus(parts, config.vcpus, hooks, hide_linux_features=is_linux(prepared.boot))
+        _coalesce_queue_setup(parts)
     except BaseException:
         parts.close()
         raise
@@ -368,6 +369,30 @@ def _add_virtio_device(
     return slot
 
 
+# Virtio-mmio registers whose writes only configure a queue (QueueSel..QueueReady,
+# the ring addresses): coalesced, see vmm/kvm/coalesced.py. QueueNotify (0x50)
+# and everything after it up to the ring addresses stay ordinary exits.
+COALESCED_SPANS = ((0x030, 0x018), (0x080, 0x028))
+
+
+def _coalesce_queue_setup(parts: AssembledVm) -> None:
+    from .kvm.coalesced import KVM_CAP_COALESCED_MMIO, CoalescedMmio
+
+    page = parts.kvm.check_extension(KVM_CAP_COALESCED_MMIO)
+    if not parts.virtio or not parts.vcpus or not page or (page + 1) * 4096 > parts.kvm.vcpu_mmap_size:
+        return
+    ring = CoalescedMmio(parts.vm.fd, parts.vcpus[0]._run_map, page, parts.mmio_bus)
+    try:
+        for slot in parts.virtio:
+            for offset, size in COALESCED_SPANS:
+                ring.add_zone(slot.addr + offset, size)
+    except OSError:
+        return  # without it every write exits: slower, still right
+    parts.mmio_bus.drain_coalesced = ring.drain
+    for slot in parts.virtio:
+        slot.transport.before_notify = ring.drain
+
+
 def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], None]) -> Callable[[float], None]:
     """The guest's idle exit. A guest idles when it has nothing left but to
     wait; if a queue's ioeventfd still holds a notification then, the I/O
@@ -398,6 +423,9 @@ def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], ro
             os.eventfd_read(fd)
         except BlockingIOError:
             return
+        drain = getattr(transport, "before_notify", None)
+        if drain is not None:
+            drain()  # queue set-up the guest wrote before this notify, still in the ring
         start = time.perf_counter()
         transport.notify(queue_index)
         route.served(time.perf_counter() - start)

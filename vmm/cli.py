@@ -17,7 +17,7 @@ from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import EXIT_USAGE, ConfigError, VmmError
 
-BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot")
+BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot", "exec")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 EXIT_CODE_STYLES = ("vmm", "qemu")
 QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status

@@ -192,8 +192,11 @@ class VcpuThread:
         vcpu, ex = self.vcpu, self.vcpu.exit
         pio, mmio, counts = self._pio, self._mmio, self.exit_counts
         EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
+        drain = getattr(mmio, "drain_coalesced", None)  # writes KVM queued rather than exited for
         while self._checkpoint():
             result = vcpu.run()
+            if drain is not None:
+                drain()  # before this exit: the device sees the guest's writes in order
             if result < 0:
                 if result in (-errno.EINTR, -errno.EAGAIN):
                     vcpu.set_immediate_exit(False)

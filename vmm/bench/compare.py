@@ -325,11 +325,11 @@ class Harness:
         print("ratio = median / median of the reference (qemu; the floor for the exit round trip); "
               "exits = VM exits the case caused beyond a bare boot (QEMU's are not counted)")
 
-    def write_json(self, path: str) -> None:
+    def write_json(self, path: str, extra_rows: list[dict] = ()) -> None:
         data = dict(
             date=time.strftime("%Y-%m-%d %H:%M:%S"), machine=platform.node(), kernel=platform.release(),
             cpus=os.cpu_count(), tsc_khz=self.tsc_khz, params=self.params.__dict__, skipped=self.skipped,
-            results=self.rows(),
+            results=self.rows() + list(extra_rows),
         )
         with open(path, "w") as f:
             json.dump(data, f, indent=2)
@@ -339,14 +339,22 @@ def run_compare(cases: list[str], rounds: int | None, quick: bool, json_path: st
     params = Params.quick() if quick else Params()
     if rounds:
         params = Params(**{**params.__dict__, "rounds": rounds})
-    harness = Harness(params, cases or list(CASES), all_contenders())
+    cases = cases or list(CASES)
+    # `exec` (the sandbox against native, bwrap and QEMU) has its own harness: vmm/bench/exec.py
+    harness = Harness(params, [c for c in cases if c != "exec"], all_contenders())
     try:
         harness.run()
     finally:
         import shutil
 
         shutil.rmtree(harness.workdir, ignore_errors=True)
-    harness.print_table()
+    if harness.cases:
+        harness.print_table()
+    exec_rows = []
+    if "exec" in cases:
+        from .exec import run_exec_bench
+
+        exec_rows = run_exec_bench(quick, rounds)
     if json_path:
-        harness.write_json(json_path)
+        harness.write_json(json_path, exec_rows)
     return 0

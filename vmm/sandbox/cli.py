@@ -36,6 +36,7 @@ def add_parser(commands, types) -> None:
     p.add_argument("--max-output", metavar="BYTES", type=types["count"], help="cut stdout and stderr after this many bytes each (with a note)")
     p.add_argument("--deterministic", action="store_true", help="a fixed start time and seeded random numbers: the same run every time")
     p.add_argument("--seed", metavar="N", type=types["count"], help="the seed for --deterministic (default: a fresh one, printed)")
+    p.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the sandbox ends")
     p.add_argument("program", metavar="PROGRAM", help="the program (after --)")
     p.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments (everything after PROGRAM)")
 
@@ -127,6 +128,8 @@ def cmd_exec(args) -> int:
             print(f"vmm: {name} cut at {args.max_output} bytes ({sink.cut} more bytes dropped)", file=sys.stderr)
     for note in result.notes:
         print(f"vmm: {note}", file=sys.stderr)
+    if args.stats:
+        print("vmm: exits: " + ", ".join(f"{name} {n}" for name, n in result.exits.items()), file=sys.stderr)
     if result.seed is not None and args.seed is None and args.deterministic:
         print(f"vmm: seed {result.seed} (--seed {result.seed} repeats this run)", file=sys.stderr)
     if result.signal is not None:

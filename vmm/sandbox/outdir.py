@@ -9,9 +9,7 @@ created); counts and sizes are capped. The standard library's ``data`` filter
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 
 from ..errors import VmmError
 
@@ -25,6 +23,9 @@ class OutputRefused(VmmError):
 
 def extract_out(archive: bytes, dest: str, *, max_bytes: int = DEFAULT_MAX_OUT_BYTES, max_files: int = MAX_OUT_FILES) -> tuple[list[str], list[str]]:
     """Extract ``archive`` into ``dest``; returns (extracted names, skipped notes)."""
+    import io
+    import tarfile  # here, not at the top: vmm exec's start path has no use for it
+
     os.makedirs(dest, exist_ok=True)
     root = os.path.realpath(dest)
     extracted: list[str] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from collections.abc import Mapping
 
 from ..errors import ConfigError
@@ -46,6 +45,8 @@ def expand_files(files: Mapping[str, str | bytes]) -> dict[str, str | bytes]:
 
 def read_root(path: str) -> dict[str, str | bytes]:
     """A root file system from a directory or a ustar image (as `vmm mkdisk` writes)."""
+    import tarfile  # only for an image, and only here: not on vmm exec's start path
+
     if os.path.isdir(path):
         return _walk(path, "/")
     if not os.path.isfile(path):

@@ -11,8 +11,6 @@ syscalls and the program's /out on a fourth port, ``vmm.control``
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -75,6 +73,8 @@ def resolve_program(program: str) -> str:
     if "/" in program:
         path = program
     else:
+        import shutil
+
         found = shutil.which(program)
         if found is None:
             raise ProgramError(f"{program}: not found", EXEC_NOT_FOUND)
@@ -225,9 +225,13 @@ class Sandbox:
         config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
         vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
         try:
-            vm.start()
-            feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
-            feeder.start()
+            if stdin_fd is None and not stdin:
+                self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
+                vm.start()
+            else:
+                vm.start()
+                feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
+                feeder.start()
             try:
                 outcome = vm.wait(timeout)
             except TimeoutError:
@@ -303,7 +307,10 @@ def run(
         input = input.encode()
     options: dict[str, str] = {}
     if deterministic or seed is not None:
-        seed = secrets.randbits(63) if seed is None else seed
+        if seed is None:
+            import secrets
+
+            seed = secrets.randbits(63)
         options["seed"] = str(seed)
     if deterministic:
         options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
