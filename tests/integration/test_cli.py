@@ -139,18 +139,25 @@ def test_kernel_and_initrd_must_be_regular_files(run_vmm, guest_elf, tmp_path, f
     one_line_error(result, path, "a directory" if source == "dir" else "not a regular file")
 
 
+# Runs vmm and reports its peak RSS. The child of a large pytest process
+# would inherit the parent's resident pages in its ru_maxrss (fork copies the
+# mm, and exec folds its high-water mark in), so a small Python process
+# starts vmm and measures it instead.
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def measured_vmm(*args):
     """(status, stderr, peak RSS in MiB, seconds) of one `vmm` run, stdin closed."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "vmm", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    try:
-        err = proc.stderr.read()  # EOF when the process ends
-        _, wait_status, usage = os.wait4(proc.pid, 0)
-    finally:
-        if proc.returncode is None and proc.poll() is None:
-            proc.kill()
-    proc.returncode = os.waitstatus_to_exitcode(wait_status)
-    return proc.returncode, err.decode(), usage.ru_maxrss / 1024, time.monotonic() - started
+    result = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "vmm", *args],
+                            stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT, timeout=60)
+    status, maxrss_kib = (int(word) for word in result.stdout.split())
+    return status, result.stderr.decode(), maxrss_kib / 1024, time.monotonic() - started
 
 
 @pytest.mark.parametrize(

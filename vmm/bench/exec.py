@@ -362,7 +362,7 @@ class ExecBench:
         mib = self.params.read_mib
         run = self._run(contender, ["read", "/data/input.bin"], {"/data/input.bin": self.input}, BIG_MEM_MIB, expect=b"bytes")
         self._record("read", f"read a {mib} MiB input file", "MiB/s", contender, mib / self._elapsed(run), higher=True)
-        self._record("read", f"same, start to exit (input loaded)", "ms", contender, run.wall * 1000, higher=False,
+        self._record("read", "same, start to exit (input loaded)", "ms", contender, run.wall * 1000, higher=False,
                      exits=run.exits)
 
     def case_density(self, contender):
