@@ -21,8 +21,17 @@ class Layout:
         names, codes = zip(*(item.split(":") for item in fields.split()))
         self.struct = struct.Struct("<" + "".join(codes))
         self.size = self.struct.size
-        defaults = tuple(bytes(int(code[:-1])) if code.endswith("s") else 0 for code in codes)
-        self.fields = namedtuple(name, names, defaults=defaults)
+        self._spec = (name, names, tuple(bytes(int(code[:-1])) if code.endswith("s") else 0 for code in codes))
+        self._fields = None
+
+    @property
+    def fields(self):
+        """The record type, made on first use: namedtuple() costs ~0.1 ms each,
+        and most layouts are never used in a given run."""
+        if self._fields is None:
+            name, names, defaults = self._spec
+            self._fields = namedtuple(name, names, defaults=defaults)
+        return self._fields
 
     def pack(self, **values) -> bytes:
         return self.struct.pack(*self.fields(**values))

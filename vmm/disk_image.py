@@ -75,6 +75,9 @@ def _output_path(image_path) -> Path:
     image = Path(image_path)
     if image.is_dir():
         raise ConfigError(f"disk image {image} is a directory; give a file name (-o DIR/disk.img)")
+    if image.exists() and not image.is_file():
+        # The image replaces the target by rename: never a device, FIFO or socket.
+        raise ConfigError(f"disk image {image} exists and is not a regular file; refusing to replace it")
     parent = image.parent
     if not parent.exists():
         raise ConfigError(f"disk image {image}: directory {parent} does not exist")

@@ -11,9 +11,7 @@ off through the exit device with its status, which becomes vmm's.
 
 from __future__ import annotations
 
-import base64
 import os
-import subprocess
 
 from .errors import ConfigError
 
@@ -76,6 +74,8 @@ def busybox_files(path: str) -> dict:
     """/bin/busybox and a link per applet."""
     with open(path, "rb") as f:
         image = f.read()
+    import subprocess
+
     applets = subprocess.run([path, "--list"], capture_output=True, text=True, check=False).stdout.split()
     files = {"bin/busybox": (image, 0o755)}
     for applet in applets:
@@ -102,6 +102,8 @@ def encode_command(argv: list[str]) -> str:
     raw = b"".join(os.fsencode(arg) + b"\0" for arg in argv)
     if any(b"\0" in os.fsencode(arg) for arg in argv):
         raise ConfigError("a command argument contains a NUL byte")
+    import base64  # here, not at the top: `vmm run` imports this module for its parser
+
     return base64.b64encode(raw).decode("ascii")
 
 

@@ -125,12 +125,30 @@ def _tokens(tmp):
         "run", "mkdisk", "bench", "launch", "--help", "-h",
         "--kernel", "--initrd", "--mem", "--timeout", "--cmdline", "--disk", "--serial-log",
         "--stats", "--no-ioeventfd", "-o", "--output", "--size", "--rounds", "--quick", "--json",
-        "/dev/zero", "/dev/null", fifo, tmp, sparse, "/nonexistent", str(GUEST_ELF), "/etc/passwd",
+        "/dev/zero", "/dev/null", fifo, tmp, sparse, "/nonexistent", str(GUEST_ELF), os.path.join(tmp, "text"),
         os.path.join(tmp, "src"), os.path.join(tmp, "out.img"), "src", "",
         "0", "-1", "1", "2", "010", "0x40", "2G", "64", "64M", "1e300", "inf", "nan", "99999999999", "1_000", "\u0661",
         "a,,b", ",ro", "x,ro", "x,bad", "boot", "exits",
         "x" * 3000, os.fsdecode(b"\xff\xfe"), "--mem=64", "--timeout=-inf", "--",
     ]
+
+
+def _confined_build(fuzz_dir):
+    """mkdisk for the fuzzer: the real one, but only ever writing inside the
+    fuzz directory (random argv once had `mkdisk DIR -o /etc/passwd` overwrite
+    the host's file when the suite ran as root)."""
+    import vmm.disk_image
+
+    real = vmm.disk_image.build_disk_image
+    root = os.path.realpath(fuzz_dir)
+
+    def build(source, output, size_mib=None):
+        target = os.path.realpath(os.path.join(os.getcwd(), os.fspath(output))) if os.fspath(output) else root
+        if os.path.commonpath([root, target]) != root:
+            raise ConfigError(f"fuzz: mkdisk output {output!r} is outside the fuzz directory")
+        return real(source, output, size_mib)
+
+    return build
 
 
 @pytest.fixture
@@ -141,6 +159,7 @@ def fuzz_dir(tmp_path_factory):
         f.truncate(4 << 30)
     (tmp / "src").mkdir()
     (tmp / "src" / "file").write_text("x")
+    (tmp / "text").write_text("not a kernel\n")
     return str(tmp)
 
 
@@ -148,6 +167,7 @@ def fuzz_dir(tmp_path_factory):
 @given(data=st.data())
 def test_random_argv_gets_status_0_or_2_and_one_line(fuzz_dir, monkeypatch, capfd, data):
     import vmm.bench.compare
+    import vmm.disk_image
     import vmm.machine
 
     tokens = _tokens(fuzz_dir)
@@ -159,6 +179,7 @@ def test_random_argv_gets_status_0_or_2_and_one_line(fuzz_dir, monkeypatch, capf
     monkeypatch.chdir(fuzz_dir)
     monkeypatch.setattr(vmm.machine, "MicroVM", _StubMachine)
     monkeypatch.setattr(vmm.bench.compare, "run_compare", lambda *a: 0)
+    monkeypatch.setattr(vmm.disk_image, "build_disk_image", _confined_build(fuzz_dir))
     try:
         status = cli.main(argv)
     except SystemExit as exit:

@@ -1,5 +1,6 @@
 import io
 import os
+import stat
 import tarfile
 
 import pytest
@@ -202,3 +203,13 @@ def test_size_beyond_the_filesystem_is_a_config_error(tree, tmp_path):
     with pytest.raises(ConfigError, match=r"cannot make it 99999999999 MiB: File too large"):
         build_disk_image(tree, tmp_path / "disk.img", size_mib=99999999999)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_an_existing_device_or_fifo_is_never_replaced(tmp_path):
+    (tmp_path / "src").mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (str(fifo), "/dev/null"):
+        with pytest.raises(ConfigError, match="not a regular file; refusing to replace it"):
+            build_disk_image(tmp_path / "src", target)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -6,15 +6,19 @@ personality (guest/lx_*.c) runs the program; ``build_bundle`` packs what it
 runs (vmm/sandbox/bundle.py).
 """
 
-from .bundle import BundleError, build_bundle
 
 
 def __getattr__(name):
-    # The runner pulls in the machine and the KVM bindings: only when used.
+    # Loaded when used: the runner pulls in the machine and the KVM bindings,
+    # and `vmm run` imports this package for the exec subcommand's parser.
     if name in ("run", "SandboxResult", "SandboxError", "ProgramError"):
         from . import runner
 
         return getattr(runner, name)
+    if name in ("build_bundle", "BundleError"):
+        from . import bundle
+
+        return getattr(bundle, name)
     raise AttributeError(name)
 
 
