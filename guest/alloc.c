@@ -9,14 +9,6 @@
 
 extern char __image_end[];      /* guest.ld: end of .bss, page-aligned */
 
-/* PVH module list entry (hvm_start_info.modlist_paddr points at an array). */
-struct hvm_modlist_entry {
-    u64 paddr;
-    u64 size;
-    u64 cmdline_paddr;
-    u64 reserved;
-};
-
 static bool initialized;
 static u64 next_free;           /* page-aligned */
 static u64 limit;               /* first byte we may not hand out */

@@ -2,35 +2,17 @@
 #include "fault.h"
 #include "console.h"
 #include "gdt.h"
+#include "idt.h"
 #include "io.h"
 
-struct idt_gate {
-    u16 offset_0_15;
-    u16 selector;
-    u8 ist;
-    u8 type_attr;               /* P | DPL | type */
-    u16 offset_16_31;
-    u32 offset_32_63;
-    u32 reserved;
-} __attribute__((packed));
 
-#define GATE_INTR_DPL3 0xee     /* present, DPL3, 64-bit interrupt gate */
 
-extern struct idt_gate idt[IDT_ENTRIES];        /* boot.S, .bss */
 extern const u64 isr_table[32];                 /* isr.S */
 
 void idt_init(void)
 {
     for (unsigned v = 0; v < 32; v++) {
-        u64 off = isr_table[v];
-        idt[v] = (struct idt_gate){
-            .offset_0_15 = (u16)off,
-            .selector = SEL_UCODE,      /* handlers run at CPL3 */
-            .ist = 0,
-            .type_attr = GATE_INTR_DPL3,
-            .offset_16_31 = (u16)(off >> 16),
-            .offset_32_63 = (u32)(off >> 32),
-        };
+        idt[v] = idt_gate(isr_table[v], SEL_UCODE, 0);      /* handlers run at CPL3 */
     }
 }
 

@@ -23,6 +23,7 @@
 #include "irq.h"
 #include "console.h"
 #include "gdt.h"
+#include "idt.h"
 #include "guest.h"
 #include "io.h"
 #include "virtio_blk.h"
@@ -65,19 +66,8 @@
 #define RFLAGS_IF   0x200
 #define VEC_BP      3
 
-struct idt_gate {
-    u16 offset_0_15;
-    u16 selector;
-    u8 ist;
-    u8 type_attr;
-    u16 offset_16_31;
-    u32 offset_32_63;
-    u32 reserved;
-} __attribute__((packed));
 
-#define GATE_INTR_DPL3 0xee     /* present, DPL3, 64-bit interrupt gate */
 
-extern struct idt_gate idt[IDT_ENTRIES];        /* boot.S */
 extern u8 tss[];                                /* boot.S: RSP0 at offset 4 */
 extern const u64 isr_table[32];                 /* isr.S: exception stubs */
 extern const u64 irq_stub_table[NR_IRQS];       /* isr.S: IRQ stubs */
@@ -120,17 +110,6 @@ static void irq_disable(void)
     irq_set_if(0);
 }
 
-static struct idt_gate make_gate(u64 off, u16 sel)
-{
-    return (struct idt_gate){
-        .offset_0_15 = (u16)off,
-        .selector = sel,
-        .type_attr = GATE_INTR_DPL3,    /* DPL3: int3 may use it */
-        .offset_16_31 = (u16)(off >> 16),
-        .offset_32_63 = (u32)(off >> 32),
-    };
-}
-
 /* IRQ gates, and the #BP gate to ring 0 (on) or back to its fault stub. */
 static void gates_install(bool on)
 {
@@ -138,10 +117,10 @@ static void gates_install(bool on)
         u64 rsp0 = (u64)(uintptr_t)(ring0_stack + sizeof(ring0_stack));
         __builtin_memcpy(tss + 4, &rsp0, sizeof(rsp0));     /* TSS.RSP0 */
         for (unsigned i = 0; i < NR_IRQS; i++)
-            idt[IRQ_VECTOR + i] = make_gate(irq_stub_table[i], SEL_UCODE);
-        idt[VEC_BP] = make_gate((u64)(uintptr_t)irq_ring0_iret, SEL_KCODE);
+            idt[IRQ_VECTOR + i] = idt_gate(irq_stub_table[i], SEL_UCODE, 0);
+        idt[VEC_BP] = idt_gate((u64)(uintptr_t)irq_ring0_iret, SEL_KCODE, 0);
     } else {
-        idt[VEC_BP] = make_gate(isr_table[VEC_BP], SEL_UCODE);
+        idt[VEC_BP] = idt_gate(isr_table[VEC_BP], SEL_UCODE, 0);
     }
 }
 

@@ -2,6 +2,7 @@
 #include "lx.h"
 #include "console.h"
 #include "gdt.h"
+#include "idt.h"
 #include "io.h"
 #include "lib.h"
 #include "start_info.h"
@@ -10,22 +11,7 @@
 #define EXIT_CANNOT_EXEC 126
 #define EXIT_SIGNAL     125
 
-struct hvm_modlist_entry {
-    u64 paddr, size, cmdline_paddr, reserved;
-};
 
-struct idt_gate {
-    u16 offset_0_15;
-    u16 selector;
-    u8 ist;
-    u8 type_attr;
-    u16 offset_16_31;
-    u32 offset_32_63;
-    u32 reserved;
-} __attribute__((packed));
-#define GATE_INTR_DPL3 0xee
-
-extern struct idt_gate idt[IDT_ENTRIES];        /* boot.S */
 extern u8 tss[];                                /* boot.S: RSP0 at offset 4 */
 extern u64 pt_low[512];                         /* boot.S: 4 KiB PTEs, 0-2 MiB */
 extern const u8 lx_ring0_gate[];                /* lx_entry.S */
@@ -53,11 +39,7 @@ bool lx_bundle_present(void)
 
 static void gate(unsigned v, u64 off, u16 sel, u8 ist)
 {
-    idt[v] = (struct idt_gate){
-        .offset_0_15 = (u16)off, .selector = sel, .ist = ist,
-        .type_attr = GATE_INTR_DPL3, .offset_16_31 = (u16)(off >> 16),
-        .offset_32_63 = (u32)(off >> 32),
-    };
+    idt[v] = idt_gate(off, sel, ist);
 }
 
 #define LX_R0_MAGIC 0x4c58524f

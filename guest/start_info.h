@@ -20,6 +20,14 @@ struct hvm_start_info {
     u32 reserved;
 };
 
+/* One boot module; hvm_start_info.modlist_paddr points at an array of them. */
+struct hvm_modlist_entry {
+    u64 paddr;
+    u64 size;
+    u64 cmdline_paddr;
+    u64 reserved;
+};
+
 struct hvm_memmap_table_entry {
     u64 addr;
     u64 size;
