@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, without_permission_override
 
 SAMPLE = ROOT / "tests" / "sample_project"
 VM_TESTS = 2  # the sample's VM tests that run by default (the failing one is opt-in)
@@ -24,7 +24,7 @@ def test_entry_point_is_declared_in_pyproject():
 
 @pytest.fixture
 def sample(guest_elf):
-    """A copy of the sample project anyone may read (tests below run it as nobody)."""
+    """A copy of the sample project, in a directory of its own."""
     with tempfile.TemporaryDirectory(prefix="vmm-sample-") as where:
         os.chmod(where, 0o755)
         project = os.path.join(where, "project")
@@ -32,14 +32,14 @@ def sample(guest_elf):
         yield project
 
 
-def run_sample(project, *args, env=None, as_nobody=False, plugin_option=True):
+def run_sample(project, *args, env=None, as_unprivileged=False, plugin_option=True):
     environment = {k: v for k, v in os.environ.items() if k not in ("VMM_KVM_DEVICE", "VMM_REQUIRE_KVM", "PYTEST_ADDOPTS")}
     environment.update({"PYTHONPATH": str(ROOT), "VMM_GUEST_ELF": str(ROOT / "guest" / "build" / "guest.elf"), **(env or {})})
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args]
     if plugin_option:  # the entry point is not installed in the shared venv
         command[3:3] = ["-p", "vmm.pytest_plugin"]
-    if as_nobody and os.getuid() == 0:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    if as_unprivileged:
+        command = without_permission_override(command)
     result = subprocess.run(command, cwd=project, env=environment, capture_output=True, text=True, timeout=120)
     return result, result.stdout + result.stderr
 
@@ -59,12 +59,12 @@ def test_missing_device_skips_with_the_reason(sample, tmp_path):
     assert f"SKIPPED [{VM_TESTS}]" in out and f"needs KVM: {missing} does not exist" in out, out
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None and os.getuid() == 0, reason="needs setpriv to drop root")
+@pytest.mark.skipif(shutil.which("setpriv") is None and os.getuid() == 0, reason="needs setpriv to drop root's permission override")
 def test_unreadable_device_skips_with_the_reason(sample):
     device = os.path.join(os.path.dirname(sample), "kvm")  # mode 000: no one but root may open it
     open(device, "w").close()
     os.chmod(device, 0)
-    result, out = run_sample(sample, env={"VMM_KVM_DEVICE": device}, as_nobody=True)
+    result, out = run_sample(sample, env={"VMM_KVM_DEVICE": device}, as_unprivileged=True)
     assert result.returncode == 0, out
     assert f"SKIPPED [{VM_TESTS}]" in out and f"needs KVM: no permission to open {device}" in out, out
 
