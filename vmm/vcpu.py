@@ -192,7 +192,7 @@ class VcpuThread:
         vcpu, ex = self.vcpu, self.vcpu.exit
         pio, mmio, counts = self._pio, self._mmio, self.exit_counts
         EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
-        drain = getattr(mmio, "drain_coalesced", None)  # writes KVM queued rather than exited for
+        drain = mmio.drain_coalesced  # writes KVM queued rather than exited for
         while self._checkpoint():
             result = vcpu.run()
             if drain is not None:

@@ -109,6 +109,10 @@ class PioBus(Bus):
 class MmioBus(Bus):
     def __init__(self):
         super().__init__("MMIO")
+        # Set when KVM queues some MMIO writes in a ring instead of exiting
+        # (coalesced MMIO): the vCPU loop calls it after every KVM_RUN so the
+        # devices see the guest's writes before the exit that follows them.
+        self.drain_coalesced = None
 
 
 class NullDevice:
