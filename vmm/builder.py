@@ -72,6 +72,7 @@ class AssembledVm:
         self.vcpus: list = []
         self.pio_bus, self.mmio_bus = PioBus(), MmioBus()
         self.uart: Uart16550 | None = None
+        self.i8042 = None  # Linux guests only (vmm/devices/i8042.py)
         self.virtio: list[VirtioSlot] = []
         self.boot_entry = None
         self.created_at: float | None = None
@@ -283,7 +284,7 @@ def _add_acpi_sleep_port(parts: AssembledVm, hooks: MachineHooks) -> None:
 def _add_pc_legacy_devices(parts: AssembledVm) -> None:
     """What Linux reads or writes on any PC: the CMOS clock, and the i8042's reset line (reboot=k)."""
     from .devices.cmos_rtc import RTC_BASE, RTC_SPAN, CmosRtc
-    from .devices.i8042 import I8042, I8042_BASE, I8042_SPAN
+    from .devices.i8042 import I8042, I8042_BASE, I8042_IRQ, I8042_SPAN
     from .vcpu import current_vcpu
 
     def reset() -> None:
@@ -292,7 +293,8 @@ def _add_pc_legacy_devices(parts: AssembledVm) -> None:
             vcpu.guest_reset("i8042 reset command")
 
     parts.pio_bus.register(RTC_BASE, RTC_SPAN, CmosRtc())
-    parts.pio_bus.register(I8042_BASE, I8042_SPAN, I8042(reset))
+    parts.i8042 = I8042(reset, lambda level: parts.vm.set_irq_line(I8042_IRQ, level))
+    parts.pio_bus.register(I8042_BASE, I8042_SPAN, parts.i8042)
 
 
 def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
@@ -300,7 +302,8 @@ def _add_acpi(parts: AssembledVm, vcpus: int, hooks: MachineHooks) -> int:
     from .x86.acpi import build_acpi
 
     _add_acpi_sleep_port(parts, hooks)
-    return build_acpi(parts.memory, vcpus, [(slot.addr, layout.VIRTIO_MMIO_SIZE, slot.irq) for slot in parts.virtio])
+    devices = [(slot.addr, layout.VIRTIO_MMIO_SIZE, slot.irq) for slot in parts.virtio]
+    return build_acpi(parts.memory, vcpus, devices, keyboard=parts.i8042 is not None)
 
 
 def _create_vcpus(parts: AssembledVm, count: int, hooks: MachineHooks, hide_linux_features: bool = False) -> None:

@@ -336,6 +336,17 @@ class MicroVM:
             # The UART's backlog is bounded: wait as a writer to a full pipe would.
             self.wait_input_space(0.1)
 
+    def send_ctrl_alt_del(self) -> None:
+        """Type Ctrl+Alt+Del on the guest's keyboard (Linux guests: the i8042); Linux restarts,
+        or signals its init when the init asked for that, and the VM then stops as a reset."""
+        if self._parts is None:
+            raise VmmError("the VM is closed")
+        if self._parts.i8042 is None:
+            raise VmmError("this guest has no keyboard controller (only Linux guests get an i8042)")
+        if not self._parts.i8042.send_ctrl_alt_del():
+            raise VmmError("the guest's keyboard is disabled or has not read the keys already typed")
+        self.wake_vcpus()
+
     @property
     def input_backlog(self) -> int:
         return self._parts.uart.input_backlog if self._parts else 0

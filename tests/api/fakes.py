@@ -32,6 +32,13 @@ class FakeVm:
     def stop(self, outcome=None):
         self.outcome = outcome
 
+    def send_ctrl_alt_del(self):
+        from vmm.errors import VmmError
+
+        if not self.config.kernel.endswith("bzImage"):
+            raise VmmError("this guest has no keyboard controller (only Linux guests get an i8042)")
+        self.calls.append("ctrl-alt-del")
+
     def close(self):
         self.closed = True
 

@@ -137,9 +137,16 @@ def test_configuration_after_boot_refused(api):
     assert fault(api("PUT", "/actions", {"action_type": "InstanceStart"})) == post_boot
 
 
-def test_ctrl_alt_del_is_refused_with_a_reason(api):
+def test_ctrl_alt_del_is_refused_with_a_reason_where_there_is_no_keyboard(api):
     boot(api)
-    assert "no i8042" in fault(api("PUT", "/actions", {"action_type": "SendCtrlAltDel"}))
+    assert "no keyboard controller" in fault(api("PUT", "/actions", {"action_type": "SendCtrlAltDel"}))
+
+
+def test_ctrl_alt_del_is_typed_on_a_linux_guest(api):
+    assert api("PUT", "/boot-source", {"kernel_image_path": "/boot/bzImage"})[0] == 204
+    assert api("PUT", "/actions", {"action_type": "InstanceStart"}) == (204, None)
+    assert api("PUT", "/actions", {"action_type": "SendCtrlAltDel"}) == (204, None)
+    assert api.instance.vm.calls[-1] == "ctrl-alt-del"
 
 
 def test_stopped_vm_refuses_pause(api):

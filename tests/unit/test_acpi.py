@@ -164,6 +164,18 @@ def test_dsdt_disassembly_describes_com1_the_virtio_devices_and_s5(tmp_path):
 
 
 @needs_iasl
+def test_dsdt_describes_the_i8042_for_linux_guests(tmp_path):
+    dsdt = acpi.build_tables(1, DEVICES, keyboard=True)[1][2]
+    assert dsdt[:4] == b"DSDT"
+    dsl = disassemble(tmp_path, b"DSDT", dsdt)
+    kbd = dsl[dsl.index("Device (KBD)") :]
+    assert 'EisaId ("PNP0303")' in kbd[:200]
+    assert re.search(r"IO \(Decode16,\s*0x0060,", kbd) and re.search(r"IO \(Decode16,\s*0x0064,", kbd)
+    assert re.search(r"IRQNoFlags \(\)\s*\{1\}", kbd)
+    assert "PNP0303" not in disassemble(tmp_path, b"DSDT", tables()[b"DSDT"][1])  # other guests: no keyboard
+
+
+@needs_iasl
 def test_madt_disassembly_lists_the_processors(tmp_path):
     dsl = disassemble(tmp_path, b"APIC", tables(vcpus=4)[b"APIC"][1])
     assert dsl.count("[Processor Local APIC]") == 4

@@ -477,3 +477,22 @@ def test_the_i8042_reset_command_stops_the_vm_as_a_reset(tmp_path):
     with MicroVM(VmConfig(kernel=path, mem_mib=64, timeout=20)) as vm:
         outcome = vm.wait(30)
     assert outcome.reason == "reset" and "i8042" in outcome.message
+
+
+# Waits for the Delete key's set-1 code on the i8042 (polling its status), then resets.
+RESET_ON_DELETE_KEY = bytes.fromhex(
+    "e464" "a801" "74fa"  # loop: in al, 0x64; test al, 1 (output full?); jz loop
+    "e460" "3c53" "75f4"  # in al, 0x60; cmp al, 0x53 (Delete pressed); jne loop
+) + RESET_BY_I8042
+
+
+@pytest.mark.kvm
+def test_ctrl_alt_del_reaches_the_guest_through_the_i8042(tmp_path):
+    from vmm import MicroVM, VmConfig
+
+    path = write(tmp_path, make_bzimage(payload=gzip_payload(tiny_vmlinux(paddr=8 * MIB, code=RESET_ON_DELETE_KEY))))
+    with MicroVM(VmConfig(kernel=path, mem_mib=64, timeout=20)) as vm:
+        assert not vm.is_finished(0.2)  # polling, no key yet
+        vm.send_ctrl_alt_del()
+        outcome = vm.wait(30)
+    assert outcome.reason == "reset" and "i8042" in outcome.message

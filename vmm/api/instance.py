@@ -20,6 +20,7 @@ from ..config import (
     check_cmdline,
     check_host_memory,
 )
+from ..errors import VmmError
 from .metrics import MetricsSink, metrics_record
 from .routes import POST_BOOT, PRE_BOOT, ApiError
 
@@ -210,8 +211,11 @@ class ApiInstance:
             vm.resume()
 
     def send_ctrl_alt_del(self) -> None:
-        self._booted()
-        raise ApiError("SendCtrlAltDel is not supported: this VM has no i8042 keyboard controller to deliver it.")
+        vm = self._booted()
+        try:
+            vm.send_ctrl_alt_del()
+        except VmmError as err:
+            raise ApiError(f"SendCtrlAltDel failed: {err}") from None
 
     def flush_metrics(self) -> None:
         if self.metrics is None:

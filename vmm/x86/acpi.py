@@ -26,6 +26,7 @@ ACPI_END = 0x100000  # the BIOS area ends at 1 MiB
 IOAPIC_ADDR = 0xFEC00000
 LAPIC_ADDR = 0xFEE00000
 COM1_PORT, COM1_IRQ = 0x3F8, 4
+I8042_DATA_PORT, I8042_COMMAND_PORT, I8042_IRQ = 0x60, 0x64, 1
 SLEEP_CONTROL_PORT = 0x600  # SLEEP_CONTROL_REG; SLEEP_STATUS_REG is the next port
 SLEEP_PORT_SPAN = 2
 S5_SLEEP_TYPE = 5  # the SLP_TYP value \_S5_ names, written to SLEEP_CONTROL_REG at poweroff
@@ -211,8 +212,8 @@ def madt(vcpus: int) -> bytes:
     return sdt(b"APIC", 5, b"".join(entries))
 
 
-def dsdt(devices: list[tuple[int, int, int]]) -> bytes:
-    """COM1, one LNRO0005 device per (addr, size, irq), and \\_S5_."""
+def dsdt(devices: list[tuple[int, int, int]], keyboard: bool = False) -> bytes:
+    """COM1, the i8042 keyboard controller if ``keyboard``, one LNRO0005 device per (addr, size, irq), and \\_S5_."""
     com1 = aml.device(
         "COM1",
         [
@@ -221,6 +222,14 @@ def dsdt(devices: list[tuple[int, int, int]]) -> bytes:
             aml.name("_CRS", aml.resource_template([aml.io(COM1_PORT, COM1_PORT, 8, 8), aml.irq_no_flags([COM1_IRQ])])),
         ],
     )
+    legacy = [com1]
+    if keyboard:  # Linux's i8042 driver finds the controller by this PNP id (our FADT claims no legacy 8042)
+        legacy.append(aml.device("KBD_", [
+            aml.name("_HID", aml.eisa_id("PNP0303")),
+            aml.name("_CRS", aml.resource_template([
+                aml.io(I8042_DATA_PORT, I8042_DATA_PORT, 1, 1), aml.io(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1),
+                aml.irq_no_flags([I8042_IRQ])])),
+        ]))
     virtio = []
     for index, (addr, size, irq) in enumerate(devices):
         virtio.append(
@@ -235,7 +244,7 @@ def dsdt(devices: list[tuple[int, int, int]]) -> bytes:
             )
         )
     s5 = aml.name("_S5_", aml.package([aml.integer(S5_SLEEP_TYPE), aml.integer(S5_SLEEP_TYPE), aml.integer(0), aml.integer(0)]))
-    return sdt(b"DSDT", 2, aml.scope("\\_SB_", [com1] + virtio) + s5)
+    return sdt(b"DSDT", 2, aml.scope("\\_SB_", legacy + virtio) + s5)
 
 
 def xsdt(table_addrs: list[int]) -> bytes:
@@ -264,7 +273,8 @@ def _align(value: int, alignment: int = 16) -> int:
     return -(-value // alignment) * alignment
 
 
-def build_tables(vcpus: int, devices: list[tuple[int, int, int]], base: int = ACPI_BASE) -> list[tuple[bytes, int, bytes]]:
+def build_tables(vcpus: int, devices: list[tuple[int, int, int]], base: int = ACPI_BASE,
+                 keyboard: bool = False) -> list[tuple[bytes, int, bytes]]:
     """Every table as (signature, guest address, bytes); the RSDP first, at ``base``."""
     if not 1 <= vcpus <= MAX_ACPI_VCPUS:
         raise ConfigError(f"ACPI tables describe 1-{MAX_ACPI_VCPUS} vCPUs ({vcpus} asked for)")
@@ -280,18 +290,19 @@ def build_tables(vcpus: int, devices: list[tuple[int, int, int]], base: int = AC
         addr = _align(at + len(table))
         return at
 
-    dsdt_addr = place(b"DSDT", dsdt(devices))
+    dsdt_addr = place(b"DSDT", dsdt(devices, keyboard))
     fadt_addr = place(b"FACP", fadt(dsdt_addr))
     madt_addr = place(b"APIC", madt(vcpus))
     xsdt_addr = place(b"XSDT", xsdt([fadt_addr, madt_addr]))
     return [(RSDP_SIGNATURE, base, rsdp(xsdt_addr))] + placed
 
 
-def build_acpi(memory, vcpus: int, devices: list[tuple[int, int, int]], base: int = ACPI_BASE) -> int:
+def build_acpi(memory, vcpus: int, devices: list[tuple[int, int, int]], base: int = ACPI_BASE, keyboard: bool = False) -> int:
     """Write the tables into guest RAM at ``base``; returns the RSDP's address.
 
-    ``devices`` lists each virtio-mmio device as (MMIO address, size, IRQ)."""
-    tables = build_tables(vcpus, devices, base)
+    ``devices`` lists each virtio-mmio device as (MMIO address, size, IRQ);
+    ``keyboard`` describes the i8042 too."""
+    tables = build_tables(vcpus, devices, base, keyboard)
     _signature, last_addr, last = tables[-1]
     end = last_addr + len(last)
     # in the BIOS area they must stay below 1 MiB, where the E820 map reserves them
