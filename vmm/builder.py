@@ -180,11 +180,18 @@ def is_linux(boot) -> bool:
     return bool(getattr(boot, "uses_acpi", False))
 
 
-def needs_syscall_completion(prepared: PreparedVm) -> bool:
+def _runs_linux(prepared) -> bool:
+    """``prepared`` boots Linux, or is a snapshot of a Linux guest (only those have ACPI)."""
+    if prepared.boot is None:
+        return bool(prepared.body.machine.acpi)
+    return is_linux(prepared.boot)
+
+
+def needs_syscall_completion(prepared) -> bool:
     """Linux on a software KVM: its ring-3 `syscall`s stay at CPL3 (x86/fallback/syscall_entry.py)."""
     from .x86.platform import software_kvm
 
-    return is_linux(prepared.boot) and software_kvm()
+    return _runs_linux(prepared) and software_kvm()
 
 
 def open_kvm(vcpus: int = 1) -> Kvm:
@@ -363,14 +370,16 @@ def assemble_from_snapshot(restored, hooks: MachineHooks, on_loop_error: Callabl
         for device, state in zip(restored.devices, restored.transport_states):
             _add_virtio_device(parts, slots, device, config.ioeventfd, hooks, transport_state=state)
         parts.acpi = bool(body.machine.acpi)
-        if parts.acpi:
+        if parts.acpi:  # a Linux guest: what its boot had (the i8042 and CMOS state are not kept: idle when paused)
             _add_acpi_sleep_port(parts, hooks)
+            _add_pc_legacy_devices(parts)
         load.apply_platform(vm, body.platform, restored.what)
         saveable = set(kvm.msr_index_list())
         for index, record in enumerate(body.vcpus):
             vcpu = vm.create_vcpu(index)
             parts.vcpus.append(vcpu)
-            vcpu.set_cpuid(guest_cpuid(supported_cpuid, index, config.vcpus, vcpu.tsc_khz()))
+            hidden = LINUX_HIDDEN_FEATURES if parts.acpi else None  # the CPUID the guest booted with
+            vcpu.set_cpuid(guest_cpuid(supported_cpuid, index, config.vcpus, vcpu.tsc_khz(), hidden))
             vcpu.ignore_port_writes(POST_CODE_PORT)
             load.apply_vcpu(vcpu, record, saveable, f"{restored.what}: vCPU {index}")
     except BaseException:
