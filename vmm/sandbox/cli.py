@@ -96,11 +96,19 @@ def cmd_exec(args) -> int:
     from . import runner
 
     stdout, stderr = _Limited(1, args.max_output), _Limited(2, args.max_output)
+    inputs = _inputs(args.inputs)
+    from ..jail import JailError, jail_exec  # vmm/jail.py: namespaces, an empty root, no capabilities
+
+    try:
+        jail_exec(args, inputs, runner.DEFAULT_MAX_OUT_BYTES)  # when --jail: /out is extracted inside it
+    except JailError as err:
+        print(f"vmm: {err}", file=sys.stderr)
+        return EXEC_SANDBOX_FAILED
     try:
         result = runner.run(
             [args.program, *args.args],
             timeout=args.timeout,
-            files=_inputs(args.inputs),
+            files=inputs,
             env=_environment(args.env),
             mem_mib=args.mem,
             capture_output=False,
