@@ -192,6 +192,7 @@ def _add_restore(commands) -> None:
     restore.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the VM stops")
     restore.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="as for vmm run")
     _add_snapshot_options(restore)
+    _add_jail_options(restore)
 
 
 def _add_merge_diff(commands) -> None:
@@ -371,6 +372,9 @@ def cmd_restore(args) -> int:
     from .persist import restore
 
     snapshots = _SnapshotTrigger(args)
+    from .jail import jail_restore
+
+    jail_restore(args)
     vm = restore(args.state, args.mem, resume=False, allow_disk_change=args.allow_disk_change,
                  timeout=args.timeout, serial_log=args.serial_log, output_fd=1, capture=False)
     return _run_on_terminal(vm, args, snapshots)

@@ -85,6 +85,7 @@ class JailSpec:
         self.file_size = 0  # RLIMIT_FSIZE: the largest file the jailed VMM may need to write
         self.modules: list[str] = []
         self.sandbox = False  # vmm exec: its modules too
+        self.snapshots = False  # snapshots are taken or restored: vmm.persist and vmm.snapshot too
 
     def give(self, path: str, *, writable: bool = False, device: bool = False, grows_by: int = 0) -> None:
         """Bind ``path`` (as given, relative to the working directory) into the jail at
@@ -158,13 +159,45 @@ def jail_vm(args, config, snapshot_state: str | None = None, snapshot_mem: str |
         spec.give(config.initrd)
     for disk in config.disks:
         spec.give(disk.path, writable=not disk.read_only)
-    if config.serial_log is not None:
-        _give_writable_file(spec, config.serial_log, grows_by=1 << 30)
+    _give_outputs(spec, config.serial_log, snapshot_state, snapshot_mem, config.mem_mib << 20)
+    enter(spec)
+
+
+def _give_outputs(spec: JailSpec, serial_log, snapshot_state, snapshot_mem, mem_bytes: int) -> None:
+    if serial_log is not None:
+        _give_writable_file(spec, serial_log, grows_by=1 << 30)
     for path in (snapshot_state, snapshot_mem):
         if path is not None:  # the snapshot's directory: it may write beside the file and rename
             spec.give(os.path.dirname(os.path.abspath(path)), writable=True)
-            spec.file_size = max(spec.file_size, (config.mem_mib << 20) + (64 << 20))
-            spec.modules += ["vmm.persist", "vmm.snapshot.save", "vmm.snapshot.format", "vmm.snapshot.memory_file"]
+            spec.file_size = max(spec.file_size, mem_bytes + (64 << 20))
+            spec.snapshots = True
+
+
+def jail_restore(args) -> None:
+    """Jail `vmm restore` (when args.jail): the state and memory files (read-only), the
+    disks the snapshot names (as they were attached), the serial log and snapshot directories."""
+    if not _wanted(args):
+        return
+    from .snapshot import format as fmt
+
+    disks, vcpus = [], 1
+    try:  # the same checked decoder the restore uses; if it refuses, the jailed restore says why
+        header, body = fmt.decode(fmt.read_state_file(args.state), f"snapshot {args.state}")
+        disks = [(os.fsdecode(bytes(s.device.path)), bool(s.device.read_only)) for s in body.virtio if str(s.kind) == "block"]
+        vcpus = len(body.vcpus)
+    except (VmmError, OSError, ValueError):
+        pass
+    spec = _spec(args, vcpus)
+    spec.snapshots = True
+    spec.give(args.state)
+    spec.give(args.mem)
+    for path, read_only in disks:
+        spec.give(path, writable=not read_only)
+    try:
+        mem_bytes = os.stat(args.mem).st_size
+    except OSError:
+        mem_bytes = 0
+    _give_outputs(spec, args.serial_log, args.snapshot_path, args.mem_file_path, mem_bytes)
     enter(spec)
 
 
@@ -299,6 +332,8 @@ def _vmm_modules(spec: JailSpec) -> list[str]:
     skip = list(_SKIP_MODULES)
     if not spec.sandbox:
         skip.append("vmm.sandbox")
+    if not spec.snapshots:  # (construct: ~50 ms)
+        skip += ["vmm.persist", "vmm.snapshot"]
     root = os.path.dirname(vmm.__file__)
     names = []
     for directory, subdirs, files in os.walk(root):
@@ -307,7 +342,7 @@ def _vmm_modules(spec: JailSpec) -> list[str]:
         for file in files:
             if file.endswith(".py"):
                 name = package if file == "__init__.py" else f"{package}.{file[:-3]}"
-                if not name.startswith(tuple(skip)) and not name.startswith(("vmm.persist", "vmm.snapshot")):
+                if not name.startswith(tuple(skip)):
                     names.append(name)
     return names
 
@@ -574,12 +609,15 @@ def _probe(spec: JailSpec) -> None:
         say(f"no /proc: {err.strerror}")
     say("interfaces: " + " ".join(name for _, name in socket.if_nameindex()))
     for target, (source, writable, device) in sorted(spec.binds.items()):
-        if not writable and not device and os.path.isfile(target):
-            try:
-                os.close(os.open(target, os.O_RDWR))
-                say(f"read-only {target}: opened read-write")
-            except OSError as err:
-                say(f"read-only {target}: {errno.errorcode.get(err.errno, err.errno)}")
+        if writable or device or not os.path.exists(target):
+            continue
+        try:  # a file opened for writing; a directory: a file created in it
+            is_dir = os.path.isdir(target)
+            path = os.path.join(target, "jail-probe") if is_dir else target
+            os.close(os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if is_dir else 0), 0o600))
+            say(f"read-only {target}: {'created a file' if is_dir else 'opened read-write'}")
+        except OSError as err:
+            say(f"read-only {target}: {errno.errorcode.get(err.errno, err.errno)}")
 
     class LateImports:
         @staticmethod
