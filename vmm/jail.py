@@ -62,10 +62,11 @@ SI_KERNEL = 0x80  # siginfo si_code of a signal the terminal sent to the whole p
 # Modules every jailed command needs (the vmm packages are walked, see _vmm_modules).
 STDLIB_MODULES = (
     "encodings.ascii", "encodings.latin_1", "encodings.unicode_escape", "encodings.utf_8",
-    "bz2", "copy", "errno", "resource", "fcntl", "io", "linecache", "lzma", "mmap", "queue", "select",
-    "stat", "struct", "termios", "threading", "time", "traceback", "tty", "weakref", "zlib",
+    "copy", "errno", "resource", "fcntl", "io", "linecache", "mmap", "queue", "select",
+    "stat", "struct", "termios", "threading", "time", "traceback", "tty", "weakref",
 )
-SANDBOX_MODULES = ("grp", "pwd", "secrets", "shutil", "subprocess", "tarfile")
+KERNEL_LOADER_MODULES = ("bz2", "lzma", "zlib")  # unpacking a bzImage's payload
+SANDBOX_MODULES = ("grp", "pwd", "shutil", "subprocess", "tarfile")
 # vmm modules a jailed VM never uses (other commands, build and test helpers)
 _SKIP_MODULES = ("vmm.api", "vmm.bench", "vmm.pytest_plugin", "vmm.doctor", "vmm._build",
                  "vmm.kvm.ffi_build", "vmm.__main__", "vmm.disk_image", "vmm.jail")
@@ -86,6 +87,7 @@ class JailSpec:
         self.modules: list[str] = []
         self.sandbox = False  # vmm exec: its modules too
         self.snapshots = False  # snapshots are taken or restored: vmm.persist and vmm.snapshot too
+        self.bundled_guest_only = False  # vmm exec: only the bundled PVH guest boots (no other loaders, no ACPI)
 
     def give(self, path: str, *, writable: bool = False, device: bool = False, grows_by: int = 0) -> None:
         """Bind ``path`` (as given, relative to the working directory) into the jail at
@@ -209,7 +211,9 @@ def jail_exec(args, inputs: dict[str, str], out_limit: int) -> None:
     spec = _spec(args, 1)
     from .config import bundled_guest
 
-    spec.sandbox = True
+    spec.sandbox = spec.bundled_guest_only = True
+    if args.deterministic and args.seed is None:
+        spec.modules.append("secrets")  # a fresh seed
     spec.give(bundled_guest())
     program = args.program
     if "/" not in program:
@@ -283,8 +287,8 @@ def enter(spec: JailSpec) -> None:
 
     if threading.active_count() > 1:
         raise JailError("--jail: the jail must be entered before any thread starts")
-    _preload(spec)
-    os.environ.setdefault("VMM_SOFTWARE_KVM", "1" if _software_kvm() else "0")  # /sys is not in the jail
+    import ctypes  # noqa: F401  (before the fork: the child needs it, the waiter too)
+
     cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())
     cgroup = _Cgroup.prepare(spec.memory_mib, spec.cpus) if spec.memory_mib or spec.cpus else None
     uid, gid = os.getuid(), os.getgid()
@@ -311,6 +315,9 @@ def enter(spec: JailSpec) -> None:
         os._exit(125)
     os.close(go_read)
     _emulate_fatal_defaults(note_write)
+    # Imports in the child, not before the fork: pages the waiter shares would be copied on every touch.
+    _preload(spec)
+    os.environ.setdefault("VMM_SOFTWARE_KVM", "1" if _software_kvm() else "0")  # /sys is not in the jail
     _check(_c().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "new namespaces")
     _check(_c().sethostname(b"vmm-jail", 8), "hostname")
     _build_root(spec)
@@ -334,6 +341,9 @@ def _vmm_modules(spec: JailSpec) -> list[str]:
         skip.append("vmm.sandbox")
     if not spec.snapshots:  # (construct: ~50 ms)
         skip += ["vmm.persist", "vmm.snapshot"]
+    if spec.bundled_guest_only:
+        skip += ["vmm.boot.linux", "vmm.boot.bzimage_layout", "vmm.boot.multiboot", "vmm.boot.unpack",
+                 "vmm.x86.acpi", "vmm.x86.aml", "vmm.initramfs", "vmm.linux_cmd"]
     root = os.path.dirname(vmm.__file__)
     names = []
     for directory, subdirs, files in os.walk(root):
@@ -342,7 +352,7 @@ def _vmm_modules(spec: JailSpec) -> list[str]:
         for file in files:
             if file.endswith(".py"):
                 name = package if file == "__init__.py" else f"{package}.{file[:-3]}"
-                if not name.startswith(tuple(skip)):
+                if not name.startswith(tuple(skip)) and not name.endswith("_build"):
                     names.append(name)
     return names
 
@@ -352,6 +362,8 @@ def _preload(spec: JailSpec) -> None:
     from importlib import import_module
 
     names = [*STDLIB_MODULES, *_vmm_modules(spec), *spec.modules]
+    if not spec.bundled_guest_only:
+        names += KERNEL_LOADER_MODULES
     if os.environ.get(PROBE_ENV) == "1":
         names.append("socket")
     global _libgcc
@@ -367,7 +379,7 @@ def _preload(spec: JailSpec) -> None:
         try:
             import_module(name)
         except ImportError as err:
-            if name in STDLIB_MODULES or name in SANDBOX_MODULES:
+            if not name.startswith("vmm"):
                 continue  # a stripped-down Python: the run will say so if it needs it
             raise JailError(f"--jail: cannot import {name} before the jail: {err}") from None
 
