@@ -64,12 +64,15 @@ STDLIB_MODULES = (
     "encodings.ascii", "encodings.latin_1", "encodings.unicode_escape", "encodings.utf_8",
     "copy", "errno", "resource", "fcntl", "io", "linecache", "mmap", "queue", "select",
     "stat", "struct", "termios", "threading", "time", "traceback", "tty", "weakref",
+    "logging",  # vmm.log imports it on the first message: a vCPU's failure must still be logged
+    "concurrent.futures.thread",  # virtio-blk's worker pool, made on the first busy queue
 )
 KERNEL_LOADER_MODULES = ("bz2", "lzma", "zlib")  # unpacking a bzImage's payload
 SANDBOX_MODULES = ("grp", "pwd", "shutil", "subprocess", "tarfile")
 # vmm modules a jailed VM never uses (other commands, build and test helpers)
-_SKIP_MODULES = ("vmm.api", "vmm.bench", "vmm.pytest_plugin", "vmm.doctor", "vmm._build",
-                 "vmm.kvm.ffi_build", "vmm.__main__", "vmm.disk_image", "vmm.jail")
+# (vmm linux builds its initramfs before the jail)
+_SKIP_MODULES = ("vmm.api", "vmm.bench", "vmm.pytest_plugin", "vmm.doctor", "vmm._build", "vmm.kvm.ffi_build",
+                 "vmm.__main__", "vmm.disk_image", "vmm.jail", "vmm.linux_cmd", "vmm.initramfs")
 
 
 class JailError(VmmError):
@@ -343,7 +346,7 @@ def _vmm_modules(spec: JailSpec) -> list[str]:
         skip += ["vmm.persist", "vmm.snapshot"]
     if spec.bundled_guest_only:
         skip += ["vmm.boot.linux", "vmm.boot.bzimage_layout", "vmm.boot.multiboot", "vmm.boot.unpack",
-                 "vmm.x86.acpi", "vmm.x86.aml", "vmm.initramfs", "vmm.linux_cmd"]
+                 "vmm.x86.acpi", "vmm.x86.aml"]
     root = os.path.dirname(vmm.__file__)
     names = []
     for directory, subdirs, files in os.walk(root):
@@ -455,7 +458,9 @@ def _build_root(spec: JailSpec) -> None:
     for target, (fd, writable, device) in sources.items():
         import stat
 
-        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        mode = os.fstat(fd).st_mode
+        is_dir = stat.S_ISDIR(mode)
+        device = device or stat.S_ISBLK(mode) or stat.S_ISCHR(mode)  # a block device as a disk keeps dev too
         place = base + target
         try:
             os.makedirs(place if is_dir else os.path.dirname(place), mode=0o755, exist_ok=True)

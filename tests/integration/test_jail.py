@@ -220,3 +220,48 @@ def test_jail_option_errors_are_one_line(guest_elf):
         assert b"cgroup" in result.stderr
     else:
         assert result.returncode == 4, result.stderr
+
+
+def test_every_import_inside_a_function_is_made_before_the_pivot():
+    """Nothing of the host's Python is in the jail: a module first imported after the
+    pivot (by a function-level `import x` on an error path, say) would fail there. So
+    every function-level import in the modules the jail preloads must name a module the
+    preload imported, or one of the commands the jail never runs (vmm serve, bench...)."""
+    import ast
+    import importlib.util
+
+    from vmm import jail
+
+    script = ("import sys, vmm.cli; from vmm import jail; spec = jail.JailSpec(); spec.sandbox = spec.snapshots = True; "
+              "jail._preload(spec); print(' '.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, cwd=ROOT).stdout.decode().split())
+    spec = jail.JailSpec()
+    spec.sandbox = spec.snapshots = True
+    missing = []
+
+    def is_module(name: str) -> bool:  # `from x import y`: y may be a module or a name in x
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    for name in jail._vmm_modules(spec):
+        path = importlib.util.find_spec(name).origin
+        package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        tree = ast.parse(open(path).read())
+        top_level = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if id(node) in top_level or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+                submodules = [f"{base}.{alias.name}" for alias in node.names]
+                targets = [base] + [m for m in submodules if is_module(m)]
+            for target in targets:
+                if target == "secrets":  # only for --deterministic without --seed: jail_exec preloads it then
+                    continue
+                if not target.startswith(jail._SKIP_MODULES) and target not in loaded:
+                    missing.append(f"{name} imports {target}")
+    assert not missing, missing
