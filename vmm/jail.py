@@ -49,7 +49,8 @@ _LOCKED_FLAGS = ((MS_NOSUID, MS_NOSUID), (MS_NODEV, MS_NODEV), (MS_NOEXEC, MS_NO
                  (1024, MS_NOATIME), (2048, MS_NODIRATIME), (4096, MS_RELATIME))
 
 MAX_OPEN_FILES = 1024
-THREADS_BASE = 64  # threads the VMM may start besides one per vCPU
+THREADS_BASE = 64  # threads the VMM may start besides one per vCPU and the disks' workers
+THREADS_PER_DISK = 4  # virtio-blk's worker pool (2 at most today)
 PROBE_ENV = "VMM_JAIL_PROBE"
 # Signals the waiter passes to the jailed child; those whose default action ends a
 # process are also given a handler in the child, since PID 1 ignores them otherwise.
@@ -85,7 +86,8 @@ class JailSpec:
     def __init__(self, *, memory_mib: int | None = None, cpus: float | None = None, vcpus: int = 1):
         self.binds: dict[str, tuple[str, bool, bool]] = {}  # target -> (source, writable, device)
         self.executable: set[str] = set()  # targets left without noexec (the --exec program: PATH lookup checks X_OK)
-        self.memory_mib, self.cpus, self.vcpus = memory_mib, cpus, vcpus
+        self.memory_mib, self.cpus = memory_mib, cpus
+        self.threads = THREADS_BASE + vcpus  # RLIMIT_NPROC (threads count as processes)
         self.file_size = 0  # RLIMIT_FSIZE: the largest file the jailed VMM may need to write
         self.modules: list[str] = []
         self.sandbox = False  # vmm exec: its modules too
@@ -164,6 +166,7 @@ def jail_vm(args, config, snapshot_state: str | None = None, snapshot_mem: str |
         spec.give(config.initrd)
     for disk in config.disks:
         spec.give(disk.path, writable=not disk.read_only)
+        spec.threads += THREADS_PER_DISK
     _give_outputs(spec, config.serial_log, snapshot_state, snapshot_mem, config.mem_mib << 20)
     enter(spec)
 
@@ -198,6 +201,7 @@ def jail_restore(args) -> None:
     spec.give(args.mem)
     for path, read_only in disks:
         spec.give(path, writable=not read_only)
+        spec.threads += THREADS_PER_DISK
     try:
         mem_bytes = os.stat(args.mem).st_size
     except OSError:
@@ -504,7 +508,7 @@ def _limit(spec: JailSpec) -> None:
         resource.setrlimit(kind, (value, value))
 
     lower(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
-    lower(resource.RLIMIT_NPROC, THREADS_BASE + spec.vcpus)  # threads count as processes
+    lower(resource.RLIMIT_NPROC, spec.threads)  # (not enforced by the kernel for the host's root)
     lower(resource.RLIMIT_CORE, 0)
     if not any(_is_regular_file(fd) for fd in (1, 2)):
         # (the limit binds every regular file: with output redirected to one, it is left as it was)
@@ -540,8 +544,9 @@ class _Cgroup:
 
     CPU_PERIOD_US = 100_000
 
-    @classmethod
-    def prepare(cls, memory_mib: int | None, cpus: float | None) -> "_Cgroup":
+    @staticmethod
+    def own_cgroup() -> str:
+        """This process's cgroup v2 directory, from the host's view."""
         root = None
         for line in open("/proc/self/mountinfo"):
             fields = line.split()
@@ -551,7 +556,12 @@ class _Cgroup:
         own = next((line[3:].strip() for line in open("/proc/self/cgroup") if line.startswith("0::")), None)
         if root is None or own is None:
             raise ConfigError("--jail-memory/--jail-cpus need cgroup v2, which this host does not mount")
-        parent = os.path.normpath(root + own)
+        return os.path.normpath(root + own)
+
+    @classmethod
+    def prepare(cls, memory_mib: int | None, cpus: float | None, parent: str | None = None) -> "_Cgroup":
+        """A new cgroup under ``parent`` (default: our own), controllers enabled, limits written."""
+        parent = parent or cls.own_cgroup()
         wanted = [name for name, value in (("memory", memory_mib), ("cpu", cpus)) if value]
         try:
             offered = open(os.path.join(parent, "cgroup.controllers")).read().split()
