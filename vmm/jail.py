@@ -635,6 +635,10 @@ def _probe(spec: JailSpec) -> None:
     except OSError as err:
         say(f"no /proc: {err.strerror}")
     say("interfaces: " + " ".join(name for _, name in socket.if_nameindex()))
+    import resource
+
+    say("rlimits: " + " ".join(f"{name}={resource.getrlimit(getattr(resource, 'RLIMIT_' + name.upper()))[1]}"
+                               for name in ("nofile", "fsize", "nproc", "core")))
     for target, (source, writable, device) in sorted(spec.binds.items()):
         if writable or device or not os.path.exists(target):
             continue

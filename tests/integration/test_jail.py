@@ -91,6 +91,9 @@ def test_jailed_run_sees_only_its_files_and_still_uses_its_disks(guest_elf, disk
     assert set(seen["files"][0].split()) == {"/dev", "/dev/kvm", "/proc"} | with_ancestors(GUEST_ELF, rw, ro, ROOT)
     # the read-only disk is a read-only bind: even the VMM cannot open it for writing
     assert seen[f"read-only {ro}"] == ["EROFS"]
+    # no file may grow past the writable disk's size; no core files; few descriptors and threads
+    limits = dict(item.split("=") for item in seen["rlimits"][0].split())
+    assert limits == {"nofile": "1024", "fsize": str(rw.stat().st_size), "nproc": str(64 + 1 + 4 * 2), "core": "0"}
     assert sha256(ro) == before
     with tarfile.open(rw) as archive:
         assert archive.extractfile("jailed.txt").read() == b"written from the jail\n"
