@@ -358,8 +358,8 @@ def cmd_run(args, config: VmConfig | None = None) -> int:
 
     snapshots = _SnapshotTrigger(args)
     config = config or _config(args)
-    if getattr(args, "jail", None) is not None:
-        from .jail import jail_vm  # namespaces, an empty root, no capabilities: vmm/jail.py
+    if getattr(args, "jail", None) is not None:  # --jail: namespaces, an empty root, no capabilities (vmm/jail.py)
+        from .jail import jail_vm
 
         jail_vm(args, config, snapshots.state, snapshots.mem)
     # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too

@@ -190,7 +190,7 @@ def jail_restore(args) -> None:
 
     disks, vcpus = [], 1
     try:  # the same checked decoder the restore uses; if it refuses, the jailed restore says why
-        header, body = fmt.decode(fmt.read_state_file(args.state), f"snapshot {args.state}")
+        _, body = fmt.decode(fmt.read_state_file(args.state), f"snapshot {args.state}")
         disks = [(os.fsdecode(bytes(s.device.path)), bool(s.device.read_only)) for s in body.virtio if str(s.kind) == "block"]
         vcpus = len(body.vcpus)
     except (VmmError, OSError, ValueError):
@@ -268,7 +268,9 @@ def _check(result: int, what: str) -> int:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+    def enc(text):
+        return None if text is None else os.fsencode(text)
+
     _check(_c().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
@@ -277,6 +279,11 @@ def _prctl(option: int, arg: int = 0, what: str = "prctl") -> None:
 
     ul = ctypes.c_ulong
     _check(_c().prctl(option, ul(arg), ul(0), ul(0), ul(0)), what)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _write(path: str, text: str) -> None:
@@ -294,9 +301,8 @@ def enter(spec: JailSpec) -> None:
 
     if threading.active_count() > 1:
         raise JailError("--jail: the jail must be entered before any thread starts")
-    import ctypes  # noqa: F401  (before the fork: the child needs it, the waiter too)
-
-    cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    _c()  # ctypes and libc, before the fork: the child needs them, the waiter too
+    cap_last = int(_read("/proc/sys/kernel/cap_last_cap"))
     cgroup = _Cgroup.prepare(spec.memory_mib, spec.cpus) if spec.memory_mib or spec.cpus else None
     uid, gid = os.getuid(), os.getgid()
     _check(_c().unshare(CLONE_NEWUSER), "new user namespace")
@@ -503,7 +509,7 @@ def _limit(spec: JailSpec) -> None:
     import resource
 
     def lower(kind, value):
-        soft, hard = resource.getrlimit(kind)
+        hard = resource.getrlimit(kind)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(kind, (value, value))
 
@@ -548,24 +554,24 @@ class _Cgroup:
     def own_cgroup() -> str:
         """This process's cgroup v2 directory, from the host's view."""
         root = None
-        for line in open("/proc/self/mountinfo"):
+        for line in _read("/proc/self/mountinfo").splitlines():
             fields = line.split()
             if fields[fields.index("-") + 1] == "cgroup2":
                 root = fields[4]
                 break
-        own = next((line[3:].strip() for line in open("/proc/self/cgroup") if line.startswith("0::")), None)
+        own = next((line[3:].strip() for line in _read("/proc/self/cgroup").splitlines() if line.startswith("0::")), None)
         if root is None or own is None:
             raise ConfigError("--jail-memory/--jail-cpus need cgroup v2, which this host does not mount")
         return os.path.normpath(root + own)
 
     @classmethod
-    def prepare(cls, memory_mib: int | None, cpus: float | None, parent: str | None = None) -> "_Cgroup":
+    def prepare(cls, memory_mib: int | None, cpus: float | None, parent: str | None = None) -> _Cgroup:
         """A new cgroup under ``parent`` (default: our own), controllers enabled, limits written."""
         parent = parent or cls.own_cgroup()
         wanted = [name for name, value in (("memory", memory_mib), ("cpu", cpus)) if value]
         try:
-            offered = open(os.path.join(parent, "cgroup.controllers")).read().split()
-            enabled = open(os.path.join(parent, "cgroup.subtree_control")).read().split()
+            offered = _read(os.path.join(parent, "cgroup.controllers")).split()
+            enabled = _read(os.path.join(parent, "cgroup.subtree_control")).split()
         except OSError as err:
             raise ConfigError(f"--jail-memory/--jail-cpus: cannot read cgroup {parent}: {err.strerror}") from None
         for name in wanted:
@@ -628,10 +634,10 @@ def _probe(spec: JailSpec) -> None:
     say("files: " + " ".join(sorted(entries)[:500]))
     say(f"pid: {os.getpid()}")
     try:
-        for line in open("/proc/self/status"):
+        for line in _read("/proc/self/status").splitlines():
             if line.startswith(("Cap", "NoNewPrivs", "Uid", "Gid", "Seccomp")):
                 say("status: " + " ".join(line.split()))
-        say("net: " + " ".join(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:]))
+        say("net: " + " ".join(line.split(":")[0].strip() for line in _read("/proc/net/dev").splitlines()[2:]))
     except OSError as err:
         say(f"no /proc: {err.strerror}")
     say("interfaces: " + " ".join(name for _, name in socket.if_nameindex()))
@@ -653,7 +659,6 @@ def _probe(spec: JailSpec) -> None:
     class LateImports:
         @staticmethod
         def find_spec(name, path=None, target=None):
-            say(f"late import: {name}")
-            return None
+            say(f"late import: {name}")  # and no spec: the import goes on (and fails) as without the probe
 
     sys.meta_path.insert(0, LateImports)

@@ -93,14 +93,13 @@ class _Limited:
 def cmd_exec(args) -> int:
     import subprocess
 
+    from ..jail import JailError, jail_exec
     from . import runner
 
     stdout, stderr = _Limited(1, args.max_output), _Limited(2, args.max_output)
     inputs = _inputs(args.inputs)
-    from ..jail import JailError, jail_exec  # vmm/jail.py: namespaces, an empty root, no capabilities
-
-    try:
-        jail_exec(args, inputs, runner.DEFAULT_MAX_OUT_BYTES)  # when --jail: /out is extracted inside it
+    try:  # --jail (vmm/jail.py): namespaces, an empty root, no capabilities; /out is extracted inside it
+        jail_exec(args, inputs, runner.DEFAULT_MAX_OUT_BYTES)
     except JailError as err:
         print(f"vmm: {err}", file=sys.stderr)
         return EXEC_SANDBOX_FAILED
