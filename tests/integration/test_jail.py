@@ -235,9 +235,10 @@ def test_every_import_inside_a_function_is_made_before_the_pivot():
     import importlib.util
 
     from vmm import jail
+    from vmm.jail import preload
 
-    script = ("import sys, vmm.cli; from vmm import jail; spec = jail.JailSpec(); spec.sandbox = spec.snapshots = True; "
-              "jail._preload(spec); print(' '.join(sys.modules))")
+    script = ("import sys, vmm.cli; from vmm import jail; from vmm.jail import preload; spec = jail.JailSpec(); "
+              "spec.sandbox = spec.snapshots = True; preload.preload(spec); print(' '.join(sys.modules))")
     loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, cwd=ROOT).stdout.decode().split())
     spec = jail.JailSpec()
     spec.sandbox = spec.snapshots = True
@@ -249,7 +250,7 @@ def test_every_import_inside_a_function_is_made_before_the_pivot():
         except (ImportError, ValueError):
             return False
 
-    for name in jail._vmm_modules(spec):
+    for name in preload.vmm_modules(spec):
         path = importlib.util.find_spec(name).origin
         package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
         with open(path) as source:
@@ -267,6 +268,6 @@ def test_every_import_inside_a_function_is_made_before_the_pivot():
             for target in targets:
                 if target == "secrets":  # only for --deterministic without --seed: jail_exec preloads it then
                     continue
-                if not target.startswith(jail._SKIP_MODULES) and target not in loaded:
+                if not target.startswith(preload.SKIP_MODULES) and target not in loaded:
                     missing.append(f"{name} imports {target}")
     assert not missing, missing
