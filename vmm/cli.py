@@ -173,6 +173,13 @@ def _add_run(commands) -> None:
     run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
     run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
     _add_snapshot_options(run)
+    _add_jail_options(run)
+
+
+def _add_jail_options(parser) -> None:
+    from .jail import add_options
+
+    add_options(parser, _mib, default=False)
 
 
 def _add_restore(commands) -> None:
@@ -185,6 +192,7 @@ def _add_restore(commands) -> None:
     restore.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the VM stops")
     restore.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="as for vmm run")
     _add_snapshot_options(restore)
+    _add_jail_options(restore)
 
 
 def _add_merge_diff(commands) -> None:
@@ -212,6 +220,9 @@ def _add_exec(commands) -> None:
     from .sandbox.cli import add_parser
 
     add_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
+    from .jail import add_options
+
+    add_options(commands.choices["exec"], _mib, default=False)
 
 
 def _add_serve(commands) -> None:
@@ -224,6 +235,7 @@ def _add_linux(commands) -> None:
     from .linux_cmd import add_parser
 
     add_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count, "disk": _disk})
+    _add_jail_options(commands.choices["linux"])
 
 
 def _add_doctor(commands) -> None:
@@ -345,9 +357,14 @@ def cmd_run(args, config: VmConfig | None = None) -> int:
     from .machine import MicroVM
 
     snapshots = _SnapshotTrigger(args)
+    config = config or _config(args)
+    if getattr(args, "jail", None) is not None:  # --jail: namespaces, an empty root, no capabilities (vmm/jail.py)
+        from .jail import jail_vm
+
+        jail_vm(args, config, snapshots.state, snapshots.mem)
     # MicroVM() refuses unloadable inputs (a device as kernel, an initrd too
     # big for the guest) before it reads them or touches KVM.
-    vm = MicroVM(config or _config(args), output_fd=1, capture=False)
+    vm = MicroVM(config, output_fd=1, capture=False)
     return _run_on_terminal(vm, args, snapshots)
 
 
@@ -355,6 +372,9 @@ def cmd_restore(args) -> int:
     from .persist import restore
 
     snapshots = _SnapshotTrigger(args)
+    from .jail import jail_restore
+
+    jail_restore(args)
     vm = restore(args.state, args.mem, resume=False, allow_disk_change=args.allow_disk_change,
                  timeout=args.timeout, serial_log=args.serial_log, output_fd=1, capture=False)
     return _run_on_terminal(vm, args, snapshots)

@@ -198,4 +198,5 @@ def cmd_linux(args) -> int:
 
     args.exit_code_style = "vmm"
     args.command_must_finish = True
+    args.snapshot_path = args.mem_file_path = None  # cmd_run's snapshot trigger: vmm linux has no snapshot options
     return cmd_run(args, linux_config(args))

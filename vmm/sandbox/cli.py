@@ -93,14 +93,21 @@ class _Limited:
 def cmd_exec(args) -> int:
     import subprocess
 
+    from ..jail import JailError, jail_exec
     from . import runner
 
     stdout, stderr = _Limited(1, args.max_output), _Limited(2, args.max_output)
+    inputs = _inputs(args.inputs)
+    try:  # --jail (vmm/jail.py): namespaces, an empty root, no capabilities; /out is extracted inside it
+        jail_exec(args, inputs, runner.DEFAULT_MAX_OUT_BYTES)
+    except JailError as err:
+        print(f"vmm: {err}", file=sys.stderr)
+        return EXEC_SANDBOX_FAILED
     try:
         result = runner.run(
             [args.program, *args.args],
             timeout=args.timeout,
-            files=_inputs(args.inputs),
+            files=inputs,
             env=_environment(args.env),
             mem_mib=args.mem,
             capture_output=False,
