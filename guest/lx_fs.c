@@ -875,6 +875,14 @@ static s64 do_poll_k(struct pollfd *p, u64 n, s64 timeout_ms)
         }
         if (ready || timeout_ms == 0)
             return ready;
+        if (lx_thread_count() > 1) {
+            /* Other threads may make an fd ready: wait among them, looking
+               again each time they have run (the deadline is kept). */
+            u64 dl = lx_thread_retry_deadline(timeout_ms > 0 ? deadline : 0);
+            if (dl && lx_monotonic_ns() >= dl)
+                return 0;
+            return lx_thread_wait_retry(dl);
+        }
         if (!waits_stdin) {     /* nothing else can change: just let time pass */
             if (timeout_ms > 0)
                 lx_sleep_ns((u64)timeout_ms * 1000000ull);
