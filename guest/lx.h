@@ -176,6 +176,7 @@ void stream_outcome_cannot_execute(const char *why);
 /* ---- lx_sys.c: the trace line being built ---- */
 void lx_trace_add(const char *s);
 void lx_trace_end(void);                        /* hand the line to stream_trace */
+void lx_trace_syscall(u64 nr, const u64 *a, s64 ret);  /* "name(args) = ret" */
 #define LX_TRACE(...)                                           \
     do {                                                        \
         char trace_tmp_[256];                                   \

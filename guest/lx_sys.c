@@ -497,6 +497,14 @@ static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
     }
 }
 
+/* A whole trace line for a call that waited, when no other thread's lines
+   came between its start and its end (lx_thread.c). */
+void lx_trace_syscall(u64 nr, const u64 *a, s64 ret)
+{
+    trace_call(nr, a);
+    trace_result(nr, ret);
+}
+
 int lx_raise_sigpipe(struct lx_regs *r);
 
 int lx_syscall(struct lx_regs *r)
@@ -525,7 +533,7 @@ int lx_syscall(struct lx_regs *r)
     if (!handled)
         ret = misc_syscall(nr, a, r);
     if (ret == LX_BLOCKED) {    /* this thread waits (or exited): run another */
-        if (lx_opts.trace && nr != 60) {
+        if (lx_opts.trace && nr != 60 && lx_thread_multi()) {
             trace_call(nr, a);
             lx_trace_add(" <unfinished ...>");
             lx_trace_end();

@@ -351,7 +351,12 @@ int lx_thread_switch(struct lx_regs *r)
     int next = pick_next();
     struct lx_thread *n = &lx_threads[next];
     resumes++;
-    if (lx_opts.trace && n->blocked_nr && !n->retry) {
+    if (lx_opts.trace && n->blocked_nr && !n->retry && !multi) {
+        /* one thread: its wait was not traced yet, the line is whole */
+        const struct lx_regs *g = &n->regs;
+        u64 args[6] = { g->rdi, g->rsi, g->rdx, g->r10, g->r8, g->r9 };
+        lx_trace_syscall(n->blocked_nr, args, (s64)g->rax);
+    } else if (lx_opts.trace && n->blocked_nr && !n->retry) {
         s64 ret = (s64)n->regs.rax;
         LX_TRACE("[pid %u] <... %s resumed> = %ld", n->tid, nr_name(n->blocked_nr), ret);
         if (ret == -ETIMEDOUT)
