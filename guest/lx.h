@@ -218,6 +218,14 @@ int lx_futex_wake(u64 addr, u32 bitset, int n);
 /* Thread-directed signal from tgkill/tkill: ESRCH when no such thread. */
 s64 lx_thread_signal(u32 tid, int sig, struct lx_regs *r, int *resume);
 
+/* lx_epoll.c, on lx_fs.c's descriptors */
+s64 lx_epoll_syscall(u64 nr, const u64 *a, bool *handled);
+bool lx_epoll_ready(void *ep);
+void lx_epoll_release(void *ep);
+s16 lx_fs_ready(s64 fd, const void **file);
+s64 lx_fs_new_epoll(void *priv, bool cloexec);
+void *lx_fs_epoll(s64 fd);
+
 /* lx_futex.c */
 s64 lx_futex(const u64 *a);
 

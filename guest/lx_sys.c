@@ -72,7 +72,8 @@ static const struct sc_info sc_table[] = {
     [150] = { "munlock", "xu" }, [151] = { "mlockall", "x" }, [152] = { "munlockall", "" },
     [140] = { "getpriority", "dd" }, [141] = { "setpriority", "ddd" }, [145] = { "sched_getscheduler", "d" },
     [142] = { "sched_setparam", "dp" }, [143] = { "sched_getparam", "dp" }, [144] = { "sched_setscheduler", "ddp" },
-    [324] = { "membarrier", "dd" }, [38] = { "setitimer", "dpp" }, [36] = { "getitimer", "dp" },
+    [324] = { "membarrier", "dd" }, [213] = { "epoll_create", "d" }, [291] = { "epoll_create1", "x" },
+    [232] = { "epoll_wait", "dpdd" }, [233] = { "epoll_ctl", "dddp" }, [281] = { "epoll_pwait", "dpddpu" }, [38] = { "setitimer", "dpp" }, [36] = { "getitimer", "dp" },
 };
 
 static const char *const errno_names[] = {
@@ -528,6 +529,8 @@ int lx_syscall(struct lx_regs *r)
     s64 ret = lx_thread_syscall(nr, a, r, &handled);
     if (!handled)
         ret = lx_fs_syscall(nr, a, &handled);
+    if (!handled)
+        ret = lx_epoll_syscall(nr, a, &handled);
     if (!handled)
         ret = lx_signal_syscall(nr, a, r, &handled, &resume);
     if (!handled)

@@ -174,3 +174,22 @@ def test_rust_threads_and_channels(tmp_path):
     result = run([str(exe)], timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"[(0, 500500), (1, 1001000), (2, 1501500), (3, 2002000)] total 5005000\n"
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("args", [["pingpong", "5"], ["tls"], ["counter", "4", "2000"], ["segv"]], ids=" ".join)
+def test_threads_under_qemu_tcg_as_under_kvm(guest_elf, compile_prog, tmp_path, compiler, args):
+    # TCG: `syscall` enters ring 0, so thread switches return by iretq and
+    # the FS base is written from ring 0: the same output as here
+    from tests.sandbox.conftest import boot_bundle
+    from tests.sandbox.test_qemu_tcg import run_tcg
+    from vmm.sandbox import build_bundle
+
+    bundle = build_bundle(compile_prog("threads", compiler), ["threads", *args], {}, {}, {"clock": 10**18, "seed": 7})
+    kvm = boot_bundle(bundle, tmp_path)
+    path = tmp_path / "tcg.tar"
+    path.write_bytes(bundle)
+    tcg = run_tcg(guest_elf, path)
+    assert (tcg.outcome, tcg.output, tcg.status) == (kvm.outcome, kvm.output, kvm.status), tcg.serial
+    assert kvm.outcome == ("signal 11 addr 0x1230" if args == ["segv"] else "status 0")
