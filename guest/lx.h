@@ -210,6 +210,11 @@ int lx_thread_switch(struct lx_regs *r);
 s64 lx_thread_wait_retry(u64 deadline);
 /* The deadline a re-run syscall started with, or `fresh` on its first run. */
 u64 lx_thread_retry_deadline(u64 fresh);
+/* The call did not block after all: the thread keeps running. */
+void lx_thread_unblock_self(void);
+/* The running thread has had its time slice and another could run: the
+   caller switches (after a completed syscall). */
+bool lx_thread_slice_over(void);
 u64 lx_thread_fs_base(void);
 void lx_thread_set_fs_base(u64 base);
 /* Wake a futex waiter set (lx_futex.c): up to n threads waiting on addr

@@ -251,9 +251,19 @@ static s64 file_read(struct ofile *f, u8 *buf, u64 len, s64 pos)
         return -EBADF;
     switch (f->kind) {
     case F_STDIN:
-        return pos >= 0 ? -ESPIPE : stream_read(0, buf, len);
+        if (pos >= 0)
+            return -ESPIPE;
+        if (len && lx_thread_count() > 1 && !(f->flags & O_NONBLOCK) && !stream_poll(0))
+            return lx_thread_wait_retry(0);     /* let the other threads run meanwhile */
+        return stream_read(0, buf, len);
     case F_PIPE_R:
-        return pos >= 0 ? -ESPIPE : pipe_read(f->pipe, buf, len);
+        if (pos >= 0)
+            return -ESPIPE;
+        /* Another thread may write: wait for it (one thread alone would
+           wait forever, so it gets EAGAIN as before) */
+        if (len && !f->pipe->len && f->pipe->writers && lx_thread_count() > 1 && !(f->flags & O_NONBLOCK))
+            return lx_thread_wait_retry(0);
+        return pipe_read(f->pipe, buf, len);
     case F_NODE: {
         s64 n = vfs_read(f->node, buf, len, pos >= 0 ? (u64)pos : f->pos);
         if (n > 0 && pos < 0)
@@ -277,6 +287,9 @@ static s64 file_write(struct ofile *f, const u8 *buf, u64 len, s64 pos)
     case F_PIPE_W: {
         if (pos >= 0)
             return -ESPIPE;
+        if (len && f->pipe->len == PIPE_SIZE && f->pipe->readers && lx_thread_count() > 1 &&
+            !(f->flags & O_NONBLOCK))
+            return lx_thread_wait_retry(0);     /* full: a reader thread may drain it */
         s64 n = pipe_write(f->pipe, buf, len);
         if (n == -EPIPE)
             lx_sigpipe_pending = 1;

@@ -535,6 +535,8 @@ int lx_syscall(struct lx_regs *r)
         ret = lx_signal_syscall(nr, a, r, &handled, &resume);
     if (!handled)
         ret = misc_syscall(nr, a, r);
+    if (ret != LX_BLOCKED)      /* a wait may have begun in a call that completed after all */
+        lx_thread_unblock_self();   /* (readv: a later segment would have waited) */
     if (ret == LX_BLOCKED) {    /* this thread waits (or exited): run another */
         if (lx_opts.trace && nr != 60 && lx_thread_multi()) {
             trace_call(nr, a);
@@ -552,5 +554,7 @@ int lx_syscall(struct lx_regs *r)
         lx_sigpipe_pending = 0;
         resume |= lx_raise_sigpipe(r);
     }
+    if (lx_thread_slice_over())     /* fairness among threads that never wait */
+        return lx_thread_switch(r);
     return resume;
 }

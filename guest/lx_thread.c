@@ -46,6 +46,7 @@
                       CLONE_CHILD_SETTID | CLONE_IO)
 #define MAX_TID 4194304u        /* pid_max's default ceiling */
 #define RETRY_SLICE_US 1000     /* idle between re-runs of waiting polls */
+#define TIME_SLICE_NS 10000000ull   /* a thread that never waits yields at a syscall after this */
 
 struct lx_thread lx_threads[LX_MAX_THREADS];
 static int cur;                 /* the running thread's slot */
@@ -54,6 +55,7 @@ static bool multi;
 static u32 next_tid;
 static u64 hw_fs_base;          /* what MSR_FS_BASE holds */
 static u64 resumes;             /* thread switches so far */
+static u64 slice_start;         /* when the running thread was switched in */
 
 void lx_thread_init(void)
 {
@@ -260,6 +262,32 @@ u64 lx_thread_retry_deadline(u64 fresh)
     return fresh;
 }
 
+void lx_thread_unblock_self(void)
+{
+    struct lx_thread *t = &lx_threads[cur];
+    if (t->state > T_RUNNABLE) {
+        t->state = T_RUNNABLE;
+        t->retry = false;
+        t->deadline = 0;
+        t->futex_addr = 0;
+    }
+}
+
+bool lx_thread_slice_over(void)
+{
+    if (live < 2 || lx_monotonic_ns() - slice_start < TIME_SLICE_NS)
+        return false;
+    for (int i = 1; i < LX_MAX_THREADS; i++) {
+        enum lx_tstate s = lx_threads[(cur + i) % LX_MAX_THREADS].state;
+        if (s == T_RUNNABLE || s == T_RETRY) {
+            lx_threads[cur].blocked_nr = 0;     /* its call is complete (and traced) */
+            return true;
+        }
+    }
+    slice_start = lx_monotonic_ns();
+    return false;
+}
+
 void lx_thread_syscall_enter(u64 nr)
 {
     struct lx_thread *t = &lx_threads[cur];
@@ -368,6 +396,7 @@ int lx_thread_switch(struct lx_regs *r)
     if (!n->retry)
         n->blocked_nr = 0;
     cur = next;
+    slice_start = lx_monotonic_ns();
     *r = n->regs;
     if (n->fs_base != hw_fs_base) {
         lx_ring0_wrmsr(MSR_FS_BASE, n->fs_base);

@@ -118,6 +118,19 @@ def test_poll_waits_for_another_threads_pipe_write(compile_prog, compiler):
     assert result.stdout == b"poll 1, read through the pipe\n"
 
 
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_blocking_pipe_read_waits_for_the_writer_thread(compile_prog, compiler):
+    result = threads(compile_prog, compiler, "pipeblock", timeout=60)
+    assert result.stdout == b"piece 0\npiece 1\npiece 2\neof after 3 reads\n", result.stderr
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_a_thread_spinning_on_syscalls_lets_the_others_run(compile_prog, compiler):
+    # the spinner never waits: its time slice ends at a syscall boundary
+    result = threads(compile_prog, compiler, "spin", timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith(b"flag set after"), result
+
+
 def test_trace_names_threads_and_processes_stay_enosys(compile_prog, tmp_path):
     lines = []
     run([compile_prog("threads", "gcc"), "join"], trace=lines.append, timeout=60)

@@ -332,6 +332,62 @@ static int pipe_mode(void)
     return 0;
 }
 
+/* A blocking read of a pipe that another thread fills in pieces. */
+static void *piece_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        usleep(5000);
+        char line[16];
+        int n = snprintf(line, sizeof(line), "piece %d\n", i);
+        write(pipefd[1], line, n);
+    }
+    close(pipefd[1]);
+    return NULL;
+}
+
+static int pipeblock_mode(void)
+{
+    pipe(pipefd);
+    pthread_t t;
+    pthread_create(&t, NULL, piece_writer, NULL);
+    char buf[256];
+    size_t got = 0;
+    ssize_t n;
+    int reads = 0;
+    while ((n = read(pipefd[0], buf + got, sizeof(buf) - got)) > 0) {
+        got += (size_t)n;
+        reads++;
+    }
+    pthread_join(t, NULL);
+    printf("%.*s%s after %d reads\n", (int)got, buf, n == 0 ? "eof" : strerror(errno), reads);
+    return 0;
+}
+
+/* The main thread spins on a syscall that never waits: the other thread
+   still gets the CPU (its time slice ends at a syscall). */
+static volatile int flag;
+static void *set_flag(void *arg)
+{
+    (void)arg;
+    flag = 1;
+    return NULL;
+}
+
+static int spin_mode(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, set_flag, NULL);
+    long spins = 0;
+    while (!flag) {
+        getppid();
+        spins++;
+    }
+    pthread_join(t, NULL);
+    printf("flag set after %s\n", spins ? "spinning" : "no spin");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -354,6 +410,8 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "timedwait")) return timedwait_mode();
     if (!strcmp(mode, "signal")) return signal_mode();
     if (!strcmp(mode, "pipe")) return pipe_mode();
+    if (!strcmp(mode, "pipeblock")) return pipeblock_mode();
+    if (!strcmp(mode, "spin")) return spin_mode();
     fprintf(stderr, "unknown mode\n");
     return 2;
 }
