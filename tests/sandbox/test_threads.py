@@ -131,6 +131,14 @@ def test_a_thread_spinning_on_syscalls_lets_the_others_run(compile_prog, compile
     assert result.returncode == 0 and result.stdout.startswith(b"flag set after"), result
 
 
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_reading_stdin_while_another_thread_works(compile_prog, compiler):
+    data = os.urandom(300_000)
+    result = threads(compile_prog, compiler, "stdin", input=data, timeout=60)
+    assert result.stdout == b"stdin 300000 bytes\n"
+    assert result.stderr == b"tick 0\ntick 1\ntick 2\n"
+
+
 def test_trace_names_threads_and_processes_stay_enosys(compile_prog, tmp_path):
     lines = []
     run([compile_prog("threads", "gcc"), "join"], trace=lines.append, timeout=60)

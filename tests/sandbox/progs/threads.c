@@ -388,6 +388,31 @@ static int spin_mode(void)
     return 0;
 }
 
+/* Reading stdin while another thread works. */
+static void *ticker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        usleep(2000);
+        fprintf(stderr, "tick %d\n", i);
+    }
+    return NULL;
+}
+
+static int stdin_mode(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, ticker, NULL);
+    char buf[4096];
+    long total = 0;
+    ssize_t n;
+    while ((n = read(0, buf, sizeof(buf))) > 0)
+        total += n;
+    pthread_join(t, NULL);
+    printf("stdin %ld bytes\n", total);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -412,6 +437,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "pipe")) return pipe_mode();
     if (!strcmp(mode, "pipeblock")) return pipeblock_mode();
     if (!strcmp(mode, "spin")) return spin_mode();
+    if (!strcmp(mode, "stdin")) return stdin_mode();
     fprintf(stderr, "unknown mode\n");
     return 2;
 }
