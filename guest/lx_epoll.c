@@ -87,16 +87,16 @@ static s64 epoll_ctl(s64 epfd, s64 op, s64 fd, u64 uev)
     const void *file;
     if (!ep)
         return lx_fs_ready(epfd, &file) == 0x20 ? -EBADF : -EINVAL;
-    if (lx_fs_ready(fd, &file) == 0x20 || fd > 0x7fffffff)
-        return -EBADF;
-    if (fd == epfd || lx_fs_epoll(fd))
-        return -EINVAL;
     struct epoll_event_ ev = { 0, 0 };
-    if (op != EPOLL_CTL_DEL) {
+    if (op != EPOLL_CTL_DEL) {  /* Linux reads the event first */
         if (!lx_user_ok(uev, sizeof(ev)))
             return -EFAULT;
         lx_copy(&ev, (const void *)(uintptr_t)uev, sizeof(ev));
     }
+    if (lx_fs_ready(fd, &file) == 0x20 || fd > 0x7fffffff)
+        return -EBADF;
+    if (fd == epfd || lx_fs_epoll(fd))
+        return -EINVAL;
     struct interest *in = find(ep, (s32)fd, file);
     switch (op) {
     case EPOLL_CTL_ADD:

@@ -136,7 +136,8 @@ static s64 do_clone(u64 flags, u64 newsp, u64 ptid, u64 ctid, u64 tls, struct lx
 {
     if ((flags & (CLONE_VM | CLONE_THREAD)) != (CLONE_VM | CLONE_THREAD))
         return -ENOSYS;         /* a new process: there are none in the sandbox */
-    if (!(flags & CLONE_SIGHAND) || (flags & 0xff) || (flags & ~THREAD_FLAGS))
+    /* The low byte (exit signal) means nothing for a thread, as on Linux. */
+    if (!(flags & CLONE_SIGHAND) || (flags & ~(THREAD_FLAGS | 0xff)))
         return -EINVAL;         /* as Linux, or a flag threads here cannot have */
     if ((flags & CLONE_SETTLS) && tls >= (1ull << 47))
         return -EPERM;

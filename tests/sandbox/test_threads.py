@@ -214,3 +214,58 @@ def test_threads_under_qemu_tcg_as_under_kvm(guest_elf, compile_prog, tmp_path, 
     tcg = run_tcg(guest_elf, path)
     assert (tcg.outcome, tcg.output, tcg.status) == (kvm.outcome, kvm.output, kvm.status), tcg.serial
     assert kvm.outcome == ("signal 11 addr 0x1230" if args == ["segv"] else "status 0")
+
+
+ABUSE_RESULTS = """\
+clone thread without sighand: EINVAL
+clone thread with newns: EINVAL
+clone fork: ENOSYS
+clone vfork: ENOSYS
+clone parent_settid into kernel: EFAULT
+clone settls beyond user space: EPERM
+clone3 short: EINVAL
+clone3 into kernel: EFAULT
+futex null: EFAULT
+futex misaligned: EINVAL
+futex kernel: EFAULT
+futex wait other value: EAGAIN
+futex wait timeout: ETIMEDOUT
+futex wait bad timespec: EINVAL
+futex wait timespec in kernel: EFAULT
+futex wait_bitset past deadline: ETIMEDOUT
+futex wait_bitset zero bitset: EINVAL
+futex wake nobody: 0
+futex cmp_requeue other value: EAGAIN
+futex requeue negative: EINVAL
+futex requeue into kernel: EFAULT
+futex lock_pi: ENOSYS
+futex unknown op: ENOSYS
+tgkill no such thread: ESRCH
+tgkill other process: ESRCH
+tkill bad signal: EINVAL
+tgkill signal 0 to self: 0
+epoll_ctl bad fd: EBADF
+epoll_ctl on itself: EINVAL
+epoll_ctl event in kernel: EFAULT
+epoll_ctl del missing: ENOENT
+epoll_wait zero events: EINVAL
+epoll_wait events in kernel: EFAULT
+epoll_wait not epoll: EINVAL
+set_tid_address kernel: 1
+"""
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_bad_thread_futex_and_epoll_arguments_get_errors(compile_prog, compiler):
+    # pointers into the guest kernel, misaligned or absent words, bad flags:
+    # each call fails as Linux would fail it and the program carries on
+    # (not run natively: on the host these clones really fork)
+    result = run([compile_prog("threadabuse", compiler)], timeout=60)
+    assert (result.returncode, result.stdout.decode()) == (0, ABUSE_RESULTS), result.stderr
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_thread_cloned_onto_a_missing_stack_is_sigsegv(compile_prog, compiler):
+    result = run([compile_prog("threadabuse", compiler), "badstack"], timeout=60)
+    assert result.stdout == b"cloned 3\n"
+    assert result.returncode == -11
