@@ -139,6 +139,16 @@ s64 sys_munmap(u64 addr, u64 len);
 s64 sys_mremap(u64 old, u64 old_len, u64 new_len, u64 flags, u64 new_addr);
 u64 lx_ram_top(void);
 
+/* ---- lx_vmem.c: address space above the identity map (>= 4 GiB) ---- */
+bool lx_window_addr(u64 addr, u64 len);
+bool lx_window_wants(u64 addr, u64 len, u64 prot, u64 flags);
+s64 lx_window_mmap(u64 addr, u64 len, u64 prot, u64 flags);
+s64 lx_window_munmap(u64 addr, u64 len);
+s64 lx_window_mprotect(u64 addr, u64 len, u64 prot);
+s64 lx_window_dontneed(u64 addr, u64 len);
+bool lx_window_user_ok(u64 addr, u64 len);     /* backs untouched pages */
+bool lx_window_fault(u64 va);                   /* a #PF it resolved */
+
 /* ---- lx_elf.c ---- */
 /* Load the program, build its stack; fills r (rip, rsp).  Calls
    lx_cannot_execute on a bad image. */

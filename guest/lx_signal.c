@@ -425,6 +425,8 @@ void lx_fault(struct exc_frame *f)
     case 1: case 3: force_signal(SIGTRAP, &r, 0x80, f->rip, f->vector, 0);
     case 14: {
         u64 cr2 = lx_ring0_read_cr2();
+        if (!(f->error_code & 1) && lx_window_fault(cr2))
+            lx_resume(&r);      /* first touch of a window page: backed, re-run */
         force_signal(SIGSEGV, &r, (f->error_code & 1) ? 2 : 1, cr2, 14, f->error_code);
     }
     case 12: case 17: force_signal(SIGBUS, &r, 0x80, 0, f->vector, f->error_code);

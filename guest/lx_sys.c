@@ -395,7 +395,10 @@ static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
 {
     switch (nr) {
     case 9: return sys_mmap(a[0], a[1], a[2], a[3], a[4], a[5]);
-    case 10: return lx_user_ok(a[0], a[1]) && !(a[0] & 4095) ? 0 : (a[0] & 4095 ? -EINVAL : -ENOMEM);
+    case 10:                                                /* mprotect */
+        if (!(a[0] & 4095) && a[1] && lx_window_addr(a[0], a[1]))
+            return lx_window_mprotect(a[0], (a[1] + 4095) & ~4095ull, a[2]);
+        return lx_user_ok(a[0], a[1]) && !(a[0] & 4095) ? 0 : (a[0] & 4095 ? -EINVAL : -ENOMEM);
     case 11: return sys_munmap(a[0], a[1]);
     case 12: return sys_brk(a[0]);
     case 25: return sys_mremap(a[0], a[1], a[2], a[3], a[4]);
