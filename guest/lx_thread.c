@@ -176,7 +176,8 @@ static s64 do_clone(u64 flags, u64 newsp, u64 ptid, u64 ctid, u64 tls, struct lx
     if (flags & CLONE_CHILD_SETTID)
         put_tid(ctid, t->tid);
     t->state = T_RUNNABLE;
-    live++;
+    if (live++ == 1)            /* time slices count from the second thread on */
+        slice_start = lx_monotonic_ns();
     multi = true;
     return t->tid;
 }

@@ -7,7 +7,7 @@
  * mapping costs guest RAM even when never touched.  Runtimes reserve far
  * more address space than they use (Go: ~590 MiB of PROT_NONE page
  * summaries at start, then its heap at the hint 0xc000000000).  Here:
- * - mmap(PROT_NONE) of 32 MiB or more without MAP_FIXED, and any mmap whose
+ * - mmap(PROT_NONE) of 1 MiB or more without MAP_FIXED, and any mmap whose
  *   hint lies at 4 GiB or above, get a range in this window (the hint when
  *   it is free);
  * - a range of the window is reserved (PROT_NONE) or accessible; a page of
@@ -28,7 +28,7 @@
 #define WINDOW_END   (1ull << 47)
 #define WINDOW_TOP   0x7f0000000000ull     /* reservations are carved downwards from here */
 #define CARVE_FLOOR  0x400000000000ull     /* ... and live above this (hints go lower) */
-#define BIG_RESERVATION (32ull << 20)
+#define BIG_RESERVATION (1ull << 20)
 #define MAX_RANGES 256
 #define PTE_P 1ull
 #define PTE_RW 2ull

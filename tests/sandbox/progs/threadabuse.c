@@ -58,12 +58,13 @@ int main(int argc, char **argv)
     long kernel = 0x100000;     /* the guest kernel's pages: not the program's */
     long thread = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
     if (argc > 1 && !strcmp(argv[1], "badstack")) {
+        printf("cloning\n");
+        fflush(stdout);
+        /* the child may run first (as on Linux) and end the process */
         long r = raw(SYS_clone, thread, 0x10, 0, 0, 0, 0);
         if (r == 0)
             for (;;)
                 ;               /* not reached: the child's first push faults */
-        printf("cloned %s\n", name(r));
-        fflush(stdout);
         struct timespec ts = { 1, 0 };
         nanosleep(&ts, NULL);   /* the child runs now and faults */
         printf("not reached\n");
