@@ -8,7 +8,8 @@
  * lx_vfs.c (file tree, /out archive), lx_fs.c (descriptors, file calls),
  * lx_signal.c (signals, faults),
  * lx_stdio.c (the stdio stream backend: COM1 today), lx_time.c (clocks,
- * random).
+ * random), lx_thread.c (threads: clone, exit, the cooperative scheduler),
+ * lx_futex.c (futex).
  */
 #ifndef GUEST_LX_H
 #define GUEST_LX_H
@@ -76,6 +77,10 @@ static inline void lx_zero(void *dst, u64 n)
 #define EOPNOTSUPP 95
 #define ETIMEDOUT 110
 
+/* A syscall handler's "this thread now waits": lx_syscall switches to
+   another thread instead of returning (never seen by the program). */
+#define LX_BLOCKED (-100000)
+
 /* ---- lx_main.c ---- */
 struct lx_opts {
     bool have_seed;
@@ -134,6 +139,16 @@ s64 sys_munmap(u64 addr, u64 len);
 s64 sys_mremap(u64 old, u64 old_len, u64 new_len, u64 flags, u64 new_addr);
 u64 lx_ram_top(void);
 
+/* ---- lx_vmem.c: address space above the identity map (>= 4 GiB) ---- */
+bool lx_window_addr(u64 addr, u64 len);
+bool lx_window_wants(u64 addr, u64 len, u64 prot, u64 flags);
+s64 lx_window_mmap(u64 addr, u64 len, u64 prot, u64 flags);
+s64 lx_window_munmap(u64 addr, u64 len);
+s64 lx_window_mprotect(u64 addr, u64 len, u64 prot);
+s64 lx_window_dontneed(u64 addr, u64 len);
+bool lx_window_user_ok(u64 addr, u64 len);     /* backs untouched pages */
+bool lx_window_fault(u64 va);                   /* a #PF it resolved */
+
 /* ---- lx_elf.c ---- */
 /* Load the program, build its stack; fills r (rip, rsp).  Calls
    lx_cannot_execute on a bad image. */
@@ -171,6 +186,7 @@ void stream_outcome_cannot_execute(const char *why);
 /* ---- lx_sys.c: the trace line being built ---- */
 void lx_trace_add(const char *s);
 void lx_trace_end(void);                        /* hand the line to stream_trace */
+void lx_trace_syscall(u64 nr, const u64 *a, s64 ret);  /* "name(args) = ret" */
 #define LX_TRACE(...)                                           \
     do {                                                        \
         char trace_tmp_[256];                                   \
@@ -178,12 +194,94 @@ void lx_trace_end(void);                        /* hand the line to stream_trace
         lx_trace_add(trace_tmp_);                               \
     } while (0)
 
+/* ---- lx_thread.c: threads, one vCPU, switched at syscall boundaries ---- */
+#define LX_PID 2                /* the process; also the main thread's tid */
+#define LX_MAX_THREADS 64
+
+/* A thread's signal state (lx_signal.c swaps it in and out). */
+struct lx_sigstate {
+    u64 blocked, pending;
+    u64 ss_sp;
+    s32 ss_flags, ss_pad;
+    u64 ss_size;
+};
+
+void lx_thread_init(void);
+u32 lx_gettid(void);
+int lx_thread_count(void);              /* live threads */
+bool lx_thread_multi(void);             /* more than one thread ever */
+s64 lx_thread_syscall(u64 nr, const u64 *a, struct lx_regs *r, bool *handled);
+void lx_thread_syscall_enter(u64 nr);
+/* Switch away from a thread that blocked (or exited): *r becomes the next
+   thread's context.  Returns 1 (resume through lx_resume). */
+int lx_thread_switch(struct lx_regs *r);
+/* Block and re-run the same syscall when other threads have run or time
+   passed (poll); deadline is kept across the re-runs. */
+s64 lx_thread_wait_retry(u64 deadline);
+/* The deadline a re-run syscall started with, or `fresh` on its first run. */
+u64 lx_thread_retry_deadline(u64 fresh);
+/* The call did not block after all: the thread keeps running. */
+void lx_thread_unblock_self(void);
+/* The running thread has had its time slice and another could run: the
+   caller switches (after a completed syscall). */
+bool lx_thread_slice_over(void);
+u64 lx_thread_fs_base(void);
+void lx_thread_set_fs_base(u64 base);
+/* Wake a futex waiter set (lx_futex.c): up to n threads waiting on addr
+   whose bitset meets `bitset`; returns how many. */
+int lx_futex_wake(u64 addr, u32 bitset, int n);
+/* Thread-directed signal from tgkill/tkill: ESRCH when no such thread. */
+s64 lx_thread_signal(u32 tid, int sig, struct lx_regs *r, int *resume);
+
+/* lx_epoll.c, on lx_fs.c's descriptors */
+s64 lx_epoll_syscall(u64 nr, const u64 *a, bool *handled);
+bool lx_epoll_ready(void *ep);
+void lx_epoll_release(void *ep);
+s16 lx_fs_ready(s64 fd, const void **file);
+s64 lx_fs_new_epoll(void *priv, bool cloexec);
+void *lx_fs_epoll(s64 fd);
+
+/* lx_futex.c */
+s64 lx_futex(const u64 *a);
+
+/* lx_thread.c's view of a thread's wait, shared with lx_futex.c. */
+enum lx_tstate { T_FREE, T_RUNNABLE, T_FUTEX, T_SLEEP, T_RETRY };
+struct lx_thread {
+    enum lx_tstate state;
+    u32 tid;
+    struct lx_regs regs;        /* saved context while not running */
+    u64 fs_base;
+    u64 clear_child_tid;
+    struct lx_sigstate sig;
+    u64 deadline;               /* monotonic ns; 0: none */
+    s64 on_timeout;             /* rax when the deadline passes */
+    u64 futex_addr;
+    u32 futex_bitset;
+    u64 wait_seq;               /* FIFO order among futex waiters */
+    u64 blocked_nr;             /* the syscall it waits in (trace) */
+    bool retry;                 /* re-run the syscall when resumed */
+    bool retrying;              /* this syscall is such a re-run */
+    u64 retry_deadline;
+    u64 sleep_rem;              /* nanosleep's rem, written on EINTR */
+};
+extern struct lx_thread lx_threads[LX_MAX_THREADS];
+/* Block the current thread in `state` until mono deadline (0: forever), a
+   wake-up or a signal; on the deadline it returns `on_timeout`, on a signal
+   -EINTR.  Returns LX_BLOCKED for the syscall handler to return. */
+s64 lx_thread_block(enum lx_tstate state, u64 deadline, s64 on_timeout);
+/* Wake thread t from its wait with rax = ret. */
+void lx_thread_wake(struct lx_thread *t, s64 ret);
+struct lx_thread *lx_thread_current(void);
+
 /* ---- lx_time.c ---- */
 void lx_time_init(void);
 u64 lx_monotonic_ns(void);
 u64 lx_realtime_ns(void);
 void lx_clock_tick(void);       /* one syscall's worth of deterministic time */
 void lx_sleep_ns(u64 ns);
+/* Nothing to run until mono time `deadline` (0: forever; waits at most
+   `max_us` then returns): idle, or jump a deterministic clock. */
+void lx_idle_until(u64 deadline, u32 max_us);
 void lx_random(void *buf, u64 len);
 u64 lx_random_u64(void);
 
@@ -193,5 +291,13 @@ s64 lx_signal_syscall(u64 nr, const u64 *a, struct lx_regs *r, bool *handled, in
 /* Raise sig at the program now (kill to itself); returns 1 when r now holds
    a handler frame to resume. */
 int lx_raise(int sig, struct lx_regs *r, u64 addr);
+void lx_signal_save(struct lx_sigstate *s);
+void lx_signal_load(const struct lx_sigstate *s);
+/* Deliver the lowest pending unblocked signal to the thread in r: 1 when r
+   now holds a handler frame. */
+int lx_signal_deliver_pending(struct lx_regs *r);
+/* Would sig, pending for a thread with mask `blocked`, run a handler or end
+   the process (so it interrupts a wait)? */
+bool lx_signal_interrupts(int sig, u64 blocked);
 
 #endif

@@ -130,7 +130,7 @@ lx_resume:
         iretq
 
 /* Ring 0, through the #BP gate.  edi 0: wrmsr(ecx, edx:eax); 1: flush
-   the TLB; 2: rax = CR2 (the faulting address of a #PF). */
+   the TLB; 2: rax = CR2 (the faulting address of a #PF); 3: rax = CR3. */
         .globl  lx_ring0_gate
 lx_ring0_gate:
         cmpl    $LX_R0_MAGIC, %r10d
@@ -143,7 +143,11 @@ lx_ring0_gate:
 1:      movq    %cr3, %rax
         movq    %rax, %cr3
         iretq
-2:      movq    %cr2, %rax
+2:      cmpl    $3, %edi
+        je      5f
+        movq    %cr2, %rax
+        iretq
+5:      movq    %cr3, %rax              /* 3: rax = CR3 (lx_vmem.c's tables) */
         iretq
 3:      /* the program's own int3: back to ring 3 at lx_user_int3, which
            raises #BP there as the CPU would have (SIGTRAP) */

@@ -6,7 +6,7 @@
 #include "lx_vfs.h"
 #include "lib.h"
 
-enum { F_NODE, F_STDIN, F_STDOUT, F_STDERR, F_PIPE_R, F_PIPE_W };
+enum { F_NODE, F_STDIN, F_STDOUT, F_STDERR, F_PIPE_R, F_PIPE_W, F_EPOLL };
 
 #define MAX_FDS     256
 #define PIPE_SIZE   65536
@@ -51,6 +51,7 @@ struct ofile {
     struct node *node;
     u64 pos;
     struct pipe *pipe;
+    void *priv;                 /* F_EPOLL: its instance (lx_epoll.c) */
 };
 
 struct fd_slot {
@@ -132,6 +133,8 @@ static void put_file(struct ofile *f)
         f->node->opens--;
         vfs_release(f->node);
     }
+    if (f->kind == F_EPOLL)
+        lx_epoll_release(f->priv);
     f->free_next = free_ofiles;
     free_ofiles = f;
 }
@@ -248,9 +251,19 @@ static s64 file_read(struct ofile *f, u8 *buf, u64 len, s64 pos)
         return -EBADF;
     switch (f->kind) {
     case F_STDIN:
-        return pos >= 0 ? -ESPIPE : stream_read(0, buf, len);
+        if (pos >= 0)
+            return -ESPIPE;
+        if (len && lx_thread_count() > 1 && !(f->flags & O_NONBLOCK) && !stream_poll(0))
+            return lx_thread_wait_retry(0);     /* let the other threads run meanwhile */
+        return stream_read(0, buf, len);
     case F_PIPE_R:
-        return pos >= 0 ? -ESPIPE : pipe_read(f->pipe, buf, len);
+        if (pos >= 0)
+            return -ESPIPE;
+        /* Another thread may write: wait for it (one thread alone would
+           wait forever, so it gets EAGAIN as before) */
+        if (len && !f->pipe->len && f->pipe->writers && lx_thread_count() > 1 && !(f->flags & O_NONBLOCK))
+            return lx_thread_wait_retry(0);
+        return pipe_read(f->pipe, buf, len);
     case F_NODE: {
         s64 n = vfs_read(f->node, buf, len, pos >= 0 ? (u64)pos : f->pos);
         if (n > 0 && pos < 0)
@@ -274,6 +287,9 @@ static s64 file_write(struct ofile *f, const u8 *buf, u64 len, s64 pos)
     case F_PIPE_W: {
         if (pos >= 0)
             return -ESPIPE;
+        if (len && f->pipe->len == PIPE_SIZE && f->pipe->readers && lx_thread_count() > 1 &&
+            !(f->flags & O_NONBLOCK))
+            return lx_thread_wait_retry(0);     /* full: a reader thread may drain it */
         s64 n = pipe_write(f->pipe, buf, len);
         if (n == -EPIPE)
             lx_sigpipe_pending = 1;
@@ -837,6 +853,51 @@ struct pollfd {
 #define POLLHUP 0x10
 #define POLLNVAL 0x20
 
+/* What poll would say of an open file now. */
+static s16 file_ready(struct ofile *f)
+{
+    switch (f->kind) {
+    case F_STDIN: return stream_poll(0) ? POLLIN : 0;
+    case F_PIPE_R: return f->pipe->len ? POLLIN : (f->pipe->writers ? 0 : POLLHUP);
+    case F_PIPE_W: return f->pipe->readers ? (f->pipe->len < PIPE_SIZE ? POLLOUT : 0) : POLLHUP;
+    case F_EPOLL: return lx_epoll_ready(f->priv) ? POLLIN : 0;
+    default: return POLLIN | POLLOUT;
+    }
+}
+
+/* For lx_epoll.c: the readiness of fd, and its description (to notice the
+   fd being closed and reused). */
+s16 lx_fs_ready(s64 fd, const void **file)
+{
+    struct ofile *f = get_file(fd);
+    *file = f;
+    return f ? file_ready(f) : POLLNVAL;
+}
+
+/* A new descriptor of a kind kept elsewhere (an epoll instance): its fd. */
+s64 lx_fs_new_epoll(void *priv, bool cloexec)
+{
+    int fd = alloc_fd(0);
+    if (fd < 0)
+        return fd;
+    struct ofile *f = alloc_ofile();
+    if (!f)
+        return -ENFILE;
+    f->kind = F_EPOLL;
+    f->refs = 1;
+    f->flags = O_RDWR;
+    f->priv = priv;
+    fds[fd] = (struct fd_slot){ f, cloexec };
+    return fd;
+}
+
+/* The epoll instance behind fd, or NULL. */
+void *lx_fs_epoll(s64 fd)
+{
+    struct ofile *f = get_file(fd);
+    return f && f->kind == F_EPOLL ? f->priv : NULL;
+}
+
 static s64 do_poll_k(struct pollfd *p, u64 n, s64 timeout_ms);
 static s64 do_poll(u64 ufds, u64 n, s64 timeout_ms)
 {
@@ -856,25 +917,21 @@ static s64 do_poll_k(struct pollfd *p, u64 n, s64 timeout_ms)
             if (p[i].fd < 0)
                 continue;
             struct ofile *f = get_file(p[i].fd);
-            s16 ev = 0;
-            if (!f) {
-                ev = POLLNVAL;
-            } else if (f->kind == F_STDIN) {
-                if (stream_poll(0))
-                    ev = POLLIN;
-                waits_stdin = true;
-            } else if (f->kind == F_PIPE_R) {
-                ev = f->pipe->len ? POLLIN : (f->pipe->writers ? 0 : POLLHUP);
-            } else if (f->kind == F_PIPE_W) {
-                ev = f->pipe->readers ? (f->pipe->len < PIPE_SIZE ? POLLOUT : 0) : POLLHUP;
-            } else {
-                ev = POLLIN | POLLOUT;
-            }
+            s16 ev = f ? file_ready(f) : POLLNVAL;
+            waits_stdin |= f && f->kind == F_STDIN;
             p[i].revents = ev & (p[i].events | POLLHUP | POLLNVAL);
             ready += p[i].revents != 0;
         }
         if (ready || timeout_ms == 0)
             return ready;
+        if (lx_thread_count() > 1) {
+            /* Other threads may make an fd ready: wait among them, looking
+               again each time they have run (the deadline is kept). */
+            u64 dl = lx_thread_retry_deadline(timeout_ms > 0 ? deadline : 0);
+            if (dl && lx_monotonic_ns() >= dl)
+                return 0;
+            return lx_thread_wait_retry(dl);
+        }
         if (!waits_stdin) {     /* nothing else can change: just let time pass */
             if (timeout_ms > 0)
                 lx_sleep_ns((u64)timeout_ms * 1000000ull);

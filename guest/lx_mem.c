@@ -18,6 +18,7 @@
 #define PG_FREE     0
 #define PG_KERNEL   1
 #define PG_USER     2
+#define PG_WINDOW   3           /* backs a page of lx_vmem.c's window */
 #define PG_OWNER    3
 #define PG_DIRTY    0x80        /* handed out before: zero it when reused */
 
@@ -236,6 +237,8 @@ u64 lx_stack_alloc(void)
 /* Only the program's own pages: a pointer into the kernel gets EFAULT. */
 bool lx_user_ok(u64 addr, u64 len)
 {
+    if (addr >= (4ull << 30))
+        return lx_window_user_ok(addr, len);
     if (!range_in_ram(addr, len ? len : 1))
         return false;
     u64 last = (addr + (len ? len : 1) - 1) / LX_PAGE;
@@ -266,7 +269,7 @@ static bool not_kernel(u64 addr, u64 len)
     if (!range_in_ram(addr, len))
         return false;
     for (u64 i = addr / LX_PAGE; i < (addr + len) / LX_PAGE; i++)
-        if ((pages[i] & PG_OWNER) == PG_KERNEL)
+        if ((pages[i] & PG_OWNER) == PG_KERNEL || (pages[i] & PG_OWNER) == PG_WINDOW)
             return false;
     return true;
 }
@@ -281,16 +284,27 @@ static bool any_user(u64 addr, u64 len)
 
 s64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off)
 {
-    (void)prot;
+
     if (!len || len > (1ull << 47) || (off & (LX_PAGE - 1)))
         return -EINVAL;
-    if (len > ram_top)
-        return -ENOMEM;
     u64 type = flags & 3;
     if (type != MAP_SHARED && type != MAP_PRIVATE && type != 3)
         return -EINVAL;
+    if (len > ram_top && !lx_window_wants(addr, page_up(len), prot, flags))
+        return -ENOMEM;
     len = page_up(len);
     u64 at;
+    if (lx_window_wants(addr, len, prot, flags)) {
+        s64 r = lx_window_mmap(addr, len, prot, flags);
+        if (r < 0 || (flags & MAP_ANONYMOUS))
+            return r;
+        s64 n = lx_user_ok((u64)r, len) ? lx_fs_mmap_read((int)fd, (void *)(uintptr_t)r, len, off) : -ENOMEM;
+        if (n < 0) {
+            lx_window_munmap((u64)r, len);
+            return n;
+        }
+        return r;
+    }
     if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
         if (addr & (LX_PAGE - 1))
             return -EINVAL;
@@ -321,6 +335,8 @@ s64 sys_munmap(u64 addr, u64 len)
     if ((addr & (LX_PAGE - 1)) || !len)
         return -EINVAL;
     len = page_up(len);
+    if (lx_window_addr(addr, len))
+        return lx_window_munmap(addr, len);
     if (!range_in_ram(addr, len))
         return 0;
     for (u64 i = addr / LX_PAGE; i < (addr + len) / LX_PAGE; i++)
@@ -333,6 +349,8 @@ s64 sys_madvise_dontneed(u64 addr, u64 len);
 s64 sys_madvise_dontneed(u64 addr, u64 len)
 {
     len = page_up(len);
+    if (!(addr & (LX_PAGE - 1)) && lx_window_addr(addr, len))
+        return lx_window_dontneed(addr, len);
     if ((addr & (LX_PAGE - 1)) || !range_in_ram(addr, len))
         return -EINVAL;
     for (u64 i = addr / LX_PAGE; i < (addr + len) / LX_PAGE; i++)
@@ -365,4 +383,33 @@ s64 sys_mremap(u64 old, u64 old_len, u64 new_len, u64 flags, u64 new_addr)
     lx_copy((void *)(uintptr_t)at, (const void *)(uintptr_t)old, old_len);
     sys_munmap(old, old_len);
     return (s64)at;
+}
+
+/* Guest RAM for one page of the window (lx_vmem.c): zeroed, owned by the
+   window so that neither the kernel nor the identity map hands it out.
+   The search resumes where the last one stopped (no quadratic rescans). */
+u64 lx_window_page_alloc(void)
+{
+    static u64 rover;
+    u64 top = mmap_top / LX_PAGE, low = LX_LOW_UNMAPPED / LX_PAGE;
+    if (!rover || rover > top)
+        rover = top;
+    for (u64 pass = 0; pass < 2; pass++) {
+        for (u64 i = rover; i > low; i--)
+            if ((pages[i - 1] & PG_OWNER) == PG_FREE) {
+                rover = i - 1;
+                zero_dirty(i - 1, 1);
+                set_owner(i - 1, 1, PG_WINDOW);
+                return (i - 1) * LX_PAGE;
+            }
+        rover = top;
+    }
+    return 0;
+}
+
+void lx_window_page_free(u64 pa)
+{
+    u64 i = pa / LX_PAGE;
+    if (i < npages && (pages[i] & PG_OWNER) == PG_WINDOW)
+        pages[i] = PG_FREE | PG_DIRTY;
 }

@@ -1,6 +1,8 @@
 /*
- * lx_signal.c - signals for a single-threaded program: handlers, masks,
- * signals it sends itself, and CPU faults turned into signals.  A handler
+ * lx_signal.c - signals: handlers (shared by the process's threads), each
+ * thread's mask, pending set and alternate stack (swapped in and out by
+ * lx_thread.c, the running thread's live here), signals the program sends
+ * itself, and CPU faults turned into signals.  A handler
  * runs on a struct rt_sigframe laid out as Linux's x86-64 one, and returns
  * through its sa_restorer to rt_sigreturn.  FPU state is not saved (the
  * guest kernel never touches it, so the program keeps its own).
@@ -35,8 +37,6 @@
 
 #define SIG_DFL 0
 #define SIG_IGN 1
-
-#define LX_PID 2
 
 struct k_sigaction {
     u64 handler, flags, restorer, mask;
@@ -109,12 +109,38 @@ void lx_signal_init(void)
 {
     memset(actions, 0, sizeof(actions));
     blocked = pending = 0;
+    lx_thread_init();           /* the main thread's slot and its signal state */
+}
+
+/* The running thread's signal state, saved and restored at thread switches. */
+void lx_signal_save(struct lx_sigstate *s)
+{
+    s->blocked = blocked;
+    s->pending = pending;
+    s->ss_sp = altstack.sp;
+    s->ss_flags = altstack.flags;
+    s->ss_size = altstack.size;
+}
+
+void lx_signal_load(const struct lx_sigstate *s)
+{
+    blocked = s->blocked;
+    pending = s->pending;
+    altstack = (struct stack_t_){ s->ss_sp, s->ss_flags, 0, s->ss_size };
 }
 
 static bool default_ignored(int sig)
 {
     return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT ||
            (sig >= SIGSTOP && sig <= 22);
+}
+
+bool lx_signal_interrupts(int sig, u64 mask)
+{
+    if (sig < 1 || sig > NSIG || (mask & bit(sig)))
+        return false;
+    u64 h = actions[sig].handler;
+    return h > SIG_IGN || (h == SIG_DFL && !default_ignored(sig));
 }
 
 static bool on_altstack(u64 sp)
@@ -217,8 +243,9 @@ int lx_raise(int sig, struct lx_regs *r, u64 addr)
     return deliver(sig, r);
 }
 
-/* Deliver the lowest pending, unblocked signal (after a mask change). */
-static int deliver_pending(struct lx_regs *r)
+/* Deliver the lowest pending, unblocked signal (after a mask change, or
+   when a thread is switched in). */
+int lx_signal_deliver_pending(struct lx_regs *r)
 {
     u64 ready = pending & ~blocked;
     if (!ready)
@@ -325,7 +352,7 @@ s64 lx_signal_syscall(u64 nr, const u64 *a, struct lx_regs *r, bool *handled, in
         s64 ret = do_sigprocmask(a[0], a[1], a[2], a[3]);
         if (ret == 0 && (pending & ~blocked)) {
             r->rax = 0;
-            *resume = deliver_pending(r);
+            *resume = lx_signal_deliver_pending(r);
         }
         return ret;
     }
@@ -338,21 +365,30 @@ s64 lx_signal_syscall(u64 nr, const u64 *a, struct lx_regs *r, bool *handled, in
         *(u64 *)(uintptr_t)a[0] = pending;
         return 0;
     case 131: return do_sigaltstack(a[0], a[1], r->rsp);
-    case 62:                                                /* kill */
-    case 200:                                               /* tkill */
-    case 234: {                                             /* tgkill */
-        s64 target = (s64)a[0], sig = (s64)(nr == 234 ? a[2] : a[1]);
-        if (nr == 234 && (s64)a[1] != LX_PID)
-            return -ESRCH;
-        if (nr == 62 ? (target != LX_PID && target != 0 && target != -1) : target != LX_PID)
+    case 62: {                                              /* kill: the process */
+        s64 target = (s64)a[0], sig = (s64)a[1];
+        if (target != LX_PID && target != 0 && target != -1)
             return -ESRCH;
         if (sig < 0 || sig > NSIG)
             return -EINVAL;
         if (sig == 0)
             return 0;
         r->rax = 0;
-        *resume = lx_raise((int)sig, r, 0);
+        *resume = lx_raise((int)sig, r, 0);     /* the running thread takes it */
         return *resume ? (s64)r->rax : 0;
+    }
+    case 200:                                               /* tkill */
+    case 234: {                                             /* tgkill */
+        s64 tid = (s64)(nr == 234 ? a[1] : a[0]), sig = (s64)(nr == 234 ? a[2] : a[1]);
+        if (nr == 234 && (s64)a[0] != LX_PID)
+            return (s64)a[0] <= 0 ? -EINVAL : -ESRCH;
+        if (tid <= 0)
+            return -EINVAL;
+        if (sig < 0 || sig > NSIG)
+            return -EINVAL;
+        if (tid > 0xffffffffll)
+            return -ESRCH;
+        return lx_thread_signal((u32)tid, (int)sig, r, resume);
     }
     default:
         *handled = false;
@@ -389,6 +425,8 @@ void lx_fault(struct exc_frame *f)
     case 1: case 3: force_signal(SIGTRAP, &r, 0x80, f->rip, f->vector, 0);
     case 14: {
         u64 cr2 = lx_ring0_read_cr2();
+        if (!(f->error_code & 1) && lx_window_fault(cr2))
+            lx_resume(&r);      /* first touch of a window page: backed, re-run */
         force_signal(SIGSEGV, &r, (f->error_code & 1) ? 2 : 1, cr2, 14, f->error_code);
     }
     case 12: case 17: force_signal(SIGBUS, &r, 0x80, 0, f->vector, f->error_code);

@@ -1,6 +1,7 @@
 /*
  * lx_sys.c - syscall dispatch, strace-style tracing, and the calls that
- * belong to no other area (identity, time, limits, futex, arch_prctl).
+ * belong to no other area (identity, time, limits, arch_prctl).  Threads,
+ * futex and the thread switch after a blocking call are lx_thread.c's.
  * Numbers are the x86-64 ones; anything unknown returns -ENOSYS.
  * Identity: the program is pid 2 (ppid 1), uid/gid 0.
  */
@@ -9,7 +10,6 @@
 #include "io.h"
 #include "lib.h"
 
-#define LX_PID 2
 #define MSR_FS_BASE 0xc0000100
 #define MSR_GS_BASE 0xc0000101
 
@@ -72,7 +72,8 @@ static const struct sc_info sc_table[] = {
     [150] = { "munlock", "xu" }, [151] = { "mlockall", "x" }, [152] = { "munlockall", "" },
     [140] = { "getpriority", "dd" }, [141] = { "setpriority", "ddd" }, [145] = { "sched_getscheduler", "d" },
     [142] = { "sched_setparam", "dp" }, [143] = { "sched_getparam", "dp" }, [144] = { "sched_setscheduler", "ddp" },
-    [324] = { "membarrier", "dd" }, [38] = { "setitimer", "dpp" }, [36] = { "getitimer", "dp" },
+    [324] = { "membarrier", "dd" }, [213] = { "epoll_create", "d" }, [291] = { "epoll_create1", "x" },
+    [232] = { "epoll_wait", "dpdd" }, [233] = { "epoll_ctl", "dddp" }, [281] = { "epoll_pwait", "dpddpu" }, [38] = { "setitimer", "dpp" }, [36] = { "getitimer", "dp" },
 };
 
 static const char *const errno_names[] = {
@@ -170,6 +171,8 @@ static void trace_bits(u64 v, const char *const *names, unsigned count, const ch
 
 static void trace_call(u64 nr, const u64 *a)
 {
+    if (lx_thread_multi())      /* as strace -f shows threads */
+        LX_TRACE("[pid %u] ", lx_gettid());
     const struct sc_info *si = nr < ARRAY_SIZE(sc_table) && sc_table[nr].name ? &sc_table[nr] : NULL;
     if (!si) {
         LX_TRACE("syscall_%lu(0x%lx, 0x%lx, 0x%lx)", nr, a[0], a[1], a[2]);
@@ -296,21 +299,29 @@ static s64 clock_value(u64 clk, u64 uts)
     return uts ? put_user(uts, &ts, sizeof(ts)) : 0;
 }
 
+/* nanosleep, clock_nanosleep: the thread waits; others run meanwhile. */
 static s64 do_sleep(u64 clk, u64 flags, u64 ureq, u64 urem)
 {
-    (void)urem;
+    if (clk > 11 || clk == 3)   /* CLOCK_THREAD_CPUTIME_ID cannot be slept on */
+        return -EINVAL;
     if (!lx_user_ok(ureq, 16))
         return -EFAULT;
     const struct timespec_ *t = (const void *)(uintptr_t)ureq;
     if (t->sec < 0 || t->nsec < 0 || t->nsec >= 1000000000)
         return -EINVAL;
-    u64 ns = (u64)t->sec * 1000000000ull + (u64)t->nsec;
+    u64 sec = (u64)t->sec > (1ull << 33) ? 1ull << 33 : (u64)t->sec;
+    u64 ns = sec * 1000000000ull + (u64)t->nsec;
+    u64 now = lx_monotonic_ns(), deadline;
     if (flags & 1) {            /* TIMER_ABSTIME */
-        u64 now = clk == 0 ? lx_realtime_ns() : lx_monotonic_ns();
-        ns = ns > now ? ns - now : 0;
+        u64 clock_now = (clk == 0 || clk == 5 || clk == 8 || clk == 11) ? lx_realtime_ns() : now;
+        deadline = ns > clock_now ? now + (ns - clock_now) : now;
+    } else {
+        deadline = now + ns;
+        lx_thread_current()->sleep_rem = urem;
     }
-    lx_sleep_ns(ns);
-    return 0;
+    if (deadline <= now)
+        return 0;
+    return lx_thread_block(T_SLEEP, deadline, 0);
 }
 
 static s64 do_uname(u64 ubuf)
@@ -358,15 +369,17 @@ static s64 do_sysinfo(u64 ubuf)
 
 static s64 do_arch_prctl(u64 code, u64 addr)
 {
-    static u64 fs_base, gs_base;
+    static u64 gs_base;
     switch (code) {
-    case 0x1002:                /* ARCH_SET_FS */
+    case 0x1002:                /* ARCH_SET_FS: per thread */
         if (addr >= (1ull << 47))
             return -EPERM;
-        fs_base = addr;
-        lx_ring0_wrmsr(MSR_FS_BASE, addr);
+        lx_thread_set_fs_base(addr);
         return 0;
-    case 0x1003: return put_user(addr, &fs_base, 8);        /* ARCH_GET_FS */
+    case 0x1003: {                                          /* ARCH_GET_FS */
+        u64 fs_base = lx_thread_fs_base();
+        return put_user(addr, &fs_base, 8);
+    }
     case 0x1001:                /* ARCH_SET_GS */
         if (addr >= (1ull << 47))
             return -EPERM;
@@ -378,34 +391,20 @@ static s64 do_arch_prctl(u64 code, u64 addr)
     }
 }
 
-static s64 do_futex(u64 uaddr, u64 op, u64 val)
-{
-    if (!lx_user_ok(uaddr, 4))
-        return -EFAULT;
-    switch (op & 0x7f) {
-    case 0: case 9:             /* WAIT, WAIT_BITSET: nobody else can wake us */
-        if (*(volatile u32 *)(uintptr_t)uaddr != (u32)val)
-            return -EAGAIN;
-        return -ETIMEDOUT;
-    case 1: case 10:            /* WAKE, WAKE_BITSET: no waiters */
-        return 0;
-    default:
-        return -ENOSYS;
-    }
-}
-
 static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
 {
     switch (nr) {
     case 9: return sys_mmap(a[0], a[1], a[2], a[3], a[4], a[5]);
-    case 10: return lx_user_ok(a[0], a[1]) && !(a[0] & 4095) ? 0 : (a[0] & 4095 ? -EINVAL : -ENOMEM);
+    case 10:                                                /* mprotect */
+        if (!(a[0] & 4095) && a[1] && lx_window_addr(a[0], a[1]))
+            return lx_window_mprotect(a[0], (a[1] + 4095) & ~4095ull, a[2]);
+        return lx_user_ok(a[0], a[1]) && !(a[0] & 4095) ? 0 : (a[0] & 4095 ? -EINVAL : -ENOMEM);
     case 11: return sys_munmap(a[0], a[1]);
     case 12: return sys_brk(a[0]);
     case 25: return sys_mremap(a[0], a[1], a[2], a[3], a[4]);
     case 28: return a[2] == 4 ? sys_madvise_dontneed(a[0], a[1]) : 0;
-    case 24: return 0;                                      /* sched_yield */
     case 35: return do_sleep(1, 0, a[0], a[1]);             /* nanosleep */
-    case 39: case 186: return LX_PID;                       /* getpid, gettid */
+    case 39: return LX_PID;                                 /* getpid */
     case 110: return 1;                                     /* getppid */
     case 111: return LX_PID;                                /* getpgrp */
     case 121: case 124: return LX_PID;                      /* getpgid, getsid */
@@ -468,7 +467,6 @@ static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
             return put_user(a[1], "prog\0\0\0\0\0\0\0\0\0\0\0", 16);
         return -EINVAL;
     case 158: return do_arch_prctl(a[0], a[1]);
-    case 202: return do_futex(a[0], a[1], a[2]);
     case 203: return 0;                                     /* sched_setaffinity */
     case 204: {                                             /* sched_getaffinity */
         u64 mask = 1;
@@ -478,7 +476,6 @@ static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
             return -EFAULT;
         return 8;
     }
-    case 218: return LX_PID;                                /* set_tid_address */
     case 37: return 0;                                      /* alarm: none pending */
     case 149: case 150: case 151: case 152: return 0;       /* mlock, munlock, mlockall, munlockall */
     case 309:                                               /* getcpu */
@@ -504,6 +501,14 @@ static s64 misc_syscall(u64 nr, const u64 *a, struct lx_regs *r)
     }
 }
 
+/* A whole trace line for a call that waited, when no other thread's lines
+   came between its start and its end (lx_thread.c). */
+void lx_trace_syscall(u64 nr, const u64 *a, s64 ret)
+{
+    trace_call(nr, a);
+    trace_result(nr, ret);
+}
+
 int lx_raise_sigpipe(struct lx_regs *r);
 
 int lx_syscall(struct lx_regs *r)
@@ -514,19 +519,35 @@ int lx_syscall(struct lx_regs *r)
     bool handled;
 
     lx_clock_tick();
+    lx_thread_syscall_enter(nr);
     if (nr == 60 || nr == 231) {
         if (lx_opts.trace) {
             trace_call(nr, a);
             lx_trace_add(" = ?");
             lx_trace_end();
         }
-        lx_exit_status((int)a[0]);
+        if (nr == 231)
+            lx_exit_status((int)a[0]);
     }
-    s64 ret = lx_fs_syscall(nr, a, &handled);
+    s64 ret = lx_thread_syscall(nr, a, r, &handled);
+    if (!handled)
+        ret = lx_fs_syscall(nr, a, &handled);
+    if (!handled)
+        ret = lx_epoll_syscall(nr, a, &handled);
     if (!handled)
         ret = lx_signal_syscall(nr, a, r, &handled, &resume);
     if (!handled)
         ret = misc_syscall(nr, a, r);
+    if (ret != LX_BLOCKED)      /* a wait may have begun in a call that completed after all */
+        lx_thread_unblock_self();   /* (readv: a later segment would have waited) */
+    if (ret == LX_BLOCKED) {    /* this thread waits (or exited): run another */
+        if (lx_opts.trace && nr != 60 && lx_thread_multi()) {
+            trace_call(nr, a);
+            lx_trace_add(" <unfinished ...>");
+            lx_trace_end();
+        }
+        return lx_thread_switch(r);
+    }
     if (lx_opts.trace) {
         trace_call(nr, a);
         trace_result(nr, ret);
@@ -536,5 +557,7 @@ int lx_syscall(struct lx_regs *r)
         lx_sigpipe_pending = 0;
         resume |= lx_raise_sigpipe(r);
     }
+    if (lx_thread_slice_over())     /* fairness among threads that never wait */
+        return lx_thread_switch(r);
     return resume;
 }

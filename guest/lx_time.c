@@ -103,3 +103,21 @@ void lx_random(void *buf, u64 len)
         len -= n;
     }
 }
+
+void lx_idle_until(u64 deadline, u32 max_us)
+{
+    u64 now = lx_monotonic_ns();
+    if (deadline && deadline <= now)
+        return;
+    u64 wait_ns = (u64)max_us * 1000;
+    if (deadline && deadline - now < wait_ns)
+        wait_ns = deadline - now;
+    if (lx_opts.have_clock && deadline) {
+        det_ns += wait_ns;      /* deterministic: time jumps to the deadline */
+        return;
+    }
+    /* Real time, or a deterministic program that waits for nothing but
+       stdin or forever (deadlock: the VMM's --timeout ends it). */
+    u64 us = wait_ns / 1000;
+    idle_us(us ? (u32)us : 1);
+}
