@@ -1,0 +1,192 @@
+/* hostile: ring-0 attacks on the VMM, chosen by the command line:
+ *   msr      rdmsr every index in the architectural, AMD, hypervisor and KVM
+ *            ranges and a sample of the rest; write readable ones back with
+ *            their own value, unreadable ones with 0 and with all ones.
+ *            Every refusal must be a #GP in the guest, never a VMM failure.
+ *            Prints "hostile: msr done ..." and powers off with status 0.
+ *   triple   a triple fault (the VMM must stop with its crash status).
+ * Runs in emulated ring 0 (~1 us an instruction here): keep it short. */
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define COM1 0x3f8
+#define EXIT_PORT 0xf4
+
+struct mb_info {
+    u32 flags, mem_lower, mem_upper, boot_device, cmdline;
+} __attribute__((packed));
+
+struct idt_gate {
+    u16 offset_low, selector;
+    u8 zero, type;
+    u16 offset_high;
+} __attribute__((packed));
+
+volatile u32 gp_count;
+static struct idt_gate idt[256];
+
+void gp_handler(void), other_0(void), other_6(void), other_8(void), other_14(void), other_255(void);
+void triple_fault(void) __attribute__((noreturn));
+
+static inline void outb(u16 port, u8 value) { __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port)); }
+static inline void outl(u16 port, u32 value) { __asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+
+static void putc(char c)
+{
+    while (!(inb(COM1 + 5) & 0x20)) /* LSR.THRE */
+        ;
+    outb(COM1, (u8)c);
+}
+
+static void puts(const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\n')
+            putc('\r');
+        putc(*s);
+    }
+}
+
+static void put_dec(u32 value)
+{
+    char buf[12];
+    int i = 0;
+    do {
+        buf[i++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (i)
+        putc(buf[--i]);
+}
+
+static void power_off(u32 status)
+{
+    outl(EXIT_PORT, status);
+    for (;;)
+        __asm__ volatile("hlt");
+}
+
+void unexpected(u32 vector) __attribute__((noreturn));
+void unexpected(u32 vector)
+{
+    puts("hostile: unexpected exception ");
+    put_dec(vector);
+    puts("\n");
+    power_off(3);
+    __builtin_unreachable();
+}
+
+static void set_gate(unsigned vector, void (*handler)(void))
+{
+    u32 at = (u32)handler;
+    u16 cs;
+    __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    idt[vector] = (struct idt_gate){ (u16)at, cs, 0, 0x8e, (u16)(at >> 16) };  /* present, DPL0, 32-bit interrupt gate */
+}
+
+static void load_idt(void)
+{
+    struct { u16 limit; u32 base; } __attribute__((packed)) ptr = { sizeof(idt) - 1, (u32)idt };
+    for (unsigned v = 0; v < 256; v++)
+        set_gate(v, other_255);
+    set_gate(0, other_0);
+    set_gate(6, other_6);
+    set_gate(8, other_8);
+    set_gate(13, gp_handler);
+    set_gate(14, other_14);
+    __asm__ volatile("lidt %0" : : "m"(ptr));
+}
+
+/* 1 if it read (the #GP handler skips the instruction and counts instead). */
+static int rdmsr_safe(u32 index, u64 *value)
+{
+    u32 before = gp_count, lo = 0, hi = 0;
+    __asm__ volatile("rdmsr" : "+a"(lo), "+d"(hi) : "c"(index) : "memory");
+    *value = (u64)hi << 32 | lo;
+    return gp_count == before;
+}
+
+static int wrmsr_safe(u32 index, u64 value)
+{
+    u32 before = gp_count;
+    __asm__ volatile("wrmsr" : : "c"(index), "a"((u32)value), "d"((u32)(value >> 32)) : "memory");
+    return gp_count == before;
+}
+
+static u32 probed, readable, writes_ok, writes_refused;
+
+static void probe(u32 index)
+{
+    u64 value;
+    probed++;
+    if (rdmsr_safe(index, &value)) {
+        readable++;
+        if (wrmsr_safe(index, value))
+            writes_ok++;
+        else
+            writes_refused++;
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (wrmsr_safe(index, i ? ~0ull : 0))
+            writes_ok++;
+        else
+            writes_refused++;
+    }
+}
+
+static void probe_range(u32 first, u32 last, u32 step)
+{
+    for (u64 i = first; i <= last; i += step)
+        probe((u32)i);
+}
+
+static int has_word(const char *cmdline, const char *word)
+{
+    for (const char *p = cmdline; *p; p++) {
+        if (p != cmdline && p[-1] != ' ')
+            continue;
+        const char *w = word, *q = p;
+        while (*w && *q == *w)
+            w++, q++;
+        if (!*w && (*q == ' ' || !*q))
+            return 1;
+    }
+    return 0;
+}
+
+void kmain(const struct mb_info *info)
+{
+    const char *cmdline = info->flags & (1 << 2) ? (const char *)info->cmdline : "";
+
+    load_idt();
+    puts("hostile: ready\n");
+    if (has_word(cmdline, "triple")) {
+        puts("hostile: triple fault\n");
+        triple_fault();
+    }
+    if (has_word(cmdline, "msr")) {
+        probe_range(0, 0x1fff, 1);                      /* architectural */
+        probe_range(0x40000000, 0x400000ff, 1);         /* Hyper-V synthetic */
+        probe_range(0x4b564d00, 0x4b564dff, 1);         /* KVM paravirtual */
+        probe_range(0xc0000000, 0xc0000fff, 1);         /* x86-64 */
+        probe_range(0xc0010000, 0xc0011fff, 1);         /* AMD */
+        probe_range(0x2000, 0xfffff000, 0x100007);      /* the rest, sampled */
+        puts("hostile: msr done, ");
+        put_dec(probed);
+        puts(" indices, ");
+        put_dec(readable);
+        puts(" readable, ");
+        put_dec(writes_ok);
+        puts(" writes taken, ");
+        put_dec(writes_refused);
+        puts(" refused, ");
+        put_dec(gp_count);
+        puts(" #GP\n");
+    }
+    puts("hostile: done\n");
+    power_off(0);
+}
