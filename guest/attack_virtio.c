@@ -369,7 +369,7 @@ static const struct attack attacks[] = {
     { "badhead", atk_badhead }, { "ahead", atk_ahead }, { "resize", atk_resize },
     { "move", atk_move }, { "unready", atk_unready }, { "junknotify", atk_junknotify },
     { 0, 0 },
-};
+};  /* "good" first: vqcycle's default */
 
 /* Device reset during I/O: eight 1 MiB reads notified, Status=0 written at
    once, then the device brought up again must serve a plain read. */
@@ -464,28 +464,41 @@ void cmd_vq(int argc, char **argv)
     wr(&q, VIRTIO_MMIO_STATUS, 0);
 }
 
-/* `vqcycle DEV N`: N rounds of bring-up, one plain request, reset: whatever
-   the VMM builds per activation must not pile up. */
+/* `vqcycle DEV N [ATTACK]`: N rounds of bring-up, one request (plain, or
+   ATTACK's), reset: whatever the VMM builds or logs per round must not pile up. */
 void cmd_vqcycle(int argc, char **argv)
 {
     struct vq q;
     u64 n, served = 0;
+    const struct attack *a = attacks;           /* "good" */
 
-    if (argc != 3 || !parse_uint_full(argv[2], &n)) {
-        console_puts("usage: vqcycle DEV N\n");
+    if (argc < 3 || argc > 4 || !parse_uint_full(argv[2], &n)) {
+        console_puts("usage: vqcycle DEV N [ATTACK]\n");
         return;
+    }
+    if (argc == 4) {
+        while (a->name && strcmp(a->name, argv[3]))
+            a++;
+        if (!a->name) {
+            kprintf("vqcycle: no attack '%s'\n", argv[3]);
+            return;
+        }
     }
     if (!pick_device(argv[1], &q))
         return;
     for (u64 i = 0; i < n; i++) {
         if (!vq_bring_up(&q))
             return;
-        atk_good(&q);
+        a->post(&q);
         kick(&q);
-        served += wait_used(&q, 1) == 1;
+        /* a request the device refuses outright gets no answer: do not wait for it */
+        if (rd(&q, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET)
+            served += 0;
+        else
+            served += wait_used(&q, 1) == 1;
         wr(&q, VIRTIO_MMIO_STATUS, 0);
     }
-    kprintf("vqcycle: %lu rounds, %lu requests served\n", n, served);
+    kprintf("vqcycle: %lu rounds of %s, %lu requests answered\n", n, a->name, served);
 }
 
 /* 16 bytes in one access (SSE; boot.S enables it): KVM splits it into MMIO

@@ -222,7 +222,7 @@ static const struct command commands[] = {
     { "iostorm", "N", "N port and MMIO accesses over every device (attack)", cmd_iostorm },
     { "cpuidsweep", "", "CPUID over every leaf range (attack)", cmd_cpuidsweep },
     { "vq", "DEV ATTACK", "malformed requests to virtio device DEV (attack)", cmd_vq },
-    { "vqcycle", "DEV N", "N rounds of virtio set-up, request, reset (attack)", cmd_vqcycle },
+    { "vqcycle", "DEV N [ATTACK]", "N rounds of virtio set-up, request, reset (attack)", cmd_vqcycle },
     { "cfgsweep", "DEV", "every offset and size of a virtio device's window (attack)", cmd_cfgsweep },
     { 0, 0, 0, 0 },
 };

@@ -213,7 +213,7 @@ def attack_all(hostile: Hostile, device: int, expected: dict) -> dict:
         got[name] = match.group(1) if match else out
     reset = hostile.run(f"vq {device} reset")
     # Set-up, one request, reset, 2000 times: nothing the VMM builds per activation piles up.
-    assert hostile.run(f"vqcycle {device} 2000") == "vqcycle: 2000 rounds, 2000 requests served\r\n"
+    assert hostile.run(f"vqcycle {device} 2000") == "vqcycle: 2000 rounds of good, 2000 requests answered\r\n"
     rss.check("the virtio attacks")
     hostile.alive()
     return got, reset
@@ -388,3 +388,23 @@ def test_fault_record_anywhere_beside_a_healthy_vm(beside, guest_elf, args, frag
     outcome = beside(report)
     assert (outcome.status, outcome.reason) == (EXIT_GUEST_CRASHED, "crash"), outcome
     assert fragment in outcome.message and "\n" not in outcome.message, outcome
+
+
+# ---- the VMM's own output --------------------------------------------------------------
+
+
+def test_protocol_violations_in_a_loop_do_not_flood_stderr(run_vmm, hostile_disk):
+    """Bug found here: every DEVICE_NEEDS_RESET put a warning on stderr, so a guest
+    breaking the ring, resetting and breaking it again wrote a line per round
+    without end (~250 lines a second). Now the first few are logged, then no more."""
+    rounds = 300
+    result = run_vmm(
+        "run", "--mem", "64", "--timeout", "120", "--disk", str(hostile_disk),
+        stdin=f"vqcycle 0 {rounds} badhead\nvqcycle 0 {rounds} resize\nexit 4\n",
+    )
+    assert result.returncode == 4, result.stderr.decode()
+    out = result.stdout.decode(errors="replace")
+    assert f"vqcycle: {rounds} rounds of badhead, 0 requests answered" in out, out
+    assert f"vqcycle: {rounds} rounds of resize, 0 requests answered" in out, out
+    lines = result.stderr.decode().splitlines()
+    assert 1 <= len(lines) <= 8 and "further violations are not logged" in lines[-1], lines
