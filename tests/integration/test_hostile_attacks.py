@@ -340,6 +340,26 @@ def test_msr_probe_beside_a_healthy_vm(beside):
     assert gps == (25088 - readable) + refused  # every refusal was a #GP delivered to the guest
 
 
+def test_string_io_from_ring0_beside_a_healthy_vm(beside):
+    """rep ins/outs of every width (exits with count > 1, forwards and backwards),
+    rep movs/stos between RAM and the MMIO hole."""
+
+    def strio():
+        rss = RssWatch()
+        vm = ring0_attacker("strio")
+        try:
+            outcome = vm.wait(300)
+            rss.check("string I/O")
+            return outcome, vm.output.decode(errors="replace")
+        finally:
+            vm.close()
+
+    outcome, output = beside(strio)
+    assert (outcome.status, outcome.reason) == (0, "poweroff"), (outcome, output)
+    assert "hostile: " + "S" * 64 + "\r\n" in output  # rep outsb to COM1 arrives whole
+    assert "hostile: strio done, 24576 of 24576 port bytes and 4096 of 4096 MMIO bytes read as 0xff" in output
+
+
 @pytest.mark.parametrize("how", ["ring0", "ring3"])
 def test_triple_fault_beside_a_healthy_vm(beside, guest_elf, how):
     """A triple fault stops that VM with the crash status; the other goes on."""

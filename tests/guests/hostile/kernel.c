@@ -4,6 +4,11 @@
  *            their own value, unreadable ones with 0 and with all ones.
  *            Every refusal must be a #GP in the guest, never a VMM failure.
  *            Prints "hostile: msr done ..." and powers off with status 0.
+ *   strio    string I/O from ring 0 (ring 3 cannot: see PLATFORM.md): rep
+ *            ins/outs of every width to a null port, an unclaimed port and
+ *            COM1, rep movs/stos between RAM and the MMIO hole, rep ins/outs
+ *            with the memory end in the hole. KVM hands
+ *            the VMM exits with count > 1. Prints "hostile: strio done ...".
  *   triple   a triple fault (the VMM must stop with its crash status).
  * Runs in emulated ring 0 (~1 us an instruction here): keep it short. */
 typedef unsigned char u8;
@@ -144,6 +149,71 @@ static void probe_range(u32 first, u32 last, u32 step)
         probe((u32)i);
 }
 
+static u8 strbuf[8192];
+
+static u32 count_byte(const u8 *p, u32 n, u8 value)
+{
+    u32 k = 0;
+    for (u32 i = 0; i < n; i++)
+        k += p[i] == value;
+    return k;
+}
+
+static void string_io(void)
+{
+    u32 n;
+    u8 *p;
+
+    for (u32 i = 0; i < sizeof(strbuf); i++)
+        strbuf[i] = 'S';
+    /* out: 4096 bytes, 2048 words, 1024 dwords to the POST port; 64 bytes to COM1 */
+    n = 4096, p = strbuf;
+    __asm__ volatile("cld; rep outsb" : "+S"(p), "+c"(n) : "d"(0x80) : "memory");
+    n = 2048, p = strbuf;
+    __asm__ volatile("cld; rep outsw" : "+S"(p), "+c"(n) : "d"(0x80) : "memory");
+    n = 1024, p = strbuf;
+    __asm__ volatile("cld; rep outsl" : "+S"(p), "+c"(n) : "d"(0x1234) : "memory");
+    puts("hostile: ");
+    n = 64, p = strbuf;
+    __asm__ volatile("cld; rep outsb" : "+S"(p), "+c"(n) : "d"(COM1) : "memory");
+    puts("\n");
+    /* in: from an unclaimed port every byte reads 0xff, at every width */
+    u32 ones = 0;
+    n = 8192, p = strbuf;
+    __asm__ volatile("cld; rep insb" : "+D"(p), "+c"(n) : "d"(0x1234) : "memory");
+    ones += count_byte(strbuf, 8192, 0xff);
+    n = 4096, p = strbuf;
+    __asm__ volatile("cld; rep insw" : "+D"(p), "+c"(n) : "d"(0x200) : "memory");
+    ones += count_byte(strbuf, 8192, 0xff);
+    n = 2048, p = strbuf;
+    __asm__ volatile("cld; rep insl" : "+D"(p), "+c"(n) : "d"(0xcfc) : "memory");
+    ones += count_byte(strbuf, 8192, 0xff);
+    /* backwards (DF=1), ending at the buffer's start */
+    n = 1024, p = strbuf + 1023;
+    __asm__ volatile("std; rep insb; cld" : "+D"(p), "+c"(n) : "d"(0x1234) : "memory");
+    /* MMIO: copy 4 KiB out of the hole, store 4 KiB into it, and copy hole to hole */
+    for (u32 i = 0; i < sizeof(strbuf); i++)
+        strbuf[i] = 0;
+    n = 1024, p = strbuf;
+    u8 *hole = (u8 *)0xc0000000;
+    __asm__ volatile("cld; rep movsl" : "+D"(p), "+S"(hole), "+c"(n) : : "memory");
+    u32 mmio_ones = count_byte(strbuf, 4096, 0xff);
+    n = 1024, p = (u8 *)0xc0010000;
+    __asm__ volatile("cld; rep stosl" : "+D"(p), "+c"(n) : "a"(0xdeadbeef) : "memory");
+    n = 4096, p = (u8 *)0xc0020000, hole = (u8 *)0xc0030000;
+    __asm__ volatile("cld; rep movsb" : "+D"(p), "+S"(hole), "+c"(n) : : "memory");
+    /* port to MMIO and MMIO to port: both ends exits */
+    n = 512, p = (u8 *)0xc0040000;
+    __asm__ volatile("cld; rep insb" : "+D"(p), "+c"(n) : "d"(0x1234) : "memory");
+    n = 512, p = (u8 *)0xc0050000;
+    __asm__ volatile("cld; rep outsw" : "+S"(p), "+c"(n) : "d"(0x80) : "memory");
+    puts("hostile: strio done, ");
+    put_dec(ones);
+    puts(" of 24576 port bytes and ");
+    put_dec(mmio_ones);
+    puts(" of 4096 MMIO bytes read as 0xff\n");
+}
+
 static int has_word(const char *cmdline, const char *word)
 {
     for (const char *p = cmdline; *p; p++) {
@@ -168,6 +238,8 @@ void kmain(const struct mb_info *info)
         puts("hostile: triple fault\n");
         triple_fault();
     }
+    if (has_word(cmdline, "strio"))
+        string_io();
     if (has_word(cmdline, "msr")) {
         probe_range(0, 0x1fff, 1);                      /* architectural */
         probe_range(0x40000000, 0x400000ff, 1);         /* Hyper-V synthetic */
