@@ -25,7 +25,7 @@
 #define BLK_T_IN        0
 #define STATUS_UNSET    0xee            /* a status the device never writes */
 #define WAIT_US         300000          /* for used entries that may never come */
-#define BIG_REQUESTS    8
+#define BIG_REQUESTS    5               /* 3 descriptors each in the 16-entry queue */
 #define BIG_BYTES       (1u << 20)
 #define FAR_AWAY        0x7000000000ull /* far beyond any test VM's RAM */
 
@@ -371,16 +371,9 @@ static const struct attack attacks[] = {
     { 0, 0 },
 };  /* "good" first: vqcycle's default */
 
-/* Device reset during I/O: eight 1 MiB reads notified, Status=0 written at
-   once, then the device brought up again must serve a plain read. */
-static void attack_reset(struct vq *q)
+/* Five 1 MiB reads (blk; console: five 3-byte writes) posted and notified. */
+static bool post_big_reads(struct vq *q, u8 *big)
 {
-    alloc_mark_t mark = alloc_mark();
-    u8 *big = alloc_pages(BIG_REQUESTS * BIG_BYTES);
-    if (!big) {
-        console_puts("vq reset: out of memory\n");
-        return;
-    }
     struct virtq_desc *d = q->a->desc;
     for (unsigned r = 0; r < BIG_REQUESTS && 3 * r + 2 < VQ_SIZE; r++) {
         u16 h = (u16)(3 * r);
@@ -392,6 +385,20 @@ static void attack_reset(struct vq *q)
         post(q, h);
     }
     kick(q);
+    return true;
+}
+
+/* Device reset during I/O: the big reads notified, Status=0 written at once,
+   then the device brought up again must serve a plain read. */
+static void attack_reset(struct vq *q)
+{
+    alloc_mark_t mark = alloc_mark();
+    u8 *big = alloc_pages(BIG_REQUESTS * BIG_BYTES);
+    if (!big) {
+        console_puts("vq reset: out of memory\n");
+        return;
+    }
+    post_big_reads(q, big);
     wr(q, VIRTIO_MMIO_STATUS, 0);
     u32 after = rd(q, VIRTIO_MMIO_STATUS);
     alloc_release(mark);
@@ -401,6 +408,20 @@ static void attack_reset(struct vq *q)
     kick(q);
     kprintf("vq reset: status after reset 0x%x; then ", after);
     report(q, "good", 1);
+}
+
+/* Power off during I/O: the big reads notified, then the exit port at once
+   (status 9), while the VMM may still be writing into guest RAM. */
+static void attack_exitio(struct vq *q)
+{
+    u8 *big = alloc_pages(BIG_REQUESTS * BIG_BYTES);
+    if (!big) {
+        console_puts("vq exitio: out of memory\n");
+        return;
+    }
+    post_big_reads(q, big);
+    power_off(9);
+    console_puts("vq exitio: still running\n");
 }
 
 static bool pick_device(const char *arg, struct vq *q)
@@ -436,7 +457,7 @@ void cmd_vq(int argc, char **argv)
     struct vq q;
 
     if (argc != 3) {
-        console_puts("usage: vq DEV ATTACK (attacks: reset");
+        console_puts("usage: vq DEV ATTACK (attacks: reset exitio");
         for (const struct attack *a = attacks; a->name; a++)
             kprintf(" %s", a->name);
         console_puts(")\n");
@@ -447,15 +468,18 @@ void cmd_vq(int argc, char **argv)
     const struct attack *a = attacks;
     while (a->name && strcmp(a->name, argv[2]))
         a++;
-    if (!a->name && strcmp(argv[2], "reset")) {
+    bool reset = !strcmp(argv[2], "reset"), exitio = !strcmp(argv[2], "exitio");
+    if (!a->name && !reset && !exitio) {
         kprintf("vq: no attack '%s'\n", argv[2]);
         return;
     }
     console_flush();
     if (!vq_bring_up(&q))
         return;
-    if (!a->name) {
+    if (reset) {
         attack_reset(&q);
+    } else if (exitio) {
+        attack_exitio(&q);
     } else {
         a->post(&q);
         kick(&q);
