@@ -18,6 +18,7 @@
 #include "console.h"
 #include "io.h"
 #include "lib.h"
+#include "start_info.h"
 #include "virtio_mmio.h"
 #include "virtio_ring.h"
 
@@ -67,6 +68,14 @@ static void write_address(const struct vq *q, u32 low_reg, u64 addr)
     wr(q, low_reg + 4, (u32)(addr >> 32));
 }
 
+/* What the next bring-up writes instead of our rings' addresses and size
+   (the ring attacks set it; 0 = ours). */
+static struct {
+    u64 desc, avail, used;
+    u64 size;                           /* written as a u32: 1 << 32 writes 0 */
+    bool set;
+} ring_override;
+
 /* Reset, negotiate VERSION_1 (+ INDIRECT_DESC when offered), one queue
    ready at our rings, DRIVER_OK.  False (with a message) if the device refuses. */
 static bool vq_bring_up(struct vq *q)
@@ -94,10 +103,19 @@ static bool vq_bring_up(struct vq *q)
         console_puts("vq: queue too small\n");
         return false;
     }
-    wr(q, VIRTIO_MMIO_QUEUE_NUM, VQ_SIZE);
-    write_address(q, VIRTIO_MMIO_QUEUE_DESC_LOW, addr_of(q->a->desc));
-    write_address(q, VIRTIO_MMIO_QUEUE_DRIVER_LOW, addr_of(&q->a->avail));
-    write_address(q, VIRTIO_MMIO_QUEUE_DEVICE_LOW, addr_of(&q->a->used));
+    u32 size = VQ_SIZE;
+    u64 desc = addr_of(q->a->desc), avail = addr_of(&q->a->avail), used = addr_of(&q->a->used);
+    if (ring_override.set) {
+        size = ring_override.size ? (u32)ring_override.size : size;
+        desc = ring_override.desc ? ring_override.desc : desc;
+        avail = ring_override.avail ? ring_override.avail : avail;
+        used = ring_override.used ? ring_override.used : used;
+        ring_override.set = false;
+    }
+    wr(q, VIRTIO_MMIO_QUEUE_NUM, size);
+    write_address(q, VIRTIO_MMIO_QUEUE_DESC_LOW, desc);
+    write_address(q, VIRTIO_MMIO_QUEUE_DRIVER_LOW, avail);
+    write_address(q, VIRTIO_MMIO_QUEUE_DEVICE_LOW, used);
     wr(q, VIRTIO_MMIO_QUEUE_READY, 1);
     wr(q, VIRTIO_MMIO_STATUS, st | VIRTIO_STATUS_DRIVER_OK);
     return true;
@@ -354,6 +372,43 @@ static void atk_junknotify(struct vq *q)       /* notifies for queues that do no
     atk_good(q);
 }
 
+/* Rings the device must refuse at QueueReady: set up again with one bad
+   address or size, then the plain request (which nothing will answer). */
+static void ring_attack(struct vq *q, u64 desc, u64 avail, u64 used, u64 size)
+{
+    ring_override.desc = desc;
+    ring_override.avail = avail;
+    ring_override.used = used;
+    ring_override.size = size;
+    ring_override.set = true;
+    vq_bring_up(q);
+    atk_good(q);
+}
+
+static void atk_ringfar(struct vq *q) { ring_attack(q, FAR_AWAY, 0, 0, 0); }
+static void atk_ringhole(struct vq *q) { ring_attack(q, 0, q->base, 0, 0); }  /* avail on the registers */
+static void atk_ringwrap(struct vq *q) { ring_attack(q, 0, 0, 0xfffffffffffffff0ull, 0); }
+static void atk_ringodd(struct vq *q) { ring_attack(q, addr_of(q->a->desc) + 8, 0, 0, 0); }  /* not 16-aligned */
+/* The end of the RAM entry (memory map) that holds `addr`. */
+static u64 ram_end_of(u64 addr)
+{
+    for (u32 i = 0; i < boot_info.memmap_count; i++) {
+        const struct hvm_memmap_table_entry *e = &boot_info.memmap[i];
+        if (e->type == 1 && addr >= e->addr && addr - e->addr < e->size)
+            return e->addr + e->size;
+    }
+    return 0;
+}
+
+static void atk_ringend(struct vq *q)          /* the used ring's last bytes past RAM's end */
+{
+    ring_attack(q, 0, 0, ram_end_of(addr_of(q->a)) - 8, 0);
+}
+static void atk_qsize0(struct vq *q) { ring_attack(q, 0, 0, 0, 1ull << 32); }
+static void atk_qsizemax(struct vq *q) { ring_attack(q, 0, 0, 0, 0xffffffffu); }
+static void atk_qsize3(struct vq *q) { ring_attack(q, 0, 0, 0, 3); }           /* not a power of two */
+static void atk_qsizebig(struct vq *q) { ring_attack(q, 0, 0, 0, 32768); }     /* > QueueNumMax */
+
 struct attack {
     const char *name;
     void (*post)(struct vq *q);
@@ -368,6 +423,10 @@ static const struct attack attacks[] = {
     { "bufwrap", atk_bufwrap }, { "bufhuge", atk_bufhuge }, { "total4g", atk_total4g },
     { "badhead", atk_badhead }, { "ahead", atk_ahead }, { "resize", atk_resize },
     { "move", atk_move }, { "unready", atk_unready }, { "junknotify", atk_junknotify },
+    { "ringfar", atk_ringfar }, { "ringhole", atk_ringhole }, { "ringwrap", atk_ringwrap },
+    { "ringodd", atk_ringodd }, { "ringend", atk_ringend }, { "qsize0", atk_qsize0 },
+    { "qsizemax", atk_qsizemax },
+    { "qsize3", atk_qsize3 }, { "qsizebig", atk_qsizebig },
     { 0, 0 },
 };  /* "good" first: vqcycle's default */
 
