@@ -348,8 +348,8 @@ def test_cpuid_sweep_beside_a_healthy_vm(beside, hostile):
     hostile.alive()
 
 
-def ring0_attacker(cmdline: str) -> MicroVM:
-    return MicroVM(VmConfig(kernel=str(HOSTILE_KERNEL), cmdline=cmdline, mem_mib=32, timeout=600)).start()
+def ring0_attacker(cmdline: str, **config) -> MicroVM:
+    return MicroVM(VmConfig(kernel=str(HOSTILE_KERNEL), cmdline=cmdline, mem_mib=32, timeout=600, **config)).start()
 
 
 def test_msr_probe_beside_a_healthy_vm(beside):
@@ -393,6 +393,26 @@ def test_string_io_from_ring0_beside_a_healthy_vm(beside):
     assert (outcome.status, outcome.reason) == (0, "poweroff"), (outcome, output)
     assert "hostile: " + "S" * 64 + "\r\n" in output  # rep outsb to COM1 arrives whole
     assert "hostile: strio done, 24576 of 24576 port bytes and 4096 of 4096 MMIO bytes read as 0xff" in output
+
+
+def test_two_vcpus_storming_at_once_beside_a_healthy_vm(beside, hostile_disk):
+    """The second vCPU started by INIT/SIPI into a real-mode loop of port exits while
+    the first storms ports, a virtio device and the hole; then power-off with the
+    second still looping: both threads stop, the status is the guest's."""
+
+    def smp():
+        rss = RssWatch()
+        vm = ring0_attacker("smp", vcpus=2, devices=(DiskConfig(str(hostile_disk)),))
+        try:
+            outcome = vm.wait(300)
+            rss.check("two storming vCPUs")
+            return outcome, vm.output.decode(errors="replace")
+        finally:
+            vm.close()
+
+    outcome, output = beside(smp)
+    assert (outcome.status, outcome.reason) == (0, "poweroff"), (outcome, output)
+    assert "hostile: smp done, 5000 rounds here, at least 100 on the second vCPU" in output, output
 
 
 @pytest.mark.parametrize("how", ["ring0", "ring3"])

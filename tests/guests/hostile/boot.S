@@ -55,6 +55,26 @@ OTHER(8)
 OTHER(14)
 OTHER(255)
 
+/* The second vCPU's start (SIPI vector 0x08: CS 0x0800, IP 0), copied to
+ * 0x8000 by kmain: real mode, emulated, in a loop of port exits for as long
+ * as the VM runs, counting rounds at 0x9000. Position-independent. */
+    .globl ap_start, ap_end
+    .code16
+ap_start:
+    cli
+    xor %ax, %ax
+    mov %ax, %ds
+1:  mov $0x3fd, %dx         /* COM1 LSR */
+    inb %dx, %al
+    outb %al, $0x80         /* POST: ignored */
+    mov $0x1234, %dx        /* nobody */
+    inw %dx, %ax
+    outw %ax, %dx
+    incl 0x9000
+    jmp 1b
+ap_end:
+    .code32
+
 /* Triple fault: an IDT of limit 0, then #UD: no gate for it, nor for the #DF. */
     .globl triple_fault
 triple_fault:

@@ -9,6 +9,10 @@
  *            COM1, rep movs/stos between RAM and the MMIO hole, rep ins/outs
  *            with the memory end in the hole. KVM hands
  *            the VMM exits with count > 1. Prints "hostile: strio done ...".
+ *   smp      start the second vCPU (INIT, SIPI) in a real-mode loop of port
+ *            exits, storm ports and MMIO from this one at the same time, then
+ *            power off with the other still looping (run with 2 vCPUs).
+ *            Prints "hostile: smp done ...".
  *   triple   a triple fault (the VMM must stop with its crash status).
  * Runs in emulated ring 0 (~1 us an instruction here): keep it short. */
 typedef unsigned char u8;
@@ -214,6 +218,43 @@ static void string_io(void)
     puts(" of 4096 MMIO bytes read as 0xff\n");
 }
 
+extern const char ap_start[], ap_end[];
+#define AP_TRAMPOLINE 0x8000
+#define AP_COUNTER ((volatile u32 *)0x9000)
+#define LAPIC_SVR ((volatile u32 *)0xfee000f0)
+#define LAPIC_ICR_LOW ((volatile u32 *)0xfee00300)
+#define LAPIC_ICR_HIGH ((volatile u32 *)0xfee00310)
+
+static void send_ipi(u32 apic_id, u32 command)
+{
+    *LAPIC_ICR_HIGH = apic_id << 24;
+    *LAPIC_ICR_LOW = command;
+}
+
+static void two_vcpus(void)
+{
+    u8 *dst = (u8 *)AP_TRAMPOLINE;
+    for (const char *p = ap_start; p < ap_end; p++)
+        *dst++ = (u8)*p;
+    *AP_COUNTER = 0;
+    *LAPIC_SVR = 0x1ff;                         /* software-enabled, spurious vector 0xff */
+    send_ipi(1, 0x4500);                        /* INIT */
+    send_ipi(1, 0x4600 | (AP_TRAMPOLINE >> 12));  /* STARTUP */
+    u32 bsp_rounds = 0, waited = 0;
+    for (; bsp_rounds < 5000 || (*AP_COUNTER < 100 && waited < 2000000); bsp_rounds++, waited++) {
+        (void)inb(COM1 + 5);
+        outb(0x80, 0);
+        (void)*(volatile u32 *)0xd0000000;      /* a virtio device's MagicValue, if any */
+        (void)*(volatile u32 *)0xc0000000;      /* the hole */
+    }
+    u32 ap_rounds = *AP_COUNTER;
+    puts("hostile: smp done, ");
+    put_dec(bsp_rounds);
+    puts(" rounds here, ");
+    puts(ap_rounds >= 100 ? "at least 100" : "FEWER THAN 100");
+    puts(" on the second vCPU\n");
+}
+
 static int has_word(const char *cmdline, const char *word)
 {
     for (const char *p = cmdline; *p; p++) {
@@ -238,6 +279,8 @@ void kmain(const struct mb_info *info)
         puts("hostile: triple fault\n");
         triple_fault();
     }
+    if (has_word(cmdline, "smp"))
+        two_vcpus();
     if (has_word(cmdline, "strio"))
         string_io();
     if (has_word(cmdline, "msr")) {
