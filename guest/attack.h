@@ -10,5 +10,6 @@ void cmd_cpuidsweep(int argc, char **argv);
 void cmd_vq(int argc, char **argv);
 void cmd_cfgsweep(int argc, char **argv);
 void cmd_vqcycle(int argc, char **argv);
+void cmd_vqctl(int argc, char **argv);
 
 #endif

@@ -547,6 +547,133 @@ void cmd_vq(int argc, char **argv)
     wr(&q, VIRTIO_MMIO_STATUS, 0);
 }
 
+/* ---- vqctl: the console's control queues (MULTIPORT), fed garbage ------- */
+
+#define CTL_DEVICE_READY    0
+#define CTL_PORT_READY      3
+#define CTL_PORT_OPEN       6
+#define CTL_RX_BUFFERS      8
+#define CONSOLE_F_MULTIPORT 1
+
+struct ctl_msg { u32 id; u16 event, value; };
+
+static struct vq_area *area2;               /* the control receive queue's */
+
+/* One more queue at `a`'s rings, before DRIVER_OK. */
+static void queue_setup(struct vq *q, u16 index, struct vq_area *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+    wr(q, VIRTIO_MMIO_QUEUE_SEL, index);
+    wr(q, VIRTIO_MMIO_QUEUE_NUM, VQ_SIZE);
+    write_address(q, VIRTIO_MMIO_QUEUE_DESC_LOW, addr_of(a->desc));
+    write_address(q, VIRTIO_MMIO_QUEUE_DRIVER_LOW, addr_of(&a->avail));
+    write_address(q, VIRTIO_MMIO_QUEUE_DEVICE_LOW, addr_of(&a->used));
+    wr(q, VIRTIO_MMIO_QUEUE_READY, 1);
+}
+
+/* `vqctl DEV`: a console driver that negotiates MULTIPORT and sends, on the
+   control transmit queue, DEVICE_READY twice, PORT_READY and PORT_OPEN for
+   ports that do not exist, PORT_OPEN 7, an unknown event, a 4-byte message,
+   one in a device-writable buffer and one split over 8 one-byte buffers
+   (PORT_READY 0, which must count); then prints what came back on the
+   control receive queue, as id:event:value (PORT_NAME's name after a '=').  */
+void cmd_vqctl(int argc, char **argv)
+{
+    static const struct ctl_msg msgs[] = {
+        { 0, CTL_DEVICE_READY, 1 }, { 0, CTL_DEVICE_READY, 1 },
+        { 0xffffffffu, CTL_PORT_READY, 1 }, { 5000, CTL_PORT_OPEN, 1 },
+        { 0, CTL_PORT_OPEN, 7 }, { 0, 0xffff, 0xffff },
+    };
+    struct vq q;
+
+    if (argc != 2) {
+        console_puts("usage: vqctl DEV\n");
+        return;
+    }
+    if (!pick_device(argv[1], &q))
+        return;
+    if (q.device_id != VIRTIO_ID_CONSOLE) {
+        console_puts("vqctl: not a console\n");
+        return;
+    }
+    if (!area2)
+        area2 = alloc_pages_high(sizeof(struct vq_area));
+    if (!area2) {
+        console_puts("vqctl: out of memory\n");
+        return;
+    }
+    console_flush();
+    wr(&q, VIRTIO_MMIO_STATUS, 0);
+    wr(&q, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    wr(&q, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+    if (!(rd(&q, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << CONSOLE_F_MULTIPORT))) {
+        console_puts("vqctl: no MULTIPORT\n");
+        return;
+    }
+    wr(&q, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    wr(&q, VIRTIO_MMIO_DRIVER_FEATURES, 1u << CONSOLE_F_MULTIPORT);
+    wr(&q, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    wr(&q, VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
+    u32 st = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+    wr(&q, VIRTIO_MMIO_STATUS, st);
+    queue_setup(&q, 2, area2);                  /* control receive */
+    queue_setup(&q, 3, area);                   /* control transmit */
+    wr(&q, VIRTIO_MMIO_STATUS, st | VIRTIO_STATUS_DRIVER_OK);
+
+    /* receive buffers first: 8 of 64 bytes */
+    struct vq rx = q, tx = q;
+    rx.a = area2, rx.queue = 2, rx.posted = 0;
+    tx.a = area, tx.queue = 3, tx.posted = 0;
+    for (u16 i = 0; i < CTL_RX_BUFFERS; i++) {
+        set_desc(&area2->desc[i], addr_of(area2->data[i]), 64, VIRTQ_DESC_F_WRITE, 0);
+        post(&rx, i);
+    }
+    kick(&rx);
+    /* each message a chain of its own: descriptor i, buffer data[i] */
+    u16 d = 0;
+    for (unsigned i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++, d++) {
+        memcpy(area->data[d], &msgs[i], sizeof(msgs[i]));
+        set_desc(&area->desc[d], addr_of(area->data[d]), sizeof(msgs[i]), 0, 0);
+        post(&tx, d);
+        kick(&tx);
+    }
+    struct ctl_msg ready0 = { 0, CTL_PORT_READY, 1 };
+    memcpy(area->data[d], &ready0, 4);          /* short: 4 bytes */
+    set_desc(&area->desc[d], addr_of(area->data[d]), 4, 0, 0);
+    post(&tx, d++);
+    memcpy(area->data[d], &ready0, 8);          /* whole, but device-writable */
+    set_desc(&area->desc[d], addr_of(area->data[d]), 8, VIRTQ_DESC_F_WRITE, 0);
+    post(&tx, d++);
+    memcpy(area->data[d], &ready0, 8);          /* split over 8 one-byte buffers */
+    u16 head = d;
+    for (u16 b = 0; b < 8; b++, d++)
+        set_desc(&area->desc[d], addr_of(&area->data[head][b]), 1, b < 7 ? VIRTQ_DESC_F_NEXT : 0, (u16)(d + 1));
+    post(&tx, head);
+    kick(&tx);
+    u16 sent = wait_used(&tx, tx.posted);
+    kick(&rx);
+    u16 got = wait_used(&rx, 3);
+    kprintf("vqctl: %u of %u messages taken, %u received:", sent, tx.posted, got);
+    for (u16 i = 0; i < got && i < CTL_RX_BUFFERS; i++) {
+        const struct virtq_used_elem *e = &area2->used_ring[i];
+        if (e->id >= CTL_RX_BUFFERS || e->len < 8) {
+            kprintf(" ?(%u,%u)", e->id, e->len);
+            continue;
+        }
+        struct ctl_msg m;
+        memcpy(&m, area2->data[e->id], sizeof(m));
+        kprintf(" %u:%u:%u", m.id, m.event, m.value);
+        if (e->len > 8) {
+            console_putc('=');
+            for (u32 k = 8; k < e->len && k < 64; k++)
+                console_putc((char)area2->data[e->id][k]);
+        }
+    }
+    kprintf("; device 0x%x\n", rd(&q, VIRTIO_MMIO_STATUS));
+    wr(&q, VIRTIO_MMIO_STATUS, 0);
+}
+
 /* `vqcycle DEV N [ATTACK]`: N rounds of bring-up, one request (plain, or
    ATTACK's), reset: whatever the VMM builds or logs per round must not pile up. */
 void cmd_vqcycle(int argc, char **argv)

@@ -223,6 +223,7 @@ static const struct command commands[] = {
     { "cpuidsweep", "", "CPUID over every leaf range (attack)", cmd_cpuidsweep },
     { "vq", "DEV ATTACK", "malformed requests to virtio device DEV (attack)", cmd_vq },
     { "vqcycle", "DEV N [ATTACK]", "N rounds of virtio set-up, request, reset (attack)", cmd_vqcycle },
+    { "vqctl", "DEV", "garbage on a console's control queue (attack)", cmd_vqctl },
     { "cfgsweep", "DEV", "every offset and size of a virtio device's window (attack)", cmd_cfgsweep },
     { 0, 0, 0, 0 },
 };

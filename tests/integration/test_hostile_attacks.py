@@ -244,7 +244,16 @@ def test_malformed_disk_requests_beside_a_healthy_vm(beside, hostile, hostile_di
 
 
 def test_malformed_console_requests_beside_a_healthy_vm(beside, hostile):
-    got, reset = beside(lambda: attack_all(hostile, 1, CONSOLE_EXPECTED))
+    def attacks():
+        # The control queue (MULTIPORT) first: DEVICE_READY twice, PORT_READY and
+        # PORT_OPEN for ports that do not exist, PORT_OPEN 7, event 0xffff, a 4-byte
+        # message, one in a device-writable buffer, then PORT_READY 0 split over 8
+        # one-byte buffers. Back: one DEVICE_ADD, then port 0's name and open state.
+        control = hostile.run("vqctl 1")
+        return control, *attack_all(hostile, 1, CONSOLE_EXPECTED)
+
+    control, got, reset = beside(attacks)
+    assert control == "vqctl: 9 of 9 messages taken, 3 received: 0:1:0 0:7:0=p0 0:6:1; device 0xf\r\n"
     assert got == CONSOLE_EXPECTED
     assert reset == f"vq reset: status after reset 0x0; then vq good: used 1 len 0 {OK}\r\n"
     # Only well-formed chains reach the host: "hi\n" (good, indgood, junknotify, the
