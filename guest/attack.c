@@ -7,7 +7,7 @@
  *   faultrec ADDR [FILL]         report a fault record at any address
  *   iostorm N                    N exits, round robin over every device and gaps
  *   cpuidsweep                   CPUID over dense and sampled leaf ranges
- * (attack_virtio.c: vq and cfgsweep, malformed virtio requests)
+ * (attack_virtio.c: vq, vqcycle, vqctl and cfgsweep, a hostile virtio driver)
  */
 #include "attack.h"
 #include "console.h"

@@ -1,17 +1,22 @@
 /*
- * attack_virtio.c - a hostile virtio driver: `vq DEV ATTACK` takes over
- * virtio-mmio device DEV (its index in the command line's device list: a
- * virtio-blk disk or a virtio-console), sets up its own queue and hands the
- * device one kind of malformed request; `cfgsweep DEV` reads every offset of
- * the device's window at every size and writes garbage to every register and
- * config byte.  Each prints one line the tests compare with what the VMM's
- * model must answer (tests/integration/test_hostile_virtio.py), then resets
- * the device (the guest's own driver for it is dead from then on).
+ * attack_virtio.c - a hostile virtio driver, for the hostile-guest tests
+ * (tests/integration/test_hostile_attacks.py; commands in guest/README.md):
  *
- * The queue: 16 entries, in pages of our own; every request uses the slots
- * of the descriptor table it needs.  A virtio-blk request is a read of
- * sector 0 (header, a 512-byte buffer, a status byte the device must set);
- * a virtio-console one is bytes on port 0's transmit queue (queue 1).
+ *   vq DEV ATTACK         take over virtio-mmio device DEV (its index in the
+ *                         command line's device list: a virtio-blk disk or a
+ *                         virtio-console), set up a queue of our own, hand the
+ *                         device one kind of malformed request, print the
+ *                         device's answer, reset the device
+ *   vqcycle DEV N [ATK]   N rounds of set-up, request, reset
+ *   vqctl DEV             garbage on a console's control queue (MULTIPORT)
+ *   cfgsweep DEV          every offset of the device's window at every size,
+ *                         read, then written with garbage
+ *
+ * The guest's own driver for a device attacked is dead from then on.  The
+ * queue: 16 entries, in pages of our own; every request uses the slots of
+ * the descriptor table it needs.  A virtio-blk request is a read of sector 0
+ * (header, a 512-byte buffer, a status byte the device must set); a
+ * virtio-console one is bytes on port 0's transmit queue (queue 1).
  */
 #include "attack.h"
 #include "alloc.h"
@@ -23,7 +28,6 @@
 #include "virtio_ring.h"
 
 #define VQ_SIZE         16
-#define BLK_T_IN        0
 #define STATUS_UNSET    0xee            /* a status the device never writes */
 #define WAIT_US         300000          /* for used entries that may never come */
 #define BIG_REQUESTS    5               /* 3 descriptors each in the 16-entry queue */
@@ -136,7 +140,7 @@ static void fill_request(struct vq *q, unsigned s, struct virtq_desc *d, u16 n1,
 {
     struct vq_area *a = q->a;
     if (q->device_id == VIRTIO_ID_BLOCK) {
-        memset(a->header[s], 0, 16);                    /* type IN, sector 0 */
+        memset(a->header[s], 0, 16);                    /* type 0 (IN), sector 0 */
         a->status[s] = STATUS_UNSET;
         set_desc(&d[0], addr_of(a->header[s]), 16, VIRTQ_DESC_F_NEXT, n1);
         set_desc(&d[1], addr_of(a->data[s]), 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, n2);
@@ -702,9 +706,7 @@ void cmd_vqcycle(int argc, char **argv)
         a->post(&q);
         kick(&q);
         /* a request the device refuses outright gets no answer: do not wait for it */
-        if (rd(&q, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET)
-            served += 0;
-        else
+        if (!(rd(&q, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET))
             served += wait_used(&q, 1) == 1;
         wr(&q, VIRTIO_MMIO_STATUS, 0);
     }
