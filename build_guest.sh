@@ -31,3 +31,11 @@ if [ ! -e "$init_bin" ] || [ "$init_src" -nt "$init_bin" ]; then
     "$cc" -static -Os -Wall -Wextra -Werror -o "$init_bin" "$init_src" ||
         die "Linux guest init build FAILED (see the messages above)"
 fi
+
+# The ring-0 hostile kernel (tests/guests/hostile): MSR probing and a triple
+# fault from ring 0, for tests/integration/test_hostile_*.py.
+hostile_src="$here/tests/guests/hostile"
+hostile_bin="$guest/build/hostile.elf"
+if [ ! -e "$hostile_bin" ] || [ -n "$(find "$hostile_src" -newer "$hostile_bin" -print -quit)" ]; then
+    "$hostile_src/build.sh" "$guest/build" || die "hostile test kernel build FAILED (see the messages above)"
+fi

@@ -5,5 +5,11 @@
 void cmd_mmiostorm(int argc, char **argv);
 void cmd_piostorm(int argc, char **argv);
 void cmd_faultrec(int argc, char **argv);
+void cmd_iostorm(int argc, char **argv);
+void cmd_cpuidsweep(int argc, char **argv);
+void cmd_vq(int argc, char **argv);
+void cmd_cfgsweep(int argc, char **argv);
+void cmd_vqcycle(int argc, char **argv);
+void cmd_vqctl(int argc, char **argv);
 
 #endif

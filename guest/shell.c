@@ -217,8 +217,14 @@ static const struct command commands[] = {
     { "pipe", "IN OUT", "copy console port IN to port OUT until EOF", cmd_pipe },
     { "conwrite", "PORT TEXT", "write TEXT and a newline to a console port", cmd_conwrite },
     { "mmiostorm", "N [STRIDE [BASE]]", "read N unbacked MMIO addresses (attack)", cmd_mmiostorm },
-    { "piostorm", "", "read and write every port but 0xf4-0xff (attack)", cmd_piostorm },
-    { "faultrec", "ADDR", "report a fault record at ADDR (attack)", cmd_faultrec },
+    { "piostorm", "[SIZE]", "read and write every port but 0xf4-0xff, SIZE bytes wide (attack)", cmd_piostorm },
+    { "faultrec", "ADDR [FILL]", "report a fault record at ADDR (attack)", cmd_faultrec },
+    { "iostorm", "N", "N port and MMIO accesses over every device (attack)", cmd_iostorm },
+    { "cpuidsweep", "", "CPUID over every leaf range (attack)", cmd_cpuidsweep },
+    { "vq", "DEV ATTACK", "malformed requests to virtio device DEV (attack)", cmd_vq },
+    { "vqcycle", "DEV N [ATTACK]", "N rounds of virtio set-up, request, reset (attack)", cmd_vqcycle },
+    { "vqctl", "DEV", "garbage on a console's control queue (attack)", cmd_vqctl },
+    { "cfgsweep", "DEV", "every offset and size of a virtio device's window (attack)", cmd_cfgsweep },
     { 0, 0, 0, 0 },
 };
 

@@ -63,6 +63,12 @@ _QUEUE_ADDRESS_REGS = {
 }
 
 
+# "needs reset" warnings per transport: a driver that breaks the protocol,
+# resets and does it again would otherwise put one line on the VMM's stderr
+# per round, without end (a guest looping on it wrote ~250 lines a second).
+# Later violations are logged at debug level; last_error always has the latest.
+VIOLATION_WARNINGS_MAX = 8
+
 # A device calling trigger() from inside its own process() is deferred, not
 # recursed into; this many deferred rounds per notify at most, so a device
 # that re-triggers itself on every call cannot spin the transport forever.
@@ -121,6 +127,7 @@ class VirtioMmioTransport:
         self.interrupt_status = 0
         self.config_generation = 0
         self.last_error: str | None = None  # why DEVICE_NEEDS_RESET was set
+        self.violations = 0  # how many times it was set (resets do not clear it)
         self._reset()
 
     # -- public entry points (each takes the lock) ----------------------------
@@ -226,7 +233,14 @@ class VirtioMmioTransport:
         self.last_error = reason
         if self.status & c.STATUS_DEVICE_NEEDS_RESET:
             return
-        log.warning("virtio device %d needs reset: %s", self.device.device_id, reason)
+        self.violations += 1
+        if self.violations < VIOLATION_WARNINGS_MAX:
+            log.warning("virtio device %d needs reset: %s", self.device.device_id, reason)
+        elif self.violations == VIOLATION_WARNINGS_MAX:
+            log.warning("virtio device %d needs reset: %s (further violations are not logged)",
+                        self.device.device_id, reason)
+        else:
+            log.debug("virtio device %d needs reset: %s", self.device.device_id, reason)
         self.status |= c.STATUS_DEVICE_NEEDS_RESET
         if self.status & c.STATUS_DRIVER_OK:
             self._raise(c.MMIO_INT_CONFIG)
