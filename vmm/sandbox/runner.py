@@ -223,7 +223,7 @@ class Sandbox:
         from ..config import bundled_guest
         from ..machine import MicroVM
 
-        config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
+        config = VmConfig(kernel=bundled_guest(), initrd=bytes(bundle), mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
         return MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
 
     def _warm_vm(self, image):
@@ -309,7 +309,7 @@ def run(
     Raises subprocess.TimeoutExpired on timeout (with the output so far),
     ProgramError when the program cannot be run, SandboxError when the sandbox fails.
     """
-    from .bundle import build_bundle
+    from .bundle import plan_bundle
     from .outdir import extract_out
 
 
@@ -350,7 +350,7 @@ def run(
     if cwd != "/":
         options["cwd"] = cwd
     environment = dict(env) if env is not None else {"PATH": "/bin:/usr/bin", "HOME": "/tmp"}
-    bundle = build_bundle(program, args, environment, {**root, **expand_files(files or {})}, options, exec_path=exec_path)
+    bundle = plan_bundle(program, args, environment, {**root, **expand_files(files or {})}, options, exec_path=exec_path)
     trace_sink = trace if callable(trace) else (_trace_to_stderr if trace else None)
     box = Sandbox(args, mem_mib=mem_mib, max_output=max_output, capture_output=capture_output,
                   on_stdout=on_stdout, on_stderr=on_stderr, trace=trace_sink)
