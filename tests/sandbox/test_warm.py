@@ -94,3 +94,12 @@ def test_snapshots_are_kept_per_memory_size_and_built_once_under_threads(compile
     pool.clear()
     result = run([compile_prog("exitcode"), "3"], mem_mib=64)
     assert result.returncode == 3
+
+
+def test_ready_lines_are_checked():
+    from vmm.sandbox.control import ControlParser
+
+    parser = ControlParser()
+    assert parser.feed(b"ready 1048576 134209536\n") == [("ready", 1048576, 134209536)]
+    for bad in (b"ready\n", b"ready 5\n", b"ready 10 8192 x\n", b"ready 9000 8192\n", b"ready 10 4097\n", b"ready -1 4096\n"):
+        assert parser.feed(bad)[0][0] == "invalid", bad
