@@ -2,16 +2,16 @@
 
 The first run in a process (per guest RAM size and guest binary) boots the
 bundled guest with ``vmm.sandbox vmm.warm``: it sets up its console ports,
-says ``ready ROOM`` on the control port and waits there for its bundle. At
-that point the VM is paused and snapshotted once: the state file decoded and
+says ``ready ROOM TOP`` on the control port and waits there for its bundle.
+Then the VM is paused and snapshotted once: the state file decoded and
 checked (vmm.snapshot.load.CheckedSnapshot) and kept in memory, guest RAM
 kept as an unlinked file that every clone maps MAP_PRIVATE (pages shared
-until written). Each run then restores a clone and sends the bundle over the
-guest's RAM (page-aligned under the address the guest gave with "ready",
-where a PVH module would be) and tells it over the control port:
-``VMMBNDL1`` and the size (u64, little-endian) (guest/lx_main.c). Nothing per run is in the snapshot: options, seed and
-clock travel in the bundle, and the host adds fresh ``entropy`` to it, since
-every clone starts from the same guest random state.
+until written). Each run restores a clone (paused), writes its bundle into
+the clone's RAM page-aligned under TOP (where a PVH module would be), sends
+``VMMBNDL1`` and the size (u64, little-endian) on the control port, and lets
+it run (guest/lx_main.c). Nothing per run is in the snapshot: options, seed
+and clock travel in the bundle, and the host adds fresh ``entropy`` to it,
+since every clone starts from the same guest random state.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import threading
 import time
 
-from ..errors import ConfigError, VmmError
+from ..errors import ConfigError
 
 WARM_CMDLINE = "console=ttyS0 vmm.sandbox vmm.warm"
 BUNDLE_MAGIC = b"VMMBNDL1"
@@ -191,8 +191,6 @@ def build_image(mem_mib: int, kernel: str) -> WarmImage:
         header, body = fmt.decode(data, what)
         checked = check_snapshot(header, body, what)
         mem_fd = os.open(mem_path, os.O_RDONLY | os.O_CLOEXEC)
-    except VmmError:
-        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the memory file lives on through mem_fd
     return WarmImage(checked, mem_fd, room, top, (time.monotonic() - started) * 1000)
