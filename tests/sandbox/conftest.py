@@ -112,7 +112,7 @@ class SandboxPath:
     def exec(self, *args, stdin=b"", timeout=60):
         flag = "--warm" if self.warm else "--cold"
         return subprocess.run([sys.executable, "-m", "vmm", "exec", flag, *args], input=stdin, capture_output=True,
-                              timeout=timeout, cwd=ROOT)
+                              timeout=timeout, cwd=ROOT, check=False)
 
 
 @pytest.fixture(params=[True, False], ids=["warm", "cold"])
