@@ -85,6 +85,8 @@ static inline void lx_zero(void *dst, u64 n)
 struct lx_opts {
     bool have_seed;
     u64 seed;
+    u64 entropy;                /* fresh from the host each run: clones of one
+                                   warm snapshot must not share random state */
     bool have_clock;
     u64 clock_ns;               /* deterministic clock start (unix ns) */
     bool have_now;
@@ -171,6 +173,11 @@ s64 lx_out_tar(u8 *buf, u64 cap);
  * these, so moving from COM1 to virtio-console ports is a one-file change.
  */
 void stream_init(void);
+bool stream_has_ports(void);                    /* the four console ports are there */
+/* Warm mode: "ready ROOM TOP" on the control port; then exactly len bytes
+   from it (false at end of file or on an error). */
+void stream_control_ready(u64 room, u64 top);
+bool stream_control_read(void *buf, u64 len);
 s64 stream_write(int fd, const void *buf, u64 len);
 s64 stream_read(int fd, void *buf, u64 len);   /* 0 at EOF */
 bool stream_poll(int fd);                       /* read would not block */

@@ -1,5 +1,6 @@
 /* lx_main.c - sandbox mode: read the bundle, start the program, report its end. */
 #include "lx.h"
+#include "alloc.h"
 #include "console.h"
 #include "gdt.h"
 #include "idt.h"
@@ -19,18 +20,44 @@ extern const u8 lx_ring0_gate[];                /* lx_entry.S */
 struct lx_opts lx_opts;
 char lx_exec_path[256];
 static u64 bundle_pa, bundle_size;
+static bool warm;               /* vmm.warm: the bundle comes over the control port */
+
+/* A whole word of the command line. */
+static bool cmdline_has(const char *word)
+{
+    const char *p = boot_info.cmdline;
+    size_t n = strlen(word);
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *start = p;
+        while (*p && *p != ' ')
+            p++;
+        if ((size_t)(p - start) == n && !strncmp(start, word, n))
+            return true;
+    }
+    return false;
+}
+
+static bool looks_like_bundle(const char *h)
+{
+    /* bundle.py writes the .vmm/ members first, as ustar. */
+    return memcmp(h + 257, "ustar", 5) == 0 && strncmp(h, ".vmm/", 5) == 0;
+}
 
 bool lx_bundle_present(void)
 {
+    if (cmdline_has("vmm.warm")) {
+        warm = true;
+        return true;
+    }
     const struct hvm_start_info *si = (const void *)(uintptr_t)boot_info.start_info_pa;
     if (!si->nr_modules || !si->modlist_paddr || si->modlist_paddr >= MAPPED_LIMIT - 32)
         return false;
     const struct hvm_modlist_entry *m = (const void *)(uintptr_t)si->modlist_paddr;
     if (m->size < 1024 || m->paddr >= MAPPED_LIMIT || m->size > MAPPED_LIMIT - m->paddr)
         return false;
-    const char *h = (const char *)(uintptr_t)m->paddr;
-    /* bundle.py writes the .vmm/ members first, as ustar. */
-    if (memcmp(h + 257, "ustar", 5) != 0 || strncmp(h, ".vmm/", 5) != 0)
+    if (!looks_like_bundle((const char *)(uintptr_t)m->paddr))
         return false;
     bundle_pa = m->paddr;
     bundle_size = m->size;
@@ -98,6 +125,8 @@ static void parse_opts(const char *p, u64 len)
         if (!strcmp(k, "seed") && parse_u64_value(v, &num)) {
             lx_opts.have_seed = true;
             lx_opts.seed = num;
+        } else if (!strcmp(k, "entropy") && parse_u64_value(v, &num)) {
+            lx_opts.entropy = num;
         } else if (!strcmp(k, "clock") && parse_u64_value(v, &num)) {
             lx_opts.have_clock = true;
             lx_opts.clock_ns = num;
@@ -114,14 +143,59 @@ static void parse_opts(const char *p, u64 len)
     }
 }
 
+/*
+ * Warm mode (vmm/sandbox/warm.py): the host snapshots this guest once it has
+ * said "ready ROOM TOP" on the control port, and each clone of the snapshot
+ * then gets its own bundle: the host writes it into guest RAM page-aligned
+ * just under TOP (under the device buffers at the top of RAM, where a PVH
+ * module would sit), then sends "VMMBNDL1" and its size (u64, little-endian)
+ * on the control port.  Placing the bytes directly saves a copy through the
+ * console's receive buffers (~1.5 ms for a 760 KB glibc program).
+ * Everything after this reads only the bundle, so no per-run input
+ * (options, seed, clock) predates it.
+ */
+#define WARM_MAGIC "VMMBNDL1"
+
+static void receive_bundle(void)
+{
+    if (!stream_has_ports())
+        lx_cannot_execute("warm mode needs the sandbox's console ports");
+    extern char __image_end[];
+    u64 top = alloc_high_mark() & ~(LX_PAGE - 1);
+    /* Below: the kernel's low allocations and the page map lx_mem_init takes. */
+    u64 floor = ((alloc_mark() + LX_PAGE - 1) & ~(LX_PAGE - 1)) + ((top / LX_PAGE + LX_PAGE - 1) & ~(LX_PAGE - 1));
+    u64 room = top > floor + LX_PAGE ? top - floor - LX_PAGE : 0;
+    if ((u64)(uintptr_t)__image_end > top)
+        room = 0;
+    stream_control_ready(room, top);
+
+    u8 header[16];
+    if (!stream_control_read(header, sizeof(header)) || memcmp(header, WARM_MAGIC, 8) != 0)
+        lx_cannot_execute("no bundle header from the host");
+    u64 size;
+    memcpy(&size, header + 8, sizeof(size));
+    if (size < 1024 || size > room) {
+        char why[128];
+        ksnprintf(why, sizeof(why), "bundle of %lu bytes does not fit in guest RAM (%lu bytes free)", size, room);
+        lx_cannot_execute(why);
+    }
+    u64 dest = (top - size) & ~(LX_PAGE - 1);
+    if (!looks_like_bundle((const char *)(uintptr_t)dest))
+        lx_cannot_execute("the host sent something that is not a bundle");
+    bundle_pa = dest;
+    bundle_size = size;
+}
+
 void lx_run(void)
 {
     static struct lx_regs regs;
     u64 len;
 
+    stream_init();
+    if (warm)
+        receive_bundle();
     lx_mem_init(bundle_pa, bundle_pa + bundle_size);
     lx_fs_init((const u8 *)(uintptr_t)bundle_pa, bundle_size);
-    stream_init();
 
     const char *opts = (const char *)lx_fs_file("/.vmm/opts", &len);
     parse_opts(opts ? opts : "", opts ? len : 0);

@@ -121,8 +121,11 @@ void lx_mem_init(u64 bundle_start, u64 bundle_end)
         set_owner(b0, b1 - b0, PG_KERNEL);
     mmap_top = b0 * LX_PAGE;
     /* Device buffers taken from the top of RAM (alloc_pages_high) sit just
-       under the bundle: the kernel's too. */
+       under a boot-module bundle, or above a warm one (lx_main.c): the
+       kernel's too, either way. */
     u64 high = alloc_high_mark() & ~(LX_PAGE - 1);
+    if (b0 < b1 && high >= b1 * LX_PAGE && b1 < npages)
+        set_owner(b1, npages - b1, PG_KERNEL);
     if (high < mmap_top && high >= kernel_end) {
         set_owner(high / LX_PAGE, (mmap_top - high) / LX_PAGE, PG_KERNEL);
         mmap_top = high;

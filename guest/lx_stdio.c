@@ -37,6 +37,32 @@ void stream_init(void)
     use_ports = vcon_present() && port_in >= 0 && port_out >= 0 && port_err >= 0 && port_ctl >= 0;
 }
 
+bool stream_has_ports(void)
+{
+    return use_ports;
+}
+
+void stream_control_ready(u64 room, u64 top)
+{
+    char line[64];
+    int n = ksnprintf(line, sizeof(line), "ready %lu %lu\n", room, top);
+    vcon_write(port_ctl, line, (size_t)n);
+    vcon_flush(port_ctl);
+}
+
+bool stream_control_read(void *buf, u64 len)
+{
+    u8 *p = buf;
+    while (len) {
+        long r = vcon_read(port_ctl, p, (size_t)len);
+        if (r <= 0)
+            return false;
+        p += r;
+        len -= (u64)r;
+    }
+    return true;
+}
+
 /* A control line, sent with one notify; the host parses it, so it is cut at
    an embedded newline and at its MAX_LINE (4096 bytes). */
 static void control_line(const char *word, const char *text, u64 len)

@@ -30,7 +30,9 @@ void lx_time_init(void)
     u32 a, b, c, d;
     cpuid(1, 0, &a, &b, &c, &d);
     have_rdrand = (c >> 30) & 1;
-    rng_state = lx_opts.have_seed ? lx_opts.seed : rdtsc() ^ 0x9e3779b97f4a7c15ull;
+    /* Without a seed: the TSC and the host's per-run entropy (a warm clone's
+       TSC follows the snapshot's, so it alone would repeat across clones). */
+    rng_state = lx_opts.have_seed ? lx_opts.seed : rdtsc() ^ lx_opts.entropy ^ 0x9e3779b97f4a7c15ull;
 }
 
 u64 lx_monotonic_ns(void)

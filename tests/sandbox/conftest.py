@@ -93,3 +93,29 @@ def run_prog(tmp_path):
 def native(exe, argv, env=None, stdin=b"", cwd=None) -> subprocess.CompletedProcess:
     """The same program run on the host, argv[0] as given."""
     return subprocess.run(argv, executable=exe, env=env or {}, input=stdin, capture_output=True, timeout=30, cwd=cwd)
+
+
+class SandboxPath:
+    """vmm.sandbox.run and `vmm exec` on one path: a warm clone, or a cold boot."""
+
+    def __init__(self, warm: bool):
+        self.warm = warm
+
+    def __repr__(self) -> str:
+        return "warm" if self.warm else "cold"
+
+    def run(self, args, **kwargs):
+        from vmm.sandbox import run
+
+        return run(args, warm=self.warm, **kwargs)
+
+    def exec(self, *args, stdin=b"", timeout=60):
+        flag = "--warm" if self.warm else "--cold"
+        return subprocess.run([sys.executable, "-m", "vmm", "exec", flag, *args], input=stdin, capture_output=True,
+                              timeout=timeout, cwd=ROOT, check=False)
+
+
+@pytest.fixture(params=[True, False], ids=["warm", "cold"])
+def sandbox(request):
+    """Each test using it runs on both paths, which must behave identically."""
+    return SandboxPath(request.param)

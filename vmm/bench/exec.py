@@ -9,7 +9,10 @@ Every contender runs the very same static binary (exec_prog.c, built with
 - qemu: QEMU microvm booting the bundled guest with the same bundle as its
   ``-initrd`` and virtio-serial ports named as vmm's console ports;
 - vmm exec: the ``vmm exec`` command from a fresh process;
-- vmm.sandbox.run: the Python API in this (warm) process.
+- vmm.sandbox.run: the Python API in this (warm) process, each run a clone
+  of the process's snapshot of the booted guest (vmm/sandbox/warm.py);
+- sandbox.run cold: the same with ``warm=False``, a fresh boot per run (hello
+  and read only: the cases where start-up shows).
 
 Rounds interleave the contenders, so a busy host slows all of them alike.
 Throughput and per-call figures come from the program's own clock
@@ -32,7 +35,9 @@ from dataclasses import dataclass
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exec_prog.c")
 CASES = ("hello", "cpu", "syscall", "stdout", "read", "density")
-CONTENDERS = ("native", "bwrap", "qemu", "vmm exec", "vmm.sandbox.run")
+COLD = "sandbox.run cold"
+CONTENDERS = ("native", "bwrap", "qemu", "vmm exec", "vmm.sandbox.run", COLD)
+COLD_CASES = ("hello", "read")
 REFERENCE = "native"
 BIG_MEM_MIB = 256  # the CPU and read cases hold 64 MiB (plus the bundle) in guest RAM
 
@@ -170,13 +175,13 @@ class Contenders:
             inputs = [f"--in={host}:{guest}" for guest, host in files.items()]
             return run_process([*self.vmm, "exec", "--stats", "--mem", str(mem_mib), *inputs, "--", self.program, *args],
                                env=self.vmm_env)
-        return self._run_in_process(args, files, mem_mib)
+        return self._run_in_process(args, files, mem_mib, warm=contender != COLD)
 
     @staticmethod
     def _native_path(arg: str, files: dict[str, str]) -> str:
         return files.get(arg, arg)
 
-    def _run_in_process(self, args, files, mem_mib) -> Run:
+    def _run_in_process(self, args, files, mem_mib, warm=True) -> Run:
         from ..sandbox import runner
 
         head, err = bytearray(), bytearray()
@@ -187,7 +192,7 @@ class Contenders:
 
         started = time.monotonic()
         result = runner.run([self.program, *args], files=files, mem_mib=mem_mib, capture_output=False,
-                            on_stdout=keep_head, on_stderr=err.extend)
+                            on_stdout=keep_head, on_stderr=err.extend, warm=warm)
         wall = time.monotonic() - started
         return Run(wall, bytes(head), err.decode(errors="replace"), result.returncode, sum(result.exits.values()))
 
@@ -329,6 +334,8 @@ class ExecBench:
         for _ in range(self.params.hello_repeats):
             run = self._run(contender, ["hello"], expect=b"hello, world")
             self._record("hello", "hello world, start to exit", "ms", contender, run.wall * 1000, higher=False, exits=run.exits)
+        if contender == "vmm.sandbox.run":
+            self._warm_restore()
         if contender == "vmm exec":  # the target's yardstick: `vmm run` from a fresh process to the shell prompt
             from .contenders import VmmContender
             from .session import GuestSession, parse_exit_count
@@ -339,6 +346,23 @@ class ExecBench:
                 session.finish()
                 self._record("hello", "(yardstick) vmm run: start to prompt", "ms", "vmm run", (arrived - session.started) * 1000,
                              higher=False, exits=parse_exit_count(session.stderr.decode(errors="replace")))
+
+    def _warm_restore(self) -> None:
+        """What the warm path stands on: one restore of the process's snapshot (to a
+        paused clone, then closed), and the snapshot's one-off making."""
+        from ..config import bundled_guest
+        from ..sandbox.warm import pool
+
+        image = pool().image(128, bundled_guest())
+        for _ in range(self.params.hello_repeats):
+            started = time.monotonic()
+            clone = image.clone(on_output=lambda port, data: None, output=None)
+            restored = time.monotonic()
+            clone.close()
+            self._record("hello", "(warm) restore a clone of the snapshot", "ms", "vmm.sandbox.run",
+                         (restored - started) * 1000, higher=False)
+        if ("hello", "(warm) snapshot made, once a process") not in self.metrics:
+            self._record("hello", "(warm) snapshot made, once a process", "ms", "vmm.sandbox.run", image.build_ms, higher=False)
 
     def case_cpu(self, contender):
         mib = self.params.sha_mib
@@ -412,7 +436,8 @@ class ExecBench:
         for _ in range(self.params.rounds):
             for case in cases:
                 for contender in self.contenders.available():
-                    getattr(self, f"case_{case}")(contender)
+                    if contender != COLD or case in COLD_CASES:
+                        getattr(self, f"case_{case}")(contender)
 
     def rows(self) -> list[dict]:
         rows = []
@@ -460,7 +485,9 @@ class ExecBench:
         lines = []
         hello = m("hello", "hello world", "vmm.sandbox.run")
         if hello is not None:
-            lines.append(f"in-process hello {hello:.1f} ms median (target <= 5 ms)")
+            cold = m("hello", "hello world", COLD)
+            cold = f", cold {cold:.1f} ms" if cold is not None else ""
+            lines.append(f"in-process hello {hello:.1f} ms median warm{cold} (target <= 5 ms)")
         exec_hello, prompt = m("hello", "hello world", "vmm exec"), m("hello", "(yardstick)", "vmm run")
         if exec_hello and prompt:
             lines.append(f"vmm exec hello / vmm run to prompt {exec_hello / prompt:.2f}x (target <= 1.2x)")

@@ -7,7 +7,7 @@ mode.  Members (see guest/README.md, "Linux personality"):
     .vmm/argv   argv strings, each NUL-terminated (argv[0] as the program sees it)
     .vmm/envp   environment strings K=V, each NUL-terminated
     .vmm/exec   guest path of the program to execute
-    .vmm/opts   key=value lines: seed, clock, now, trace, dumpout, cwd
+    .vmm/opts   key=value lines: seed, clock, now, entropy, trace, dumpout, cwd
     the rest    the program's read-only root file system
 
 The .vmm/ members come first: the guest recognises a bundle by them.
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from ..errors import ConfigError
 
 # Options the guest understands, and how each value is checked.
-_U64_OPTIONS = ("seed", "clock", "now")
+_U64_OPTIONS = ("seed", "clock", "now", "entropy")
 _FLAG_OPTIONS = ("trace", "dumpout")
 _NAME_LIMIT = 255  # ustar: 155-byte prefix + 100-byte name
 
@@ -156,28 +156,92 @@ def _header(name: str, size: int, mode: int, mtime: int, kind: bytes) -> bytes:
     return bytes(header)
 
 
+class _HostFile:
+    """A regular host file, read when the bundle is written out: straight into
+    its destination (guest RAM, for a warm sandbox), with no copy between."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path, size: int):
+        self.path, self.size = path, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read_into(self, view: memoryview) -> None:
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                done = 0
+                while done < self.size:
+                    n = f.readinto(view[done:])
+                    if not n:
+                        break
+                    done += n
+                if done != self.size or f.read(1):
+                    raise BundleError(f"{os.fsdecode(self.path)} changed size while the bundle was built")
+        except OSError as e:
+            raise BundleError(f"cannot read {os.fsdecode(self.path)}: {e.strerror}") from None
+
+
 class _Ustar:
-    """Members gathered as parts; ``finish()`` joins them once (one copy of the data),
-    with the end blocks and the record padding."""
+    """Members gathered as parts (bytes, or host files read at the end); ``write_into()``
+    lays them out once, with the end blocks and the record padding."""
 
     def __init__(self):
-        self.parts: list[bytes] = []
+        self.parts: list = []
         self.size = 0
 
-    def _append(self, *parts: bytes) -> None:
+    def _append(self, *parts) -> None:
         self.parts.extend(parts)
         self.size += sum(len(p) for p in parts)
 
-    def add(self, name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> None:
+    def add(self, name: str, data, mode: int = 0o644, mtime: int = 0) -> None:
         self._append(_header(name, len(data), mode, mtime, _REGTYPE), data, bytes(-len(data) % _BLOCK))
 
     def add_dir(self, name: str) -> None:
         self._append(_header(name + "/", 0, 0o755, 0, _DIRTYPE))
 
-    def finish(self) -> bytes:
+    @property
+    def total(self) -> int:
+        return self.size + self._end()
+
+    def _end(self) -> int:
         end = 2 * _BLOCK
-        end += -(self.size + end) % _RECORD
-        return b"".join([*self.parts, bytes(end)])
+        return end + (-(self.size + end) % _RECORD)
+
+    def write_into(self, view: memoryview) -> None:
+        """The archive into ``view`` (at least ``total`` bytes; the end blocks included)."""
+        offset = 0
+        for part in self.parts:
+            n = len(part)
+            if isinstance(part, _HostFile):
+                part.read_into(view[offset : offset + n])
+            else:
+                view[offset : offset + n] = part
+            offset += n
+        view[offset : offset + self._end()] = bytes(self._end())
+
+    def finish(self) -> bytes:
+        out = bytearray(self.total)
+        self.write_into(memoryview(out))
+        return bytes(out)
+
+
+class Bundle:
+    """A bundle not yet laid out: ``len()`` bytes, written by ``write_into`` (into
+    guest RAM, for a warm sandbox) or made whole by ``bytes()``."""
+
+    def __init__(self, tar: _Ustar):
+        self._tar = tar
+
+    def __len__(self) -> int:
+        return self._tar.total
+
+    def write_into(self, view: memoryview) -> None:
+        self._tar.write_into(view)
+
+    def __bytes__(self) -> bytes:
+        return self._tar.finish()
 
 
 def _add_dirs(tar: _Ustar, name: str, made: set[str]) -> None:
@@ -189,7 +253,24 @@ def _add_dirs(tar: _Ustar, name: str, made: set[str]) -> None:
             tar.add_dir(d)
 
 
-def build_bundle(
+def build_bundle(program, argv, env=None, files=None, options=None, *, exec_path=None) -> bytes:
+    """The bundle as bytes (see plan_bundle for the arguments)."""
+    return bytes(plan_bundle(program, argv, env, files, options, exec_path=exec_path))
+
+
+def _host_member(path) -> tuple[object, int, int]:
+    """(data, mode, mtime) of a host file: a regular file is read later, into place."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
+    data = _HostFile(path, st.st_size) if stat.S_ISREG(st.st_mode) else _read_host(path)
+    return data, st.st_mode & 0o777, int(st.st_mtime)
+
+
+def plan_bundle(
     program: str | bytes | os.PathLike,
     argv: list[str],
     env: Mapping[str, str] | list[str] | None = None,
@@ -197,8 +278,8 @@ def build_bundle(
     options: Mapping[str, object] | None = None,
     *,
     exec_path: str | None = None,
-) -> bytes:
-    """The bundle as bytes.
+) -> Bundle:
+    """The bundle, to be laid out by its consumer (bytes(), or write_into()).
 
     program: the host path of the program (str, bytes or PathLike), or its
     contents as bytes (told apart by NUL bytes, which every ELF file has and
@@ -213,8 +294,7 @@ def build_bundle(
         program_data = bytes(program)  # an image: every ELF file holds NUL bytes
         default_exec = "/prog"
     else:  # a host path, str, PathLike or bytes
-        program_data = _read_host(program)
-        program_mtime = int(os.stat(program).st_mtime)
+        program_data, _, program_mtime = _host_member(program)
         base = os.path.basename(os.fsdecode(program))
         default_exec = "/bin/busybox" if base == "busybox" else "/prog"
     exec_path = exec_path or default_exec
@@ -229,9 +309,7 @@ def build_bundle(
         if isinstance(src, (bytes, bytearray, memoryview)):
             members[name] = (bytes(src), 0o644, 0)
         else:
-            data = _read_host(src)
-            st = os.stat(src)
-            members[name] = (data, st.st_mode & 0o777, int(st.st_mtime))
+            members[name] = _host_member(src)
     members.setdefault(exec_name, (program_data, 0o755, program_mtime))
 
     tar = _Ustar()
@@ -243,4 +321,4 @@ def build_bundle(
     for name, (data, mode, mtime) in sorted(members.items()):
         _add_dirs(tar, name, made)
         tar.add(name, data, mode, mtime)
-    return tar.finish()
+    return Bundle(tar)

@@ -8,6 +8,8 @@ The guest writes to the console port named ``vmm.control``, in lines:
     trace TEXT          one traced syscall (with --trace)
     note TEXT           something the host should pass on (e.g. /out too large)
     out SIZE            then SIZE bytes: a ustar archive of the program's /out
+    ready ROOM TOP      warm mode: waiting for its bundle, which may be up to ROOM
+                        bytes and goes page-aligned just under address TOP
 
 A sans-IO parser: bytes in, events out. The guest is untrusted (the program
 may have overwritten the guest kernel), so every line and size is bounded and
@@ -89,6 +91,12 @@ class ControlParser:
             elif word == "error":
                 status, _, message = rest.partition(" ")
                 events.append(("error", int(status) if status in ("126", "127") else 126, message))
+            elif word == "ready":
+                room, _, top = rest.partition(" ")
+                room, top = int(room), int(top)
+                if not 0 <= room <= top < 2**64 or top % 4096:
+                    raise ValueError
+                events.append(("ready", room, top))
             elif word == "trace":
                 events.append(("trace", rest))
             elif word == "note":

@@ -218,18 +218,43 @@ class Sandbox:
             if view:
                 self.console.wait_writable(STDIN, 0.1)
 
-    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None):
+    def _cold_vm(self, bundle: bytes):
+        """A VM booting the guest with the bundle as its PVH module (not started)."""
         from ..config import bundled_guest
         from ..machine import MicroVM
 
-        config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
-        vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
+        config = VmConfig(kernel=bundled_guest(), initrd=bytes(bundle), mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
+        return MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
+
+    def _warm_vm(self, image):
+        """A clone of the warm snapshot (paused), its console this sandbox's."""
         try:
-            if stdin_fd is None and not stdin:
+            vm = image.clone(on_output=self._on_output, output=self._on_serial)
+        except VmmError as err:
+            raise SandboxError(f"cannot restore the warm sandbox: {err}") from None
+        self.console = vm.devices[-1]
+        return vm
+
+    def _send_bundle(self, vm, image, bundle: bytes) -> None:
+        """The bundle into the clone's RAM, and its header over the control port (guest/lx_main.c)."""
+        header = image.place(vm, bundle)
+        if self.console.write(CONTROL, header) != len(header):
+            raise SandboxError("the warm sandbox's control port has no room for the bundle header")
+
+    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None,
+                warm_image=None):
+        """Run the bundle: in a clone of ``warm_image`` when given, else in a fresh boot."""
+        vm = self._cold_vm(bundle) if warm_image is None else self._warm_vm(warm_image)
+        try:
+            feed = stdin_fd is not None or bool(stdin)
+            if not feed:
                 self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
+            if warm_image is None:
                 vm.start()
             else:
-                vm.start()
+                self._send_bundle(vm, warm_image, bundle)  # paused: it all waits for the guest
+                vm.resume()
+            if feed:
                 feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
                 feeder.start()
             try:
@@ -266,6 +291,7 @@ def run(
     rootfs: str | None = None,
     max_out_bytes: int = DEFAULT_MAX_OUT_BYTES,
     cwd: str = "/",
+    warm: bool = True,
 ) -> SandboxResult:
     """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
     microVM, as subprocess.run runs it on the host.
@@ -277,10 +303,13 @@ def run(
     stdin from an fd (to its end) instead of ``input``. ``out_dir`` receives what the program left
     under /out. ``deterministic`` starts the clock at a fixed time and seeds
     every random source (``seed``, or a fresh one reported in ``result.seed``).
+    ``warm`` (the default) runs in a clone of a snapshot of the booted guest
+    that this process keeps (vmm/sandbox/warm.py; the first run builds it);
+    ``warm=False`` boots a fresh guest with the bundle, as `vmm exec --cold`.
     Raises subprocess.TimeoutExpired on timeout (with the output so far),
     ProgramError when the program cannot be run, SandboxError when the sandbox fails.
     """
-    from .bundle import build_bundle
+    from .bundle import plan_bundle
     from .outdir import extract_out
 
 
@@ -312,6 +341,8 @@ def run(
 
             seed = secrets.randbits(63)
         options["seed"] = str(seed)
+    else:  # fresh for every run: warm clones share the guest's random state until here
+        options["entropy"] = str(int.from_bytes(os.urandom(8), "little"))
     if deterministic:
         options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
     if trace:
@@ -319,7 +350,7 @@ def run(
     if cwd != "/":
         options["cwd"] = cwd
     environment = dict(env) if env is not None else {"PATH": "/bin:/usr/bin", "HOME": "/tmp"}
-    bundle = build_bundle(program, args, environment, {**root, **expand_files(files or {})}, options, exec_path=exec_path)
+    bundle = plan_bundle(program, args, environment, {**root, **expand_files(files or {})}, options, exec_path=exec_path)
     trace_sink = trace if callable(trace) else (_trace_to_stderr if trace else None)
     box = Sandbox(args, mem_mib=mem_mib, max_output=max_output, capture_output=capture_output,
                   on_stdout=on_stdout, on_stderr=on_stderr, trace=trace_sink)
@@ -332,9 +363,16 @@ def run(
             err = err.decode(errors="replace") if err is not None else None
         return out, err
 
+    image = None
+    if warm:
+        from ..config import bundled_guest
+        from .warm import pool
+
+        image = pool().image(mem_mib, bundled_guest())
+        image.check_fits(len(bundle))
     started = time.monotonic()
     try:
-        outcome = box.execute(bundle, input, timeout, stdin_fd)
+        outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image)
     except TimeoutError:
         out, err = streams()
         raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None

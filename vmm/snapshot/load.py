@@ -192,6 +192,45 @@ def prepare_restore(state_path: str, mem_path: str, *, allow_disk_change: bool =
     """Read and check a snapshot and open what it names; no KVM yet."""
     what = f"snapshot {state_path}"
     header, body = fmt.decode(fmt.read_state_file(state_path), what)
+    checked = check_snapshot(header, body, what, timeout=timeout, serial_log=serial_log)
+    mem_fd = _open_memory_file(mem_path, checked.config.mem_mib * layout.MIB)
+    try:
+        return checked.open(mem_fd, allow_disk_change=allow_disk_change, console_options=console_options)
+    except BaseException:
+        os.close(mem_fd)
+        raise
+
+
+class CheckedSnapshot:
+    """A decoded state file whose records passed every check: restored from as
+    often as wanted (vmm/sandbox/warm.py keeps one per process), each time
+    with devices of its own."""
+
+    def __init__(self, header, body, what: str, config: VmConfig, serial, transports):
+        self.header, self.body, self.what = header, body, what
+        self.config, self.serial_state, self.transport_states = config, serial, transports
+
+    def open(self, mem_fd: int, *, allow_disk_change: bool = False, console_options: dict | None = None) -> RestoredVm:
+        """A RestoredVm owning ``mem_fd`` (RAM, checked for size by the caller) and fresh devices."""
+        devices: list = []
+        try:
+            for slot in self.body.virtio:
+                if str(slot.kind) == "block":
+                    devices.append(_open_block(slot.device, allow_disk_change, self.what))
+                else:
+                    devices.append(_open_console(slot.device, console_options or {}))
+        except BaseException:
+            for device in devices:
+                device.close()
+            raise
+        restored = RestoredVm(self.config, devices, self.body, self.header, mem_fd, self.what)
+        restored.serial_state = self.serial_state
+        restored.transport_states = self.transport_states
+        return restored
+
+
+def check_snapshot(header, body, what: str, *, timeout=None, serial_log=None) -> CheckedSnapshot:
+    """Check decoded records against this vmm and host (no files opened)."""
     from .save import _vmm_version
 
     if header.vmm_version != _vmm_version():
@@ -211,23 +250,7 @@ def prepare_restore(state_path: str, mem_path: str, *, allow_disk_change: bool =
                           ioeventfd=body.machine.ioeventfd, timeout=timeout, serial_log=serial_log).validate()
     except ConfigError as err:
         raise SnapshotError(f"{what}: {err}") from None
-    mem_fd = _open_memory_file(mem_path, size)
-    devices: list = []
-    try:
-        for slot in body.virtio:
-            if str(slot.kind) == "block":
-                devices.append(_open_block(slot.device, allow_disk_change, what))
-            else:
-                devices.append(_open_console(slot.device, console_options or {}))
-    except BaseException:
-        for device in devices:
-            device.close()
-        os.close(mem_fd)
-        raise
-    restored = RestoredVm(config, devices, body, header, mem_fd, what)
-    restored.serial_state = serial
-    restored.transport_states = transports
-    return restored
+    return CheckedSnapshot(header, body, what, config, serial, transports)
 
 
 def check_host(restored: RestoredVm, supported_cpuid) -> None:

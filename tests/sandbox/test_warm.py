@@ -1,0 +1,105 @@
+"""Warm sandboxes (vmm/sandbox/warm.py): clones of one snapshot, each with its own
+randomness and the host's clock, and a guest that checks the bundle it is sent."""
+
+import re
+import threading
+import time
+
+import pytest
+
+from vmm.errors import ConfigError
+from vmm.sandbox import ProgramError, run
+
+pytestmark = pytest.mark.kvm
+
+
+def fields(stdout: bytes) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in stdout.decode().splitlines())
+
+
+def test_clones_of_one_snapshot_draw_different_random_bytes(compile_prog):
+    program = compile_prog("randbytes")
+    first, second = (fields(run([program]).stdout) for _ in range(2))
+    for source in ("at_random", "getrandom", "urandom"):
+        assert re.fullmatch(r"[0-9a-f]{32}", first[source]), first
+        assert first[source] != second[source], source
+
+
+def test_the_same_seed_gives_the_same_bytes_warm_or_cold(compile_prog):
+    program = compile_prog("randbytes")
+    runs = [fields(run([program], seed=7, warm=warm).stdout) for warm in (True, True, False)]
+    for source in ("at_random", "getrandom", "urandom"):
+        assert runs[0][source] == runs[1][source] == runs[2][source], source
+    assert fields(run([program], seed=8).stdout)["getrandom"] != runs[0]["getrandom"]
+
+
+def test_every_run_sends_fresh_entropy_unless_seeded(compile_prog, monkeypatch):
+    # Without RDRAND the guest's generator has only the TSC, which a clone
+    # inherits from the snapshot: the host's entropy is what tells clones apart.
+    from vmm.sandbox import bundle
+
+    sent = []
+    real = bundle.plan_bundle
+    monkeypatch.setattr(bundle, "plan_bundle", lambda *a, **k: sent.append(a[4]) or real(*a, **k))
+    program = compile_prog("exitcode")
+    for seed in (None, None, 5):
+        assert run([program, "0"], seed=seed).returncode == 0
+    assert sent[0]["entropy"] != sent[1]["entropy"]
+    assert "entropy" not in sent[2] and sent[2]["seed"] == "5"
+
+
+def test_the_clock_is_the_hosts_not_the_snapshots(compile_prog):
+    from vmm.config import bundled_guest
+    from vmm.sandbox import warm
+
+    warm.pool().image(128, bundled_guest())  # the snapshot exists (and is at least this old)
+    time.sleep(3)
+    before = time.time()
+    realtime = float(fields(run([compile_prog("randbytes")]).stdout)["realtime"])
+    assert before - 1 < realtime < time.time() + 1
+
+
+def test_the_guest_refuses_a_bundle_larger_than_its_room(compile_prog, monkeypatch):
+    from vmm.sandbox import warm
+
+    real = warm.WarmImage.place
+
+    def lying(self, vm, bundle):  # the bytes as usual, then a size past the guest's room
+        real(self, vm, bundle)
+        return warm.bundle_header(self.room + 4096)
+
+    monkeypatch.setattr(warm.WarmImage, "place", lying)
+    with pytest.raises(ProgramError, match="does not fit in guest RAM"):
+        run([compile_prog("exitcode"), "0"])
+
+
+def test_a_bundle_too_large_for_guest_ram_is_refused_on_both_paths(compile_prog, sandbox):
+    with pytest.raises(ConfigError, match="does not fit"):
+        sandbox.run([compile_prog("exitcode"), "0"], mem_mib=16, files={"/big": bytes(20 << 20)})
+
+
+def test_snapshots_are_kept_per_memory_size_and_built_once_under_threads(compile_prog):
+    from vmm.config import bundled_guest
+    from vmm.sandbox import warm
+
+    pool = warm.WarmPool()
+    images = []
+    threads = [threading.Thread(target=lambda: images.append(pool.image(64, bundled_guest()))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(images) == 4 and all(image is images[0] for image in images)
+    assert pool.image(96, bundled_guest()) is not images[0]
+    pool.clear()
+    result = run([compile_prog("exitcode"), "3"], mem_mib=64)
+    assert result.returncode == 3
+
+
+def test_ready_lines_are_checked():
+    from vmm.sandbox.control import ControlParser
+
+    parser = ControlParser()
+    assert parser.feed(b"ready 1048576 134209536\n") == [("ready", 1048576, 134209536)]
+    for bad in (b"ready\n", b"ready 5\n", b"ready 10 8192 x\n", b"ready 9000 8192\n", b"ready 10 4097\n", b"ready -1 4096\n"):
+        assert parser.feed(bad)[0][0] == "invalid", bad
