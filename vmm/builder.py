@@ -357,10 +357,11 @@ def assemble_from_snapshot(restored, hooks: MachineHooks, on_loop_error: Callabl
             raise ConfigError(f"cannot map the snapshot's memory file: {err}") from None
         # Dirty logging from the start (cheap before the irqchip), so the
         # restored VM can take diff snapshots against the one it came from.
+        track = restored.track_dirty
         for region in parts.memory.regions:
-            vm.add_memory(region.guest_addr, region.mapping, kvm_lib.KVM_MEM_LOG_DIRTY_PAGES)
-        parts.dirty_logging = True
-        parts.memory.host_dirty = bytearray(parts.memory.size // 4096)
+            vm.add_memory(region.guest_addr, region.mapping, kvm_lib.KVM_MEM_LOG_DIRTY_PAGES if track else 0)
+        parts.dirty_logging = track
+        parts.memory.host_dirty = bytearray(parts.memory.size // 4096) if track else None
         parts.snapshot_id = restored.snapshot_id
         vm.set_tss_addr(TSS_ADDR)
         vm.create_irqchip()

@@ -15,6 +15,7 @@ from collections import namedtuple
 from .errors import GuestMemoryError
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+_MAP_FIXED = 0x10
 HUGE_PAGE = 2 << 20
 # Blobs the VMM writes whole (a sandbox's input files, an initrd, a kernel)
 # from this size go into transparent huge pages: the guest then reads them
@@ -122,23 +123,33 @@ class GuestMemory:
 
     def write(self, addr: int, data) -> None:
         data = memoryview(data).cast("B")
-        target = self.view(addr, len(data))
-        if len(data) >= HUGE_WRITE_MIN and self.backing_fd is None:
-            self._prefer_huge_pages(addr, len(data))
-        target[:] = data
+        self.view_to_fill(addr, len(data))[:] = data
 
-    def _prefer_huge_pages(self, addr: int, length: int) -> None:
-        """MADV_HUGEPAGE over the whole huge pages inside [addr, addr+length) (a hint: errors ignored)."""
-        for region in self.regions:
-            start = max(addr, region.guest_addr)
-            end = min(addr + length, region.end)
-            first = -(-(start - region.guest_addr) // HUGE_PAGE) * HUGE_PAGE
-            last = (end - region.guest_addr) // HUGE_PAGE * HUGE_PAGE
-            if last > first:
-                try:
-                    region.mapping.madvise(mmap.MADV_HUGEPAGE, first, last - first)
-                except (OSError, AttributeError, ValueError):
-                    return  # no THP here: 4 KiB pages, slower reads, still right
+    def view_to_fill(self, addr: int, length: int) -> memoryview:
+        """view(), for a blob the VMM is about to write whole (its old bytes do not
+        matter): from HUGE_WRITE_MIN bytes, the whole huge pages inside it become
+        transparent huge pages, fresh anonymous ones where RAM is a snapshot's file."""
+        view = self.view(addr, length)
+        if length >= HUGE_WRITE_MIN:
+            for region in self.regions:
+                start = max(addr, region.guest_addr)
+                end = min(addr + length, region.end)
+                first = -(-(start - region.guest_addr) // HUGE_PAGE) * HUGE_PAGE
+                last = (end - region.guest_addr) // HUGE_PAGE * HUGE_PAGE
+                if last > first and not self._huge_pages(region.mapping, first, last - first):
+                    break  # no THP here: 4 KiB pages, slower guest reads, still right
+        return view
+
+    def _huge_pages(self, mapping, offset: int, length: int) -> bool:
+        try:
+            if self.backing_fd is not None:
+                # A file's private pages stay 4 KiB: put anonymous memory in their place
+                # (KVM follows the mapping change; the caller overwrites every byte).
+                _map_anonymous_over(mapping, offset, length)
+            mapping.madvise(mmap.MADV_HUGEPAGE, offset, length)
+            return True
+        except (OSError, AttributeError, ValueError):
+            return False
 
     def read_int(self, addr: int, size: int) -> int:
         return int.from_bytes(self.view(addr, size), "little")
@@ -163,3 +174,18 @@ class GuestMemory:
         if self.backing_fd is not None:
             os.close(self.backing_fd)
             self.backing_fd = None
+
+
+def _map_anonymous_over(mapping: mmap.mmap, offset: int, length: int) -> None:
+    """Replace [offset, offset+length) of ``mapping`` by zeroed anonymous memory, in place."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    anchor = ctypes.c_char.from_buffer(mapping, offset)  # the address; released at once (it pins the mmap)
+    address = ctypes.addressof(anchor)
+    del anchor
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE | _MAP_FIXED
+    if libc.mmap(address, length, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0) in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap MAP_FIXED")

@@ -38,3 +38,29 @@ def test_bad_layouts():
     for layout in ([(0, 100)], [(1, 0x1000)], [(0, 0x2000), (0x1000, 0x1000)]):
         with pytest.raises(ValueError):
             GuestMemory(layout)
+
+
+def test_view_to_fill_over_a_snapshot_file_gives_private_writable_memory(tmp_path):
+    """Where RAM maps a snapshot's file, a big blob's whole huge pages are replaced by
+    anonymous memory: what is written reads back, the file is untouched, and the
+    bytes around the blob still come from the file."""
+    import os
+
+    from vmm.memory import HUGE_PAGE, GuestMemory
+
+    size = 16 << 20
+    path = tmp_path / "mem"
+    path.write_bytes(b"\xab" * size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        memory = GuestMemory([(0, size)], backing_fd=fd)
+    finally:
+        os.close(fd)
+    start, length = HUGE_PAGE + 4096, 6 << 20
+    blob = os.urandom(length)
+    memory.write(start, blob)
+    assert memory.read(start, length) == blob
+    assert memory.read(start - 4096, 4096) == b"\xab" * 4096
+    assert memory.read(start + length, 4096) == b"\xab" * 4096
+    memory.close()
+    assert path.read_bytes() == b"\xab" * size

@@ -55,7 +55,7 @@ class WarmImage:
         what to send on the control port."""
         size = len(bundle)
         self.check_fits(size)
-        view = vm.memory.view((self.top - size) & ~0xFFF, size)  # bounds-checked
+        view = vm.memory.view_to_fill((self.top - size) & ~0xFFF, size)  # bounds-checked; big ones in huge pages
         if isinstance(bundle, (bytes, bytearray, memoryview)):
             view[:] = bundle
         else:
@@ -70,6 +70,7 @@ class WarmImage:
         from ..machine import MicroVM
 
         restored = self.checked.open(os.dup(self.mem_fd), console_options={"on_output": on_output})
+        restored.track_dirty = False  # a clone is never snapshotted: let KVM use huge pages
         try:
             vm = MicroVM(restored.config, prepared=restored, output=output, capture=False)
         except BaseException:

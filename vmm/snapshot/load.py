@@ -33,6 +33,10 @@ class RestoredVm:
     the device models (disks reopened), and the checked records."""
 
     boot = None
+    # KVM logs the guest's writes from the start, so the restored VM can take a
+    # diff against this snapshot. It costs: KVM then maps RAM in 4 KiB pages
+    # only (a 64 MiB read ~3x slower here). Clones that never snapshot turn it off.
+    track_dirty = True
 
     def __init__(self, config: VmConfig, devices: list, body, header, mem_fd: int, what: str):
         self.config = config
