@@ -78,6 +78,7 @@ class VcpuThread:
         self._idle_wake = threading.Event()
         self._kick_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.seccomp = False  # install the vcpu filter (vmm/seccomp.py) before the first KVM_RUN
 
     # -- control (any thread) ---------------------------------------------------
     @property
@@ -101,6 +102,10 @@ class VcpuThread:
         arm only at an exit after the guest has enabled SYSCALL, and Linux may make
         no other exit between that (early in start_kernel) and its first user
         syscall (minutes later here). 2 exits a second until armed, none after."""
+        if self.seccomp:
+            from .seccomp import install
+
+            install("main")  # a helper: sleeps and kicks
         while self._state == RUNNING or self._state == PAUSED:
             if self.syscalls.handler:
                 return
@@ -166,6 +171,10 @@ class VcpuThread:
     def _main(self) -> None:
         _current.vcpu = self
         try:
+            if self.seccomp:
+                from .seccomp import install
+
+                install("vcpu")  # set-up is done: from here on, KVM_RUN and the device models' calls only
             self._run_loop()
         except VmmError as err:
             self._on_outcome(VmOutcome(err.exit_status, StopReason.ERROR, f"{self.name}: {err}"))

@@ -37,6 +37,9 @@ def add_parser(commands, types) -> None:
     p.add_argument("--deterministic", action="store_true", help="a fixed start time and seeded random numbers: the same run every time")
     p.add_argument("--seed", metavar="N", type=types["count"], help="the seed for --deterministic (default: a fresh one, printed)")
     p.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the sandbox ends")
+    from ..cli import add_seccomp_option
+
+    add_seccomp_option(p)
     p.add_argument("program", metavar="PROGRAM", help="the program (after --)")
     p.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments (everything after PROGRAM)")
 

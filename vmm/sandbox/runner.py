@@ -218,12 +218,13 @@ class Sandbox:
             if view:
                 self.console.wait_writable(STDIN, 0.1)
 
-    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None):
+    def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None,
+                seccomp: bool | None = None):
         from ..config import bundled_guest
         from ..machine import MicroVM
 
         config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
-        vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
+        vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console], seccomp=seccomp)
         try:
             if stdin_fd is None and not stdin:
                 self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
@@ -232,6 +233,9 @@ class Sandbox:
                 vm.start()
                 feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
                 feeder.start()
+            from ..seccomp import filter_main_thread
+
+            filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run
             try:
                 outcome = vm.wait(timeout)
             except TimeoutError:
@@ -266,6 +270,7 @@ def run(
     rootfs: str | None = None,
     max_out_bytes: int = DEFAULT_MAX_OUT_BYTES,
     cwd: str = "/",
+    seccomp: bool | None = None,
 ) -> SandboxResult:
     """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
     microVM, as subprocess.run runs it on the host.
@@ -277,6 +282,8 @@ def run(
     stdin from an fd (to its end) instead of ``input``. ``out_dir`` receives what the program left
     under /out. ``deterministic`` starts the clock at a fixed time and seeds
     every random source (``seed``, or a fresh one reported in ``result.seed``).
+    ``seccomp`` filters the VM's vCPU and I/O threads (vmm/seccomp.py; None: as
+    the process switch says, off unless vmm.seccomp.enable() was called).
     Raises subprocess.TimeoutExpired on timeout (with the output so far),
     ProgramError when the program cannot be run, SandboxError when the sandbox fails.
     """
@@ -334,7 +341,7 @@ def run(
 
     started = time.monotonic()
     try:
-        outcome = box.execute(bundle, input, timeout, stdin_fd)
+        outcome = box.execute(bundle, input, timeout, stdin_fd, seccomp)
     except TimeoutError:
         out, err = streams()
         raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None

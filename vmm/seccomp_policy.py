@@ -1,0 +1,141 @@
+"""Which system calls each kind of vmm thread may make, once its filter is on.
+
+Plain data, read by vmm/seccomp.py (which installs the filters). The lists
+come from tracing the real workloads per thread (``strace -ff`` over `vmm run`
+with disks and the console, `vmm exec` with stdin, /out and a timeout,
+snapshots and `vmm restore`, `vmm serve`, `vmm bench`); each group says who
+needs it. To extend a list: run the workload with ``VMM_SECCOMP=log`` (the
+filters log instead of stopping the process; the kernel log names each call,
+``audit: type=1326 ... syscall=N``) or under ``strace -ff``, and add the call to
+the group that needs it.
+
+A filter applies to the thread that installs it and to every thread that
+thread creates later, and a child's own filter stacks on top (the effective
+set is the intersection). So a kind that starts threads must allow what
+those threads need: ``SPAWNS`` says which kinds each kind starts, and the
+installer adds their lists (vmm/seccomp.py ``allowed``). vmm avoids most of
+that by order: the main thread's filter goes on only after the vCPU and I/O
+threads exist.
+"""
+
+from __future__ import annotations
+
+# Every Python thread: the interpreter's allocator and the C library's thread
+# start and end (a thread inherits its creator's filter before it can install
+# its own, so its start-up calls are here too), locks, signals, the clock,
+# one-line error reports on stderr.
+PYTHON_RUNTIME = (
+    "brk", "mmap", "munmap", "mprotect", "madvise", "mremap",
+    "futex", "set_robust_list", "rseq", "gettid", "getpid", "sched_yield", "sched_getaffinity",
+    "rt_sigprocmask", "rt_sigreturn", "rt_sigaction", "sigaltstack", "tgkill",
+    "exit", "exit_group",
+    "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday",
+    "getrandom", "write", "writev", "close", "fstat", "newfstatat", "lseek", "fcntl", "dup",
+)
+
+# The vCPU thread: KVM_RUN and what the device models do on its exits.
+VCPU = (
+    # eventfds: notifications, interrupts (irqfd), the machine's "finished" fd
+    "read",
+    # virtio-blk requests handled on the vCPU thread (--no-ioeventfd, or a
+    # queue the I/O thread is late for), and the disks' flush
+    "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
+    "sync_file_range", "fallocate",
+    # the exit device's idle request waits on a condition (futex, above) with a timeout
+    "poll", "ppoll", "select", "pselect6",
+    # the ioctl itself is limited to VCPU_IOCTLS below
+    "ioctl",
+)
+
+# The I/O thread (the event loop, vmm/event_loop.py): epoll, ioeventfds,
+# console input, virtio-blk requests, timers; snapshots run here
+# (run_exclusive), so their file and KVM calls are here too.
+EVENTS = (
+    "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "eventfd2",
+    # virtio-blk requests and flushes
+    "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
+    "sync_file_range", "fallocate",
+    # snapshots: the state and memory files (vmm/snapshot/), the pages in RAM
+    "openat", "ftruncate", "fsync", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+    "statx", "getdents64", "readlink",
+    # KVM calls of a snapshot (vm and vcpu state, dirty logs) and of interrupts
+    "ioctl",
+    "poll", "ppoll", "select", "pselect6",
+)
+
+# The API thread (`vmm serve`): its own event loop, the Unix socket, and it
+# builds, starts, snapshots and restores the VM on requests, so it also
+# starts the vCPU and I/O threads (SPAWNS) and sets up KVM.
+API = (
+    "epoll_wait", "epoll_pwait", "epoll_ctl", "epoll_create1", "read", "readv", "eventfd2",
+    "accept4", "accept", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "getsockopt", "setsockopt",
+    "getsockname", "getpeername",
+    # building a VM: files (kernel, disks, snapshot), KVM, guest RAM
+    "openat", "open", "stat", "lstat", "access", "faccessat", "faccessat2", "statx", "getdents64", "readlink",
+    "flock", "pread64", "pwrite64", "preadv", "pwritev", "ftruncate", "fsync", "fdatasync", "fallocate",
+    "memfd_create", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat", "getcwd",
+    "ioctl", "sysinfo", "prlimit64", "getrusage", "uname", "clone", "clone3", "sched_setaffinity",
+    "poll", "ppoll", "select", "pselect6", "pipe2",
+)
+
+# The main thread once the VM runs (`vmm run`, `vmm restore`, `vmm exec`,
+# `vmm linux`, `vmm serve` after InstanceStart), and the helper threads it
+# starts then (the sandbox's stdin feeder, the teardown reaper): stdin to
+# the guest, waiting for the outcome, signals (SIGTERM, snapshots on
+# SIGUSR1/2), the snapshot itself, the sandbox's /out extraction into
+# --out-dir, and closing the VM (KVM fds, guest RAM).
+MAIN = (
+    "read", "readv", "select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_ctl",
+    "ioctl",  # the terminal (TCGETS, TCSETS, TIOCGWINSZ) and KVM (snapshots)
+    "eventfd2", "pipe2", "wait4",
+    # snapshots from the console or a signal, /out into --out-dir, the serial log
+    "openat", "open", "stat", "lstat", "access", "faccessat", "faccessat2", "statx", "getdents64", "readlink",
+    "mkdir", "mkdirat", "fchmod", "fchmodat", "chmod", "utimensat", "ftruncate",
+    "chown", "fchown", "lchown", "fchownat",  # tarfile sets owners when vmm runs as root "fsync", "fdatasync", "fallocate",
+    "pread64", "pwrite64", "preadv", "pwritev", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+    "getcwd", "flock", "dup2", "dup3", "symlink", "symlinkat",
+    "sysinfo", "prlimit64", "getrusage", "uname", "getuid", "geteuid", "getgid", "getegid",
+    # helper threads (the sandbox's stdin feeder, the reaper): threads only, never a process
+    "clone", "clone3",
+)
+
+# A thread that starts threads which then install their own filter: the
+# children set no_new_privs and load their filter under the parent's.
+INSTALL_FILTER = ("prctl", "seccomp")
+
+KINDS = {"vcpu": VCPU, "events": EVENTS, "api": API, "main": MAIN}
+
+# Which kinds a kind's thread may start after its filter is on: their calls
+# are added to its own (an I/O thread starts no vCPU; the API thread builds
+# whole VMs).
+SPAWNS = {"vcpu": (), "events": (), "api": ("vcpu", "events"), "main": ()}
+
+# ioctl requests per kind, by name: KVM's from <linux/kvm.h> (through the cffi
+# module), the terminal's from Python's termios module. A kind missing here
+# (the API thread, which builds whole VMs) may issue any ioctl.
+TERMINAL_IOCTLS = ("TCGETS", "TCSETS", "TCSETSW", "TCSETSF", "TIOCGWINSZ")
+
+# What a snapshot reads (vmm/snapshot/): it runs on the I/O thread, or on the
+# caller's when the VM has no I/O thread running.
+SNAPSHOT_IOCTLS = (
+    "KVM_GET_REGS", "KVM_GET_SREGS", "KVM_GET_FPU", "KVM_GET_XSAVE", "KVM_GET_XCRS", "KVM_GET_LAPIC",
+    "KVM_GET_MP_STATE", "KVM_GET_DEBUGREGS", "KVM_GET_VCPU_EVENTS", "KVM_GET_MSRS", "KVM_GET_MSR_INDEX_LIST",
+    "KVM_GET_SUPPORTED_CPUID", "KVM_GET_TSC_KHZ", "KVM_GET_IRQCHIP", "KVM_GET_PIT2", "KVM_GET_CLOCK",
+    "KVM_GET_DIRTY_LOG", "KVM_SET_USER_MEMORY_REGION", "KVM_CHECK_EXTENSION",
+)
+
+IOCTLS = {
+    # KVM_RUN; registers for string port I/O, crash reports and the instruction
+    # fallback of Linux guests; exceptions and the debug trap it injects;
+    # interrupt lines raised by devices on this thread
+    "vcpu": (
+        "KVM_RUN", "KVM_GET_REGS", "KVM_SET_REGS", "KVM_GET_SREGS", "KVM_SET_SREGS",
+        "KVM_GET_FPU", "KVM_SET_FPU", "KVM_GET_VCPU_EVENTS", "KVM_SET_VCPU_EVENTS",
+        "KVM_SET_GUEST_DEBUG", "KVM_GET_MSRS", "KVM_SET_MSRS", "KVM_IRQ_LINE", "KVM_GET_LAPIC",
+    ),
+    # queue notifications moving between ioeventfd and the exit path, interrupt
+    # lines (timers, host input), snapshots, and open()'s isatty check
+    "events": ("KVM_IOEVENTFD", "KVM_IRQFD", "KVM_IRQ_LINE", *SNAPSHOT_IOCTLS, *TERMINAL_IOCTLS),
+    # the console's raw mode and window size; a snapshot when no I/O thread runs
+    "main": (*TERMINAL_IOCTLS, *SNAPSHOT_IOCTLS),
+}
