@@ -41,6 +41,8 @@ VCPU = (
     # queue the I/O thread is late for), and the disks' flush
     "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
     "sync_file_range", "fallocate",
+    # virtio-blk's parallel large reads start worker threads (threads only: see clone in vmm/seccomp.py)
+    "clone", "clone3",
     # the exit device's idle request waits on a condition (futex, above) with a timeout
     "poll", "ppoll", "select", "pselect6",
     # the ioctl itself is limited to VCPU_IOCTLS below
@@ -52,9 +54,9 @@ VCPU = (
 # (run_exclusive), so their file and KVM calls are here too.
 EVENTS = (
     "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "eventfd2",
-    # virtio-blk requests and flushes
+    # virtio-blk requests and flushes, and its parallel read workers (threads only)
     "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
-    "sync_file_range", "fallocate",
+    "sync_file_range", "fallocate", "clone", "clone3",
     # snapshots: the state and memory files (vmm/snapshot/), the pages in RAM
     "openat", "ftruncate", "fsync", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
     "statx", "getdents64", "readlink",
@@ -99,6 +101,18 @@ MAIN = (
     "clone", "clone3",
 )
 
+# Modules a kind's thread may import lazily after its filter is on, imported
+# before it goes on: the vCPU thread may not open files. Device models log
+# guest misbehaviour (logging, imported at the first line), virtio-blk starts
+# read workers, write-behind reaches libc. (The instruction fallback for
+# emulation failures is loaded by vmm/vcpu.py for the guests that need it;
+# the other kinds may open files and import as usual.)
+PRELOAD = {
+    "vcpu": ("logging", "ctypes"),
+}
+# ... and these where a VM has a disk (its module is loaded only then)
+PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread",)}
+
 # A thread that starts threads which then install their own filter: the
 # children set no_new_privs and load their filter under the parent's.
 INSTALL_FILTER = ("prctl", "seccomp")
@@ -132,6 +146,7 @@ IOCTLS = {
         "KVM_RUN", "KVM_GET_REGS", "KVM_SET_REGS", "KVM_GET_SREGS", "KVM_SET_SREGS",
         "KVM_GET_FPU", "KVM_SET_FPU", "KVM_GET_VCPU_EVENTS", "KVM_SET_VCPU_EVENTS",
         "KVM_SET_GUEST_DEBUG", "KVM_GET_MSRS", "KVM_SET_MSRS", "KVM_IRQ_LINE", "KVM_GET_LAPIC",
+        "KVM_GET_XSAVE", "KVM_SET_XSAVE",  # the fallback's ldmxcsr (MXCSR lives in the XSAVE area)
     ),
     # queue notifications moving between ioeventfd and the exit path, interrupt
     # lines (timers, host input), snapshots, and open()'s isatty check

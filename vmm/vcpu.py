@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -174,6 +175,10 @@ class VcpuThread:
             if self.seccomp:
                 from .seccomp import install
 
+                if self.syscalls is not None:  # a Linux guest: it will need the instruction fallback
+                    from importlib import import_module
+
+                    import_module("vmm.x86.fallback.instructions")  # now: no imports under the filter
                 install("vcpu")  # set-up is done: from here on, KVM_RUN and the device models' calls only
             self._run_loop()
         except VmmError as err:
@@ -258,6 +263,8 @@ class VcpuThread:
         code = self.vcpu.emulation_failure_bytes() if self._memory is not None else None
         if not code:
             return False
+        if self.seccomp and "vmm.x86.fallback.instructions" not in sys.modules:
+            return False  # not loaded before the filter (not a Linux guest), and importing opens files: a crash
         from .x86.fallback.instructions import Fallback, Unsupported  # only guests that need it pay the import
 
         if self.fallback is None:

@@ -209,3 +209,28 @@ def test_snapshot_and_restore_with_every_thread_filtered(tmp_path, guest_elf):
     restored = vmm("restore", str(state), str(mem), "--timeout", "60", stdin=b"echo two\nexit 9\n")
     assert restored.returncode == 9, restored.stderr
     assert b"two" in restored.stdout
+
+
+_API_PROGRAM = r"""
+import os, re, threading
+from vmm import MicroVM, VmConfig
+def mode(tid):
+    return re.search(r"^Seccomp:\s*(\d)", open(f"/proc/self/task/{tid}/status").read(), re.M).group(1)
+with MicroVM(VmConfig(mem_mib=64, timeout=60), seccomp=True) as vm:
+    vm.expect("$ ")
+    modes = sorted(mode(tid) for tid in os.listdir("/proc/self/task"))
+    print("main", mode(threading.get_native_id()), "threads", "".join(modes))
+    vm.send("exit 4\r")
+    print("status", vm.wait(30).status)
+"""
+
+
+@pytest.mark.kvm
+def test_python_api_filters_only_the_vms_own_threads(guest_elf):
+    """MicroVM(seccomp=True) filters its vCPU and I/O threads; the caller's thread stays as it was."""
+    result = subprocess.run([sys.executable, "-c", _API_PROGRAM], capture_output=True, cwd=ROOT, timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    main, threads = re.fullmatch(r"main (\d) threads (\d+)", lines[0]).groups()
+    assert main == "0" and threads.count("2") >= 2, lines  # a vCPU and the I/O thread at least
+    assert lines[1] == "status 4"
