@@ -11,12 +11,16 @@ on the offending thread, and a handler in C (vmm/kvm/ffi_build.py) writes one
 line, ``vmm: seccomp: the vcpu thread made system call socket (41), which its
 filter does not allow; stopping with status 159``, and ends the process with
 the status given to ``enable`` (159 = 128 + SIGSYS by default; `vmm exec`
-uses 125, its "the sandbox failed").
+uses 125, its "the sandbox failed"). A call made while the thread blocks
+every signal (the C library does so around clone() and at a thread's end)
+cannot run the handler: the kernel then kills the process with SIGSYS, with
+no line (a shell reports that as 159 too).
 
 Switching on: ``enable()`` once per process (the CLI does, unless
-``--no-seccomp``); from then on the vCPU and I/O threads install their filter
-when they start (``install_for_thread``), and the command installs the main
-thread's once the VM runs. The Python API leaves a process alone unless asked
+``--no-seccomp``); from then on every MicroVM has its vCPU and I/O threads
+install their filter as they start (vmm/vcpu.py, vmm/event_loop.py), the
+API thread of `vmm serve` its own, and the command installs the main
+thread's once the VM runs (``filter_main_thread``). The Python API leaves a process alone unless asked
 (``MicroVM(..., seccomp=True)`` filters only vmm's own threads). For
 maintainers: ``VMM_SECCOMP=log`` logs calls outside the lists in the kernel
 log instead of stopping (to extend the lists); ``VMM_SECCOMP_TEST_VIOLATION=KIND``
@@ -32,7 +36,7 @@ import sys
 import threading
 
 from . import seccomp_policy as policy
-from .errors import VmmError
+from .errors import ConfigError
 
 VIOLATION_STATUS = 159  # 128 + SIGSYS, as a shell reports a process SIGSYS ended
 CLONE_THREAD = 0x00010000
@@ -44,8 +48,8 @@ _pyseccomp = None
 _installed = threading.local()  # .kind: this thread's filter, if any
 
 
-class SeccompError(VmmError):
-    """A filter could not be built or loaded (no libseccomp, an old kernel)."""
+class SeccompError(ConfigError):
+    """A filter could not be built or loaded (no libseccomp, an old kernel): status 2, as for a missing /dev/kvm."""
 
 
 def _binding():
@@ -55,7 +59,6 @@ def _binding():
     that names the sonames is tried first; the real lookup only if it fails."""
     global _pyseccomp
     if _pyseccomp is None:
-        import sys
         import types
 
         try:
@@ -195,11 +198,8 @@ def install(kind: str) -> None:
         for module in preload:
             import_module(module)
     for name in allowed(kind):
-        try:
-            if seccomp.resolve_syscall(arch, name) < 0:
-                continue  # not a system call on this architecture
-        except (OSError, ValueError):
-            continue
+        if seccomp.resolve_syscall(arch, name) < 0:
+            continue  # not a system call on this architecture
         if name == "ioctl" and limited_ioctls is not None:
             for number in _ioctl_numbers(limited_ioctls):
                 # the request is an unsigned int in the kernel: compare the low 32 bits

@@ -30,22 +30,21 @@ PYTHON_RUNTIME = (
     "rt_sigprocmask", "rt_sigreturn", "rt_sigaction", "sigaltstack", "tgkill",
     "exit", "exit_group",
     "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday",
-    "getrandom", "write", "writev", "close", "fstat", "newfstatat", "lseek", "fcntl", "dup",
+    "getrandom", "write", "writev", "close", "fstat", "newfstatat", "lseek", "fcntl",
 )
 
 # The vCPU thread: KVM_RUN and what the device models do on its exits.
 VCPU = (
     # eventfds: notifications, interrupts (irqfd), the machine's "finished" fd
     "read",
-    # virtio-blk requests handled on the vCPU thread (--no-ioeventfd, or a
-    # queue the I/O thread is late for), and the disks' flush
+    # virtio-blk requests served on the vCPU thread (--no-ioeventfd, or a
+    # queue the I/O thread is late for), the disks' flush and write-behind
     "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
-    "sync_file_range", "fallocate",
+    "sync_file_range",
     # virtio-blk's parallel large reads start worker threads (threads only: see clone in vmm/seccomp.py)
     "clone", "clone3",
-    # the exit device's idle request waits on a condition (futex, above) with a timeout
-    "poll", "ppoll", "select", "pselect6",
-    # the ioctl itself is limited to VCPU_IOCTLS below
+    # limited to IOCTLS["vcpu"] below (the exit device's idle request waits on
+    # a condition: futex, above)
     "ioctl",
 )
 
@@ -54,15 +53,15 @@ VCPU = (
 # (run_exclusive), so their file and KVM calls are here too.
 EVENTS = (
     "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "eventfd2",
+    "poll", "ppoll", "select", "pselect6",
     # virtio-blk requests and flushes, and its parallel read workers (threads only)
     "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
-    "sync_file_range", "fallocate", "clone", "clone3",
+    "sync_file_range", "clone", "clone3",
     # snapshots: the state and memory files (vmm/snapshot/), the pages in RAM
-    "openat", "ftruncate", "fsync", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+    "openat", "ftruncate", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
     "statx", "getdents64", "readlink",
-    # KVM calls of a snapshot (vm and vcpu state, dirty logs) and of interrupts
+    # limited to IOCTLS["events"] below: snapshots, interrupts, notifications
     "ioctl",
-    "poll", "ppoll", "select", "pselect6",
 )
 
 # The API thread (`vmm serve`): its own event loop, the Unix socket, and it
@@ -70,36 +69,42 @@ EVENTS = (
 # starts the vCPU and I/O threads (SPAWNS) and sets up KVM.
 API = (
     "epoll_wait", "epoll_pwait", "epoll_ctl", "epoll_create1", "read", "readv", "eventfd2",
+    "poll", "ppoll", "select", "pselect6",
     "accept4", "accept", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "getsockopt", "setsockopt",
     "getsockname", "getpeername",
-    # building a VM: files (kernel, disks, snapshot), KVM, guest RAM
+    # building a VM: files (kernel, disks, snapshot, metrics), KVM, guest RAM
     "openat", "open", "stat", "lstat", "access", "faccessat", "faccessat2", "statx", "getdents64", "readlink",
-    "flock", "pread64", "pwrite64", "preadv", "pwritev", "ftruncate", "fsync", "fdatasync", "fallocate",
+    "flock", "pread64", "pwrite64", "preadv", "pwritev", "ftruncate", "fsync", "fdatasync",
     "memfd_create", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat", "getcwd",
-    "ioctl", "sysinfo", "prlimit64", "getrusage", "uname", "clone", "clone3", "sched_setaffinity",
-    "poll", "ppoll", "select", "pselect6", "pipe2",
+    "ioctl", "sysinfo", "prlimit64", "getrusage", "uname", "clone", "clone3",
 )
 
 # The main thread once the VM runs (`vmm run`, `vmm restore`, `vmm exec`,
 # `vmm linux`, `vmm serve` after InstanceStart), and the helper threads it
-# starts then (the sandbox's stdin feeder, the teardown reaper): stdin to
-# the guest, waiting for the outcome, signals (SIGTERM, snapshots on
-# SIGUSR1/2), the snapshot itself, the sandbox's /out extraction into
-# --out-dir, and closing the VM (KVM fds, guest RAM).
+# starts then (the sandbox's stdin feeder, the teardown reaper, a Linux
+# guest's syscall look-out): stdin to the guest, waiting for the outcome,
+# signals (SIGTERM, snapshots on SIGUSR1/2), closing the VM (KVM fds, guest RAM).
 MAIN = (
     "read", "readv", "select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_ctl",
-    "ioctl",  # the terminal (TCGETS, TCSETS, TIOCGWINSZ) and KVM (snapshots)
-    "eventfd2", "pipe2", "wait4",
-    # snapshots from the console or a signal, /out into --out-dir, the serial log
+    "eventfd2",
+    "ioctl",  # limited to IOCTLS["main"] below: the terminal, and a snapshot's reads
+    # a snapshot from the console or a signal, the serial log, lazy imports
     "openat", "open", "stat", "lstat", "access", "faccessat", "faccessat2", "statx", "getdents64", "readlink",
-    "mkdir", "mkdirat", "fchmod", "fchmodat", "chmod", "utimensat", "ftruncate",
-    "chown", "fchown", "lchown", "fchownat",  # tarfile sets owners when vmm runs as root "fsync", "fdatasync", "fallocate",
-    "pread64", "pwrite64", "preadv", "pwritev", "mincore", "rename", "renameat", "renameat2", "unlink", "unlinkat",
-    "getcwd", "flock", "dup2", "dup3", "symlink", "symlinkat",
+    "pread64", "pwrite64", "preadv", "pwritev", "ftruncate", "fsync", "fdatasync", "mincore",
+    "rename", "renameat", "renameat2", "unlink", "unlinkat", "getcwd", "flock",
+    # `vmm exec`: the program's /out into --out-dir (tarfile sets owners when vmm runs as root)
+    "mkdir", "mkdirat", "fchmod", "fchmodat", "chmod", "utimensat", "chown", "fchown", "lchown", "fchownat",
     "sysinfo", "prlimit64", "getrusage", "uname", "getuid", "geteuid", "getgid", "getegid",
     # helper threads (the sandbox's stdin feeder, the reaper): threads only, never a process
     "clone", "clone3",
 )
+
+KINDS = {"vcpu": VCPU, "events": EVENTS, "api": API, "main": MAIN}
+
+# Which kinds a kind's thread may start after its filter is on: their calls
+# are added to its own (an I/O thread starts no vCPU; the API thread builds
+# whole VMs).
+SPAWNS = {"vcpu": (), "events": (), "api": ("vcpu", "events"), "main": ()}
 
 # Modules a kind's thread may import lazily after its filter is on, imported
 # before it goes on: the vCPU thread may not open files. Device models log
@@ -116,13 +121,6 @@ PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread",)}
 # A thread that starts threads which then install their own filter: the
 # children set no_new_privs and load their filter under the parent's.
 INSTALL_FILTER = ("prctl", "seccomp")
-
-KINDS = {"vcpu": VCPU, "events": EVENTS, "api": API, "main": MAIN}
-
-# Which kinds a kind's thread may start after its filter is on: their calls
-# are added to its own (an I/O thread starts no vCPU; the API thread builds
-# whole VMs).
-SPAWNS = {"vcpu": (), "events": (), "api": ("vcpu", "events"), "main": ()}
 
 # ioctl requests per kind, by name: KVM's from <linux/kvm.h> (through the cffi
 # module), the terminal's from Python's termios module. A kind missing here

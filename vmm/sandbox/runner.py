@@ -226,16 +226,17 @@ class Sandbox:
         config = VmConfig(kernel=bundled_guest(), initrd=bundle, mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
         vm = MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console], seccomp=seccomp)
         try:
+            from ..seccomp import filter_main_thread
+
             if stdin_fd is None and not stdin:
                 self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
                 vm.start()
+                filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run
             else:
                 vm.start()
+                filter_main_thread()  # ... and the feeder starts under it
                 feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
                 feeder.start()
-            from ..seccomp import filter_main_thread
-
-            filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run
             try:
                 outcome = vm.wait(timeout)
             except TimeoutError:
