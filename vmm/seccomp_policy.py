@@ -43,6 +43,8 @@ VCPU = (
     "sync_file_range",
     # virtio-blk's parallel large reads start worker threads (threads only: see clone in vmm/seccomp.py)
     "clone", "clone3",
+    # output to a full pipe or terminal (the UART, `vmm exec`'s streams): console.write_all waits in select
+    "poll", "ppoll", "select", "pselect6",
     # limited to IOCTLS["vcpu"] below (the exit device's idle request waits on
     # a condition: futex, above)
     "ioctl",
