@@ -109,14 +109,15 @@ KINDS = {"vcpu": VCPU, "events": EVENTS, "api": API, "main": MAIN}
 SPAWNS = {"vcpu": (), "events": (), "api": ("vcpu", "events"), "main": ()}
 
 # Modules a kind's thread may import lazily after its filter is on, imported
-# before it goes on: the vCPU thread may not open files. Device models log
-# guest misbehaviour (logging, imported at the first line), virtio-blk starts
-# read workers, write-behind reaches libc. (The instruction fallback for
-# emulation failures is loaded by vmm/vcpu.py for the guests that need it;
-# the other kinds may open files and import as usual.)
+# before it goes on: the vCPU thread may not open files. Virtio-blk starts
+# read workers, write-behind reaches libc. (Device models' log lines need no
+# import there: vmm/log.py writes them as unconfigured logging would. The
+# instruction fallback for emulation failures is loaded by vmm/vcpu.py for
+# the guests that need it; the other kinds may open files and import as usual.)
 PRELOAD = {
-    "vcpu": ("logging", "ctypes"),
+    "vcpu": ("ctypes",),
 }
+NO_IMPORTS = ("vcpu",)  # kinds whose lazy log lines must not import logging
 # ... and these where a VM has a disk (its module is loaded only then)
 PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread",)}
 

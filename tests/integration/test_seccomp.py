@@ -234,3 +234,29 @@ def test_python_api_filters_only_the_vms_own_threads(guest_elf):
     main, threads = re.fullmatch(r"main (\d) threads (\d+)", lines[0]).groups()
     assert main == "0" and threads.count("2") >= 2, lines  # a vCPU and the I/O thread at least
     assert lines[1] == "status 4"
+
+
+_LOG_PROGRAM = r"""
+import sys, threading
+from vmm import seccomp
+from vmm.log import get_logger
+seccomp.enable(77)
+def child():
+    seccomp.install("vcpu")
+    log = get_logger("vmm.test")
+    log.info("dropped, as unconfigured logging drops it")
+    log.warning("guest did %s", "something odd")
+    print("logging imported:", "logging" in sys.modules, flush=True)
+thread = threading.Thread(target=child)
+thread.start()
+thread.join()
+"""
+
+
+def test_the_vcpu_thread_logs_without_importing_logging():
+    """Importing opens files, which the vCPU thread may not: its log lines go where
+    unconfigured logging would send them (warnings on stderr), with no import."""
+    result = subprocess.run([sys.executable, "-c", _LOG_PROGRAM], capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"logging imported: False\n"
+    assert result.stderr == b"guest did something odd\n"
