@@ -170,8 +170,11 @@ class MicroVM:
             # filter it would inherit): start it now, with its own filter.
             self._parts.loop.seccomp_kind = self._parts.loop.seccomp_kind or "events"
             self._parts.loop.call_soon(lambda: None)
+            from .seccomp_policy import VIRTIO_BLOCK_ID
+
+            disks = any(getattr(device, "device_id", None) == VIRTIO_BLOCK_ID for device in self.devices)
             for thread in self._threads:
-                thread.seccomp = True
+                thread.seccomp, thread.seccomp_disks = True, disks
         self._parts.loop.start()
         for thread in self._threads:
             thread.start(paused=paused)

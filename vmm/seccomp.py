@@ -177,8 +177,9 @@ def _ioctl_numbers(names) -> list[int]:
     return sorted({getattr(lib, name) if name.startswith("KVM_") else getattr(termios, name) for name in names})
 
 
-def install(kind: str) -> None:
-    """Load ``kind``'s filter on the calling thread (and the threads it starts later)."""
+def install(kind: str, disks: bool = False) -> None:
+    """Load ``kind``'s filter on the calling thread (and the threads it starts
+    later); ``disks``: the thread serves virtio-blk (what it imports lazily then)."""
     if kind not in policy.KINDS:
         raise ValueError(f"unknown thread kind {kind!r}")
     _arm()
@@ -190,7 +191,7 @@ def install(kind: str) -> None:
     filt = seccomp.SyscallFilter(seccomp.LOG if log_only else seccomp.TRAP)
     limited_ioctls = policy.IOCTLS.get(kind)
     preload = list(policy.PRELOAD.get(kind, ()))
-    if "vmm.devices.virtio.block" in sys.modules:
+    if disks:
         preload += policy.PRELOAD_WITH_DISKS.get(kind, ())
     if preload:
         from importlib import import_module

@@ -118,8 +118,9 @@ PRELOAD = {
     "vcpu": ("ctypes",),
 }
 NO_IMPORTS = ("vcpu",)  # kinds whose lazy log lines must not import logging
-# ... and these where a VM has a disk (its module is loaded only then)
+# ... and these where a VM has a disk (vmm/machine.py says so)
 PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread",)}
+VIRTIO_BLOCK_ID = 2  # the virtio device ID of a disk
 
 # A thread that starts threads which then install their own filter: the
 # children set no_new_privs and load their filter under the parent's.

@@ -80,6 +80,7 @@ class VcpuThread:
         self._kick_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.seccomp = False  # install the vcpu filter (vmm/seccomp.py) before the first KVM_RUN
+        self.seccomp_disks = False  # ... for a VM with disks (their lazy imports come first)
 
     # -- control (any thread) ---------------------------------------------------
     @property
@@ -179,7 +180,7 @@ class VcpuThread:
                     from importlib import import_module
 
                     import_module("vmm.x86.fallback.instructions")  # now: no imports under the filter
-                install("vcpu")  # set-up is done: from here on, KVM_RUN and the device models' calls only
+                install("vcpu", self.seccomp_disks)  # set-up is done: from here on, KVM_RUN and the device models' calls only
             self._run_loop()
         except VmmError as err:
             self._on_outcome(VmOutcome(err.exit_status, StopReason.ERROR, f"{self.name}: {err}"))
