@@ -174,6 +174,7 @@ def _add_run(commands) -> None:
     run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
     _add_snapshot_options(run)
     _add_jail_options(run)
+    add_seccomp_option(run)
 
 
 def _add_jail_options(parser) -> None:
@@ -193,6 +194,7 @@ def _add_restore(commands) -> None:
     restore.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="as for vmm run")
     _add_snapshot_options(restore)
     _add_jail_options(restore)
+    add_seccomp_option(restore)
 
 
 def _add_merge_diff(commands) -> None:
@@ -247,6 +249,19 @@ _ADD_COMMAND = {
     "run": _add_run, "exec": _add_exec, "linux": _add_linux, "restore": _add_restore, "merge-diff": _add_merge_diff,
     "serve": _add_serve, "mkdisk": _add_mkdisk, "bench": _add_bench, "doctor": _add_doctor,
 }
+
+
+def filter_main_thread() -> None:
+    """The main thread's seccomp filter, where the process switch is on (vmm/seccomp.py)."""
+    from .seccomp import filter_main_thread
+
+    filter_main_thread()
+
+
+def add_seccomp_option(parser) -> None:
+    """--no-seccomp, for the commands that run a VM (vmm/seccomp.py)."""
+    parser.add_argument("--no-seccomp", dest="seccomp", action="store_false",
+                        help="no per-thread seccomp filters (default: each vmm thread may make only the system calls it needs)")
 
 
 def _add_snapshot_options(parser) -> None:
@@ -397,6 +412,7 @@ def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
                 vm.resume()
             else:
                 vm.start()
+            filter_main_thread()  # the vCPU and I/O threads run: from here on, the main thread's list
             try:
                 _pump_input(vm, interactive, snapshots)
             except KeyboardInterrupt:
@@ -468,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        if getattr(args, "seccomp", False):
+            from .seccomp import VIOLATION_STATUS, enable
+
+            enable(125 if args.command == "exec" else VIOLATION_STATUS)  # 125: `vmm exec`'s "the sandbox failed"
         if args.command == "serve":  # Firecracker's API socket (vmm/api/)
             from .api.cli import cmd_serve
 

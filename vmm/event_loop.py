@@ -59,6 +59,7 @@ class EventLoop:
         self._thread_lock = threading.Lock()
         self._stopping = False
         self._closed = False
+        self.seccomp_kind: str | None = None  # a filter the thread installs first (vmm/seccomp.py)
 
     # -- registration (any thread) ------------------------------------------
     def register(self, fd: int, callback: Callable[[], None], events: int = select.EPOLLIN) -> None:
@@ -194,6 +195,10 @@ class EventLoop:
 
     def _main(self) -> None:
         try:
+            if self.seccomp_kind is not None:
+                from .seccomp import install
+
+                install(self.seccomp_kind)
             while not self._stopping:
                 for fd, _events in self._epoll.poll(self._next_timeout()):
                     if fd == self._wakeup:

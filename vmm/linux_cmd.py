@@ -190,6 +190,9 @@ def add_parser(commands, types) -> None:
     linux.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
     linux.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     linux.add_argument("--stats", action="store_true", help="print the boot protocol, VM exit counts and instruction fallbacks on stderr")
+    from .cli import add_seccomp_option
+
+    add_seccomp_option(linux)
     linux.add_argument("guest_command", nargs="+", metavar="CMD", help="the command to run in the guest, after --, with its arguments")
 
 

@@ -49,12 +49,20 @@ class MicroVM:
         capture_limit: int = DEFAULT_CAPTURE_LIMIT,
         virtio_devices: Sequence = (),
         prepared=None,
+        seccomp: bool | None = None,
     ):
         """``output`` and ``output_fd`` receive serial output as it comes; ``capture``
         keeps the most recent ``capture_limit`` bytes for ``expect``/``output``.
         ``virtio_devices`` are device models placed after the configured ones.
-        ``prepared``: a snapshot to restore instead of a boot (vmm.persist.restore makes it)."""
+        ``prepared``: a snapshot to restore instead of a boot (vmm.persist.restore makes it).
+        ``seccomp``: filter the VM's vCPU and I/O threads (vmm/seccomp.py); None
+        follows the process switch (on in the CLI, off for an embedding application)."""
         self.config = config
+        if seccomp is None:
+            from .seccomp import enabled
+
+            seccomp = enabled()
+        self._seccomp = seccomp
         self._outcome: VmOutcome | None = None
         self._outcome_lock = threading.Lock()
         self._finished = threading.Event()
@@ -157,6 +165,16 @@ class MicroVM:
         if self._parts is None:
             raise VmmError("the VM is closed")
         self._started = True
+        if self._seccomp:
+            # The I/O thread must be this thread's child, not a vCPU's (whose
+            # filter it would inherit): start it now, with its own filter.
+            self._parts.loop.seccomp_kind = self._parts.loop.seccomp_kind or "events"
+            self._parts.loop.call_soon(lambda: None)
+            from .seccomp_policy import VIRTIO_BLOCK_ID
+
+            disks = any(getattr(device, "device_id", None) == VIRTIO_BLOCK_ID for device in self.devices)
+            for thread in self._threads:
+                thread.seccomp, thread.seccomp_disks = True, disks
         self._parts.loop.start()
         for thread in self._threads:
             thread.start(paused=paused)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +79,8 @@ class VcpuThread:
         self._idle_wake = threading.Event()
         self._kick_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.seccomp = False  # install the vcpu filter (vmm/seccomp.py) before the first KVM_RUN
+        self.seccomp_disks = False  # ... for a VM with disks (their lazy imports come first)
 
     # -- control (any thread) ---------------------------------------------------
     @property
@@ -101,6 +104,10 @@ class VcpuThread:
         arm only at an exit after the guest has enabled SYSCALL, and Linux may make
         no other exit between that (early in start_kernel) and its first user
         syscall (minutes later here). 2 exits a second until armed, none after."""
+        if self.seccomp:
+            from .seccomp import install
+
+            install("main")  # a helper: sleeps and kicks
         while self._state == RUNNING or self._state == PAUSED:
             if self.syscalls.handler:
                 return
@@ -166,6 +173,14 @@ class VcpuThread:
     def _main(self) -> None:
         _current.vcpu = self
         try:
+            if self.seccomp:
+                from .seccomp import install
+
+                if self.syscalls is not None:  # a Linux guest: it will need the instruction fallback
+                    from importlib import import_module
+
+                    import_module("vmm.x86.fallback.instructions")  # now: no imports under the filter
+                install("vcpu", self.seccomp_disks)  # set-up is done: from here on, KVM_RUN and the device models' calls only
             self._run_loop()
         except VmmError as err:
             self._on_outcome(VmOutcome(err.exit_status, StopReason.ERROR, f"{self.name}: {err}"))
@@ -249,6 +264,8 @@ class VcpuThread:
         code = self.vcpu.emulation_failure_bytes() if self._memory is not None else None
         if not code:
             return False
+        if self.seccomp and "vmm.x86.fallback.instructions" not in sys.modules:
+            return False  # not loaded before the filter (not a Linux guest), and importing opens files: a crash
         from .x86.fallback.instructions import Fallback, Unsupported  # only guests that need it pay the import
 
         if self.fallback is None:

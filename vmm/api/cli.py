@@ -28,6 +28,9 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--api-sock", metavar="PATH", required=True, help="the Unix socket to serve (a stale socket file is replaced)")
     p.add_argument("--id", metavar="ID", default="vmm", help="the instance id GET / reports (default: vmm)")
+    from ..cli import add_seccomp_option
+
+    add_seccomp_option(p)
 
 
 def _preload() -> None:
@@ -84,6 +87,8 @@ def cmd_serve(args) -> int:
 
     outcome = None
     interactive = os.isatty(0)
+    if args.seccomp:
+        server.loop.seccomp_kind = "api"  # it builds the VM, so its list covers the VM's threads (vmm/seccomp_policy.py)
     try:
         server.start()
         server.loop.call_later(METRICS_FLUSH_S, flush_metrics)
@@ -94,6 +99,9 @@ def cmd_serve(args) -> int:
         if stop.is_set() and instance.vm is not None:
             instance.vm.stop(ended[0])  # a signal that came while InstanceStart was under way
         if instance.vm is not None:
+            from ..seccomp import filter_main_thread
+
+            filter_main_thread()
             with RawTerminal(0):
                 _pump_input(instance.vm, interactive)
             outcome = instance.vm.wait()

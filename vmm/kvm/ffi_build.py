@@ -412,6 +412,91 @@ CDEF += _virtio_fast["CDEF"]
 SOURCE += _virtio_fast["SOURCE"]
 # ---- end virtio fast path ----
 
+# ---- seccomp violation report (vmm/seccomp.py): a SIGSYS handler in C ----
+# A filter returns SECCOMP_RET_TRAP for a system call outside its thread's list;
+# the kernel then raises SIGSYS on that thread with the call's number in
+# si_syscall. Python cannot handle that (its handlers run later, on the main
+# thread, without siginfo), so C writes one line naming the thread kind and the
+# call, and ends the process with the status vmm.seccomp chose. Only write()
+# and exit_group(), which every list allows, run in the handler.
+CDEF += r"""
+int vmm_seccomp_arm(int status);
+void vmm_seccomp_set_kind(const char *kind);
+int vmm_seccomp_set_name(int nr, const char *name);
+"""
+SOURCE += r"""
+#define VMM_SECCOMP_NAMES 512
+static char vmm_seccomp_names[VMM_SECCOMP_NAMES][28];
+static volatile int vmm_seccomp_status = 159;
+static __thread char vmm_seccomp_kind[24] = "unfiltered";
+
+static size_t vmm_seccomp_put(char *out, size_t at, size_t cap, const char *s)
+{
+    while (*s && at + 1 < cap)
+        out[at++] = *s++;
+    return at;
+}
+
+static size_t vmm_seccomp_put_num(char *out, size_t at, size_t cap, long n)
+{
+    char digits[24];
+    int len = 0;
+    unsigned long u = n < 0 ? (unsigned long)-n : (unsigned long)n;
+    do { digits[len++] = (char)('0' + u % 10); u /= 10; } while (u && len < 22);
+    if (n < 0) digits[len++] = '-';
+    while (len && at + 1 < cap)
+        out[at++] = digits[--len];
+    return at;
+}
+
+static void vmm_seccomp_sigsys(int signo, siginfo_t *info, void *context)
+{
+    (void)signo; (void)context;
+    char line[200];
+    size_t n = 0;
+    int nr = info->si_syscall;
+    const char *name = (nr >= 0 && nr < VMM_SECCOMP_NAMES && vmm_seccomp_names[nr][0]) ? vmm_seccomp_names[nr] : "unknown";
+    n = vmm_seccomp_put(line, n, sizeof line, "vmm: seccomp: the ");
+    n = vmm_seccomp_put(line, n, sizeof line, vmm_seccomp_kind);
+    n = vmm_seccomp_put(line, n, sizeof line, " thread made system call ");
+    n = vmm_seccomp_put(line, n, sizeof line, name);
+    n = vmm_seccomp_put(line, n, sizeof line, " (");
+    n = vmm_seccomp_put_num(line, n, sizeof line, nr);
+    n = vmm_seccomp_put(line, n, sizeof line, "), which its filter does not allow; stopping with status ");
+    n = vmm_seccomp_put_num(line, n, sizeof line, vmm_seccomp_status);
+    n = vmm_seccomp_put(line, n, sizeof line, "\n");
+    ssize_t ignored = write(2, line, n);
+    (void)ignored;
+    _exit(vmm_seccomp_status);
+}
+
+static int vmm_seccomp_arm(int status)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = vmm_seccomp_sigsys;
+    sa.sa_flags = SA_SIGINFO;
+    sigfillset(&sa.sa_mask);
+    vmm_seccomp_status = status;
+    return sigaction(SIGSYS, &sa, NULL) < 0 ? -errno : 0;
+}
+
+static void vmm_seccomp_set_kind(const char *kind)
+{
+    strncpy(vmm_seccomp_kind, kind, sizeof vmm_seccomp_kind - 1);
+    vmm_seccomp_kind[sizeof vmm_seccomp_kind - 1] = 0;
+}
+
+static int vmm_seccomp_set_name(int nr, const char *name)
+{
+    if (nr < 0 || nr >= VMM_SECCOMP_NAMES)
+        return -1;
+    strncpy(vmm_seccomp_names[nr], name, sizeof vmm_seccomp_names[nr] - 1);
+    return 0;
+}
+"""
+# ---- end seccomp violation report ----
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source("vmm.kvm._kvm_cffi", SOURCE)

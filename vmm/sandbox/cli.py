@@ -46,6 +46,9 @@ def add_parser(commands, types) -> None:
     how.add_argument("--warm", dest="warm", action="store_true",
                      help="run in a clone of a snapshot of the booted guest, as vmm.sandbox.run does (slower here: "
                      "the snapshot is made first)")
+    from ..cli import add_seccomp_option
+
+    add_seccomp_option(p)
     p.add_argument("program", metavar="PROGRAM", help="the program (after --)")
     p.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments (everything after PROGRAM)")
 

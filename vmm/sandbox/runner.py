@@ -218,18 +218,18 @@ class Sandbox:
             if view:
                 self.console.wait_writable(STDIN, 0.1)
 
-    def _cold_vm(self, bundle: bytes):
+    def _cold_vm(self, bundle: bytes, seccomp: bool | None):
         """A VM booting the guest with the bundle as its PVH module (not started)."""
         from ..config import bundled_guest
         from ..machine import MicroVM
 
         config = VmConfig(kernel=bundled_guest(), initrd=bytes(bundle), mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
-        return MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console])
+        return MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console], seccomp=seccomp)
 
-    def _warm_vm(self, image):
+    def _warm_vm(self, image, seccomp: bool | None):
         """A clone of the warm snapshot (paused), its console this sandbox's."""
         try:
-            vm = image.clone(on_output=self._on_output, output=self._on_serial)
+            vm = image.clone(on_output=self._on_output, output=self._on_serial, seccomp=seccomp)
         except VmmError as err:
             raise SandboxError(f"cannot restore the warm sandbox: {err}") from None
         self.console = vm.devices[-1]
@@ -242,9 +242,12 @@ class Sandbox:
             raise SandboxError("the warm sandbox's control port has no room for the bundle header")
 
     def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None,
-                warm_image=None):
-        """Run the bundle: in a clone of ``warm_image`` when given, else in a fresh boot."""
-        vm = self._cold_vm(bundle) if warm_image is None else self._warm_vm(warm_image)
+                warm_image=None, seccomp: bool | None = None):
+        """Run the bundle: in a clone of ``warm_image`` when given, else in a fresh boot.
+        ``seccomp`` filters the VM's own threads (None: as the process switch says)."""
+        from ..seccomp import filter_main_thread
+
+        vm = self._cold_vm(bundle, seccomp) if warm_image is None else self._warm_vm(warm_image, seccomp)
         try:
             feed = stdin_fd is not None or bool(stdin)
             if not feed:
@@ -254,6 +257,7 @@ class Sandbox:
             else:
                 self._send_bundle(vm, warm_image, bundle)  # paused: it all waits for the guest
                 vm.resume()
+            filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run; the feeder starts under it
             if feed:
                 feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
                 feeder.start()
@@ -292,6 +296,7 @@ def run(
     max_out_bytes: int = DEFAULT_MAX_OUT_BYTES,
     cwd: str = "/",
     warm: bool = True,
+    seccomp: bool | None = None,
 ) -> SandboxResult:
     """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
     microVM, as subprocess.run runs it on the host.
@@ -306,6 +311,8 @@ def run(
     ``warm`` (the default) runs in a clone of a snapshot of the booted guest
     that this process keeps (vmm/sandbox/warm.py; the first run builds it);
     ``warm=False`` boots a fresh guest with the bundle, as `vmm exec --cold`.
+    ``seccomp`` filters the VM's vCPU and I/O threads (vmm/seccomp.py; None: as
+    the process switch says, off unless vmm.seccomp.enable() was called).
     Raises subprocess.TimeoutExpired on timeout (with the output so far),
     ProgramError when the program cannot be run, SandboxError when the sandbox fails.
     """
@@ -372,7 +379,7 @@ def run(
         image.check_fits(len(bundle))
     started = time.monotonic()
     try:
-        outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image)
+        outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image, seccomp=seccomp)
     except TimeoutError:
         out, err = streams()
         raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None

@@ -62,7 +62,7 @@ class WarmImage:
             bundle.write_into(view)
         return bundle_header(size)
 
-    def clone(self, *, on_output, output):
+    def clone(self, *, on_output, output, seccomp: bool | None = None):
         """A MicroVM restored from this image, its vCPUs paused (resume() runs it).
 
         (A spare clone restored ahead in a background thread was tried: with
@@ -72,7 +72,7 @@ class WarmImage:
         restored = self.checked.open(os.dup(self.mem_fd), console_options={"on_output": on_output})
         restored.track_dirty = False  # a clone is never snapshotted: let KVM use huge pages
         try:
-            vm = MicroVM(restored.config, prepared=restored, output=output, capture=False)
+            vm = MicroVM(restored.config, prepared=restored, output=output, capture=False, seccomp=seccomp)
         except BaseException:
             restored.close()
             raise
