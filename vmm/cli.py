@@ -146,6 +146,10 @@ _COMMANDS = {
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the command it names gets its arguments."""
+    # argparse passes each of its own messages through gettext, which looks for
+    # a catalog on disk every time (~30 lookups, 1-10 ms of every start); Python
+    # ships none for argparse, so the messages are English either way.
+    argparse._ = str
     parser = _Parser(prog="vmm", description="A minimal KVM virtual machine monitor.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
