@@ -3,8 +3,9 @@
 Input: one flag byte (unpack the kernel in the VMM, or enter the image's own
 decompressor), then the bzImage file. Contract: a refusal is a ConfigError
 (KernelImageError and its kinds) with a one-line message, never anything
-else (construct's, zlib's, lzma's errors included); what it unpacks stays
-within the guest's RAM size; a load writes guest RAM only at the kernel
+else (construct's, zlib's, lzma's errors included); a case's memory stays
+within a few times the guest's RAM size, whatever the payload claims or
+unpacks to (peak RSS); a load writes guest RAM only at the kernel
 (or its segments), the command line, the initrd, the zero page and the
 boot page tables and GDT.
 """
@@ -12,6 +13,7 @@ boot page tables and GDT.
 from __future__ import annotations
 
 import os
+import resource
 
 from vmm.boot import linux
 from vmm.errors import ConfigError
@@ -24,7 +26,19 @@ from .ram import check_zero_outside
 quiet_logs()
 RAM = 8 << 20
 INITRD = b"070701initramfs\n" * 16
+# What one case may add to the process's peak RSS: the image, what it unpacks
+# to (at most the guest's RAM) and a few copies of it.
+GROWTH_LIMIT = 6 * RAM
 _dir: str | None = None
+
+
+def _rss() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _path() -> tuple[str, str]:
@@ -39,6 +53,15 @@ def _one_line(err: Exception) -> None:
 
 
 def test_one_input(data: bytes) -> None:
+    rss, peak = _rss(), _peak()
+    try:
+        _case(data)
+    finally:
+        if _peak() > peak:  # this case raised the peak: by no more than its bound
+            assert _peak() - rss <= GROWTH_LIMIT + len(data) * 4, f"a bzImage of {len(data)} bytes took {(_peak() - rss) >> 20} MiB"
+
+
+def _case(data: bytes) -> None:
     directory, path = _path()
     unpack = not data[:1] or not data[0] & 1
     with open(path, "wb") as f:
