@@ -64,6 +64,8 @@ def _json_object(body: bytes) -> dict:
         raise ApiError(f"{DESERIALIZE}: the body is not UTF-8.") from None
     except json.JSONDecodeError as err:
         raise ApiError(f"{DESERIALIZE}: {err.msg} at line {err.lineno} column {err.colno}.") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ApiError(f"{DESERIALIZE}: a number has too many digits.") from None
     except RecursionError:
         raise ApiError(f"{DESERIALIZE}: nested too deeply.") from None
     if not isinstance(value, dict):
