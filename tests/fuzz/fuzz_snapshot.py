@@ -31,6 +31,9 @@ from .guard import confined, quiet_logs, scratch_dir
 quiet_logs()
 DISK_BYTES = 64 << 10
 DISK_NAME = "disk.img"  # the seed snapshot's disk, by this relative path
+# Other things a snapshot may name, beside it: the same disk under a name no
+# message may print raw, a directory and a FIFO.
+ODD_DISK_NAME = "disk\nimg"
 MEM_LIMIT = 256 << 20  # larger guests are checked, not mapped (the file is sparse either way)
 _dir: str | None = None
 
@@ -46,8 +49,11 @@ def _scratch() -> str:
     global _dir
     if _dir is None:
         _dir = scratch_dir("snapshot")
-        with open(os.path.join(_dir, DISK_NAME), "wb") as f:
-            f.write(disk_content())
+        for name in (DISK_NAME, ODD_DISK_NAME):
+            with open(os.path.join(_dir, name), "wb") as f:
+                f.write(disk_content())
+        os.mkdir(os.path.join(_dir, "dir"))
+        os.mkfifo(os.path.join(_dir, "fifo"))
     return _dir
 
 
