@@ -114,12 +114,18 @@ def decompress_payload(payload: bytes, limit: int = MAX_UNPACKED) -> bytes | Non
         elif body.startswith(b"\x1f\x8b"):
             import zlib
 
-            result = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, size)
+            try:
+                result = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, size)
+            except zlib.error as err:  # not a ValueError: its own class
+                raise ValueError(str(err)) from None
         elif body.startswith(b"\xfd7zXZ\x00") or body.startswith(b"\x5d\x00\x00"):
             import lzma
 
             decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ if body[0] == 0xFD else lzma.FORMAT_ALONE)
-            result = decoder.decompress(body, size)
+            try:
+                result = decoder.decompress(body, size)
+            except lzma.LZMAError as err:  # not a ValueError either
+                raise ValueError(str(err)) from None
         elif body.startswith(b"BZh"):
             import bz2
 
