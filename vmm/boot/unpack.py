@@ -161,7 +161,7 @@ def parse_vmlinux(elf: bytes) -> Vmlinux:
                 phys_entry = entry
             elif phys_entry is None and vaddr <= entry < vaddr + memsz:
                 phys_entry = paddr + (entry - vaddr)
-    except struct.error:
+    except (struct.error, IndexError):  # IndexError: it ends inside e_ident
         raise KernelImageError("the kernel's payload is a truncated ELF") from None
     if phys_entry is None:
         raise KernelImageError("the kernel's ELF entry point lies in no loadable segment")
