@@ -1,13 +1,14 @@
 """virtio-blk (block.py, and the C fast path) over a temporary disk image.
 
 Input: the device's set-up (read-only or read-write disk, C fast path on or
-off, the ring features the driver takes, the queue size), a script (notify,
+off or both compared, the ring features the driver takes, the queue size), a script (notify,
 the driver rewriting a ring word, a device reset and new handshake), then
 guest RAM: the descriptor table, the available ring, request headers, data.
 Contract: nothing escapes the transport; guest RAM changes only in the used
 ring and in device-writable buffers of consumed chains; every used entry
 names a head < size and no more bytes than the chain could take; a
-read-only disk's bytes never change; no disk changes size.
+read-only disk's bytes never change; no disk changes size; with the fast
+path compared, C and the Python model leave the same RAM and disk.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from tests.unit.virtio_mock import MockDriver, MockQueue
 
 from vmm.devices.virtio import constants as c
+from vmm.devices.virtio import fastpath
 from vmm.devices.virtio.block import VirtioBlock
 from vmm.devices.virtio.mmio import VirtioMmioTransport
 from vmm.memory import GuestMemory
@@ -47,13 +49,24 @@ def _used(memory: GuestMemory, q: MockQueue, first: int, last: int):
 
 
 def test_one_input(data: bytes) -> None:
-    directory, ro_path, rw_path = _disks()
     p = Provider(data)
     setup = p.u8()
     read_only, fast = bool(setup & 1), not setup & 2
     features_mask = ~((setup >> 2 & 3) << c.VIRTIO_RING_F_INDIRECT_DESC)
     size = p.pick((16, 8, 4, 1, 2, 32, 256))
     script = p.bytes(p.u8() % 8 * 3)
+    image = p.rest()
+    outcome = _run(read_only, fast, features_mask, size, script, image)
+    if setup & 0x10 and fastpath.enabled():
+        # The C fast path promises what the Python model does: same RAM, used ring, disk.
+        other = _run(read_only, not fast, features_mask, size, script, image)
+        assert other[0] == outcome[0], "the fast path and the model leave different guest RAM"
+        assert other[1] == outcome[1], "the fast path and the model leave different disk contents"
+
+
+def _run(read_only: bool, fast: bool, features_mask: int, size: int, script: bytes, image: bytes):
+    """One device's life on this input: (guest RAM, disk contents) at the end."""
+    directory, ro_path, rw_path = _disks()
     path = ro_path if read_only else rw_path
     if not read_only:
         with open(rw_path, "r+b") as f:  # every case starts from the same disk
@@ -63,7 +76,6 @@ def test_one_input(data: bytes) -> None:
         disk = VirtioBlock(path, read_only=read_only)
         disk.use_fast_path = fast
         try:
-            image = p.rest()
             memory.write(0, image[:0x8000])
             if len(image) > 0x8000:
                 memory.write(0x10000, image[0x8000:0xA000])
@@ -80,12 +92,16 @@ def test_one_input(data: bytes) -> None:
                     memory.write_int(q.avail_addr + 2, 2, arg)
                 else:
                     _start(driver, q, features_mask)
+            ram = [bytes(r.mapping) for r in memory.regions]
         finally:
             disk.close()
             memory.close()
     with open(ro_path, "rb") as f:
         assert f.read() == PATTERN, "a read-only disk changed"
-    assert os.path.getsize(rw_path) == len(PATTERN)
+    with open(path, "rb") as f:
+        contents = f.read()
+    assert len(contents) == len(PATTERN)
+    return ram, contents
 
 
 def _start(driver: MockDriver, q: MockQueue, features_mask: int) -> None:

@@ -91,6 +91,8 @@ def block_seeds() -> dict[str, bytes]:
     return {
         "requests-rw": bytes([0, 0, 1]) + script + ram,
         "requests-ro-model": bytes([3, 0, 1]) + script + ram,
+        "compared-rw": bytes([0x10, 0, 1]) + script + ram,  # C fast path against the model
+        "compared-ro-model": bytes([0x13, 0, 1]) + script + ram,
     }
 
 
