@@ -15,6 +15,22 @@ import sys
 from . import TARGETS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def _self_command(name: str) -> str:
+    """An executable that runs this target again: libFuzzer's -merge (and -fork)
+    re-runs argv[0] with its own options, and a module run by -m is no executable."""
+    import shlex
+
+    folder = os.path.join(ROOT, "fuzz-out", "bin")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    script = f'#!/bin/sh\ncd {shlex.quote(ROOT)} && exec {shlex.quote(sys.executable)} -m tests.fuzz.run {name} "$@"\n'
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o755)
+    return path
 
 
 def main(argv: list[str]) -> None:
@@ -34,7 +50,7 @@ def main(argv: list[str]) -> None:
                 target.test_one_input(data)
             except Exception:  # noqa: BLE001 - a saved crash-* still failing: libFuzzer reports it next
                 pass
-    atheris.Setup([argv[0], *argv[2:]], target.test_one_input)
+    atheris.Setup([_self_command(name), *argv[2:]], target.test_one_input)
     atheris.Fuzz()
 
 
