@@ -52,7 +52,12 @@ def consumed_heads(ram: RamCopy, queue, first: int, last: int) -> list[int]:
 
 
 def writable_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> list[tuple[int, int]]:
-    out = []
+    return descriptor_ranges(ram, desc_addr, size, heads)[0]
+
+
+def descriptor_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> tuple[list, list]:
+    """(device-writable, device-readable) buffers [(addr, length)] reachable from ``heads``."""
+    writable, readable = [], []
     for head in heads:
         index, steps = head, 0
         while steps <= size and index < size:
@@ -62,19 +67,23 @@ def writable_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> list[tupl
                 break
             addr, length, flags, nxt = _DESC.unpack(raw)
             if flags & INDIRECT:
+                readable.append((addr, length))  # the table itself
                 for i in range(min(length // 16, INDIRECT_ENTRIES_CAP)):
                     entry = ram.read(addr + 16 * i, 16)
                     if entry is None:
                         break
                     a, n, f, _ = _DESC.unpack(entry)
-                    if f & WRITE:
-                        out.append((a, n))
-            elif flags & WRITE:
-                out.append((addr, length))
+                    (writable if f & WRITE else readable).append((a, n))
+            else:
+                (writable if flags & WRITE else readable).append((addr, length))
             if not flags & NEXT:
                 break
             index = nxt
-    return out
+    return writable, readable
+
+
+def overlaps(ranges_a, ranges_b) -> bool:
+    return any(a < b + m and b < a + n for a, n in ranges_a if n for b, m in ranges_b if m)
 
 
 def check_writes(memory: GuestMemory, before: RamCopy, allowed) -> None:
