@@ -56,9 +56,13 @@ def writable_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> list[tupl
 
 
 def descriptor_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> tuple[list, list]:
-    """(device-writable, device-readable) buffers [(addr, length)] reachable from ``heads``."""
-    writable, readable = [], []
-    for head in heads:
+    """(device-writable, device-readable) buffers [(addr, length)] reachable from ``heads``.
+
+    Each head and each indirect table is walked once: a looping chain through
+    a long table must not cost the harness more than the device."""
+    writable, readable = set(), set()
+    tables = set()
+    for head in set(heads):
         index, steps = head, 0
         while steps <= size and index < size:
             steps += 1
@@ -67,19 +71,21 @@ def descriptor_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> tuple[l
                 break
             addr, length, flags, nxt = _DESC.unpack(raw)
             if flags & INDIRECT:
-                readable.append((addr, length))  # the table itself
-                for i in range(min(length // 16, INDIRECT_ENTRIES_CAP)):
-                    entry = ram.read(addr + 16 * i, 16)
-                    if entry is None:
-                        break
-                    a, n, f, _ = _DESC.unpack(entry)
-                    (writable if f & WRITE else readable).append((a, n))
+                readable.add((addr, length))  # the table itself
+                if (addr, length) not in tables:
+                    tables.add((addr, length))
+                    for i in range(min(length // 16, INDIRECT_ENTRIES_CAP)):
+                        entry = ram.read(addr + 16 * i, 16)
+                        if entry is None:
+                            break
+                        a, n, f, _ = _DESC.unpack(entry)
+                        (writable if f & WRITE else readable).add((a, n))
             else:
-                (writable if flags & WRITE else readable).append((addr, length))
+                (writable if flags & WRITE else readable).add((addr, length))
             if not flags & NEXT:
                 break
             index = nxt
-    return writable, readable
+    return sorted(writable), sorted(readable)
 
 
 def overlaps(ranges_a, ranges_b) -> bool:
