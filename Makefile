@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 QEMU := qemu-system-x86_64
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test test-linux bench guest tools qemu bytecode clean
+.PHONY: run test test-linux bench guest tools qemu bytecode clean fuzz fuzz-merge
 
 # Editable in compat mode (a plain path entry): the default import-hook
 # finder costs ~14 ms at every Python start, a tenth of vmm's start-up.
@@ -57,5 +57,41 @@ test-linux: bytecode guest
 bench: bytecode guest tools
 	$(VENV)/bin/vmm bench
 
+# Coverage-guided fuzzing (tests/fuzz, atheris): each target for FUZZ_SECONDS,
+# one after another at low priority. New inputs go to fuzz-out/corpus/<target>
+# (fold them into the repository's small corpus with `make fuzz-merge`); an
+# input that breaks a contract is saved as tests/fuzz/corpus/<target>/crash-*,
+# so `make test` (tests/fuzz/test_corpus_replay.py) fails on it until it is fixed.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= mmio queue block console elf multiboot bzimage snapshot api
+FUZZ_OPTIONS := -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1
+FUZZ_INSTALLED := $(VENV)/.fuzz-installed
+
+$(FUZZ_INSTALLED): $(INSTALLED)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test,fuzz]'
+	touch $@
+
+fuzz: bytecode guest $(FUZZ_INSTALLED)
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz-out/corpus/$$t; \
+	    echo "fuzz $$t: $(FUZZ_SECONDS) s (log: fuzz-out/$$t.log)"; \
+	    nice -n 19 $(VENV)/bin/python -m tests.fuzz.run $$t fuzz-out/corpus/$$t tests/fuzz/corpus/$$t \
+	        -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/fuzz/corpus/$$t/crash- $(FUZZ_OPTIONS) \
+	        > fuzz-out/$$t.log 2>&1 || { tail -40 fuzz-out/$$t.log; exit 1; }; \
+	    grep -h "^stat::number_of_executed_units\|^stat::average_exec_per_sec" fuzz-out/$$t.log; \
+	done
+
+# Minimise the repository's corpus and fuzz-out's into the repository (seed-*,
+# regress-* and crash-* entries stay as they are).
+fuzz-merge: $(FUZZ_INSTALLED)
+	@for t in $(FUZZ_TARGETS); do \
+	    rm -rf fuzz-out/merge/$$t && mkdir -p fuzz-out/merge/$$t fuzz-out/corpus/$$t; \
+	    nice -n 19 $(VENV)/bin/python -m tests.fuzz.run $$t -merge=1 fuzz-out/merge/$$t tests/fuzz/corpus/$$t fuzz-out/corpus/$$t \
+	        $(FUZZ_OPTIONS) > fuzz-out/$$t-merge.log 2>&1 || { tail -20 fuzz-out/$$t-merge.log; exit 1; }; \
+	    find tests/fuzz/corpus/$$t -type f ! -name 'seed-*' ! -name 'regress-*' ! -name 'crash-*' -delete; \
+	    cp fuzz-out/merge/$$t/* tests/fuzz/corpus/$$t/ 2>/dev/null || true; \
+	    echo "$$t: $$(ls tests/fuzz/corpus/$$t | wc -l) inputs, $$(du -sk tests/fuzz/corpus/$$t | cut -f1) KiB"; \
+	done
+
 clean:
-	rm -rf $(VENV) guest/build vmm/kvm/_kvm_cffi* *.egg-info
+	rm -rf $(VENV) guest/build vmm/kvm/_kvm_cffi* *.egg-info fuzz-out

@@ -41,11 +41,17 @@ class Action(NamedTuple):
 _MISSING = object()
 
 
+def _shown(name: str) -> str:
+    """A client's field name for a one-line message: JSON-escaped (with its
+    first 60 characters) if it holds a newline or another unprintable character."""
+    return name if name.isprintable() and len(name) <= 60 else json.dumps(name[:60])[1:-1]
+
+
 def _no_duplicates(pairs):
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise ApiError(f"{DESERIALIZE}: duplicate field `{key}`.")
+            raise ApiError(f"{DESERIALIZE}: duplicate field `{_shown(key)}`.")
         seen[key] = value
     return seen
 
@@ -64,6 +70,8 @@ def _json_object(body: bytes) -> dict:
         raise ApiError(f"{DESERIALIZE}: the body is not UTF-8.") from None
     except json.JSONDecodeError as err:
         raise ApiError(f"{DESERIALIZE}: {err.msg} at line {err.lineno} column {err.colno}.") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ApiError(f"{DESERIALIZE}: a number has too many digits.") from None
     except RecursionError:
         raise ApiError(f"{DESERIALIZE}: nested too deeply.") from None
     if not isinstance(value, dict):
@@ -83,7 +91,7 @@ def _fields(body: bytes, required: dict, optional: dict | None = None) -> dict:
     known = list(required) + list(optional)
     for key in obj:
         if key not in required and key not in optional:
-            raise ApiError(f"{DESERIALIZE}: unknown field `{key}`, expected one of {', '.join(f'`{k}`' for k in known)}.")
+            raise ApiError(f"{DESERIALIZE}: unknown field `{_shown(key)}`, expected one of {', '.join(f'`{k}`' for k in known)}.")
     out = {}
     for name, kind in required.items():
         if name not in obj:

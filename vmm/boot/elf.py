@@ -128,7 +128,7 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
                         f"{path}: ELF segment {i} at 0x{ph.paddr:x} of 0x{ph.memsz:x} bytes wraps past 2^64"
                     )
                 loads.append((i, ph))
-    except struct.error:
+    except (struct.error, IndexError):  # IndexError: a file that ends inside e_ident
         raise KernelImageError(f"{path}: truncated or malformed ELF file") from None
     if entry is None:
         raise NoPvhNoteError(

@@ -79,9 +79,10 @@ class BzImage:
         # init_size covers the decompressor's whole footprint; never less than the image
         self.init_size = max(hdr.init_size, len(self.kernel))
 
-    def unpacked(self):
+    def unpacked(self, limit: int | None = None):
         """The kernel inside, decompressed and parsed (unpack.Vmlinux), or None if
-        its compression is not one the VMM unpacks or the header has no payload fields."""
+        its compression is not one the VMM unpacks or the header has no payload fields.
+        ``limit``: the most bytes it may unpack to (the guest's low RAM)."""
         from .unpack import decompress_payload, parse_vmlinux
 
         hdr = self.hdr
@@ -89,7 +90,8 @@ class BzImage:
             return None
         if hdr.payload_offset + hdr.payload_length > len(self.kernel):
             raise KernelImageError(f"{self.path}: payload_offset/payload_length point past the kernel")
-        elf = decompress_payload(self.kernel[hdr.payload_offset : hdr.payload_offset + hdr.payload_length])
+        payload = self.kernel[hdr.payload_offset : hdr.payload_offset + hdr.payload_length]
+        elf = decompress_payload(payload) if limit is None else decompress_payload(payload, limit)
         return None if elf is None else parse_vmlinux(elf)
 
     def load_address(self, low_ram_end: int) -> int:
@@ -199,8 +201,8 @@ class LinuxBoot:
         self.kernel_path = kernel_path
         self.image = image = BzImage(kernel_path, _read_within(kernel_path, "kernel", KernelImageError, ram_size))
         self.description = f"linux (bzImage, boot protocol {image.version})"
-        self.vmlinux = image.unpacked() if unpack else None
         low_end = layout.ram_regions(ram_size)[0][1]
+        self.vmlinux = image.unpacked(limit=low_end) if unpack else None
         if self.vmlinux is not None:
             self.entry, self.load_addr, kernel_end = plan_vmlinux(image, self.vmlinux, low_end)
         else:

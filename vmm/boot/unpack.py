@@ -94,26 +94,38 @@ def lz4_legacy_decompress(data: bytes, expected_size: int) -> bytes:
     return bytes(out)
 
 
-def decompress_payload(payload: bytes) -> bytes | None:
-    """The vmlinux inside a bzImage payload, or None if its format is not one unpacked here."""
+def decompress_payload(payload: bytes, limit: int = MAX_UNPACKED) -> bytes | None:
+    """The vmlinux inside a bzImage payload, or None if its format is not one unpacked here.
+
+    ``limit``: the most it may unpack to (the guest's RAM: a larger kernel could not be placed)."""
     if len(payload) < 8:
         return None
     (size,) = struct.unpack_from("<I", payload, len(payload) - 4)  # the build appends the size
-    if size > MAX_UNPACKED:
-        raise KernelImageError(f"the kernel's payload claims {size} bytes unpacked (more than {MAX_UNPACKED >> 20} MiB)")
+    limit = min(limit, MAX_UNPACKED)
+    if size > limit:
+        raise KernelImageError(f"the kernel's payload claims {size} bytes unpacked (more than {limit >> 20} MiB)")
     body = payload[:-4]
+    if size == 0 and body.startswith((LZ4_LEGACY_MAGIC, b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"BZh")):
+        # zlib takes a max_length of 0 as "no limit": refuse before unpacking anything
+        raise KernelImageError("the kernel's payload claims 0 bytes unpacked")
     try:
         if body.startswith(LZ4_LEGACY_MAGIC):
             result = lz4_legacy_decompress(body, size)
         elif body.startswith(b"\x1f\x8b"):
             import zlib
 
-            result = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, size)
+            try:
+                result = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, size)
+            except zlib.error as err:  # not a ValueError: its own class
+                raise ValueError(str(err)) from None
         elif body.startswith(b"\xfd7zXZ\x00") or body.startswith(b"\x5d\x00\x00"):
             import lzma
 
             decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ if body[0] == 0xFD else lzma.FORMAT_ALONE)
-            result = decoder.decompress(body, size)
+            try:
+                result = decoder.decompress(body, size)
+            except lzma.LZMAError as err:  # not a ValueError either
+                raise ValueError(str(err)) from None
         elif body.startswith(b"BZh"):
             import bz2
 
@@ -149,7 +161,7 @@ def parse_vmlinux(elf: bytes) -> Vmlinux:
                 phys_entry = entry
             elif phys_entry is None and vaddr <= entry < vaddr + memsz:
                 phys_entry = paddr + (entry - vaddr)
-    except struct.error:
+    except (struct.error, IndexError):  # IndexError: it ends inside e_ident
         raise KernelImageError("the kernel's payload is a truncated ELF") from None
     if phys_entry is None:
         raise KernelImageError("the kernel's ELF entry point lies in no loadable segment")

@@ -152,7 +152,8 @@ def _open_block(record, allow_disk_change: bool, what: str):
         if not allow_disk_change and (mtime_ns, fingerprint) != (record.mtime_ns, bytes(record.fingerprint)):
             changed = "its contents" if fingerprint != bytes(record.fingerprint) else "its modification time"
             raise SnapshotError(
-                f"{what}: disk {path} changed since the snapshot ({changed}); restoring against it could corrupt it "
+                f"{what}: disk {path if path.isprintable() else repr(path)} changed since the snapshot ({changed}); "
+                "restoring against it could corrupt it "
                 "(allow with --allow-disk-change / allow_disk_change=True)"
             )
     except BaseException:

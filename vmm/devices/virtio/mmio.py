@@ -34,7 +34,7 @@ from ...log import get_logger
 from ...memory import GuestMemory
 from . import constants as c
 from .device import VirtioDevice
-from .mmio_state import FEATURE_WORDS, TransportState, check_registers
+from .mmio_state import FEATURE_WORDS, STATUS_BITS, TransportState, check_registers
 from .queue import SplitQueue, StateError, VirtioError
 
 log = get_logger("vmm.virtio")
@@ -348,7 +348,9 @@ class VirtioMmioTransport:
             self._reset()
             return
         old = self.status
-        value &= ~c.STATUS_DEVICE_NEEDS_RESET  # the device's bit, not the driver's
+        # Bits 3.1.1 does not define are dropped: stored, they would make a
+        # state no snapshot restores (check_registers refuses them).
+        value &= STATUS_BITS & ~c.STATUS_DEVICE_NEEDS_RESET  # NEEDS_RESET: the device's bit, not the driver's
         value |= old & c.STATUS_DEVICE_NEEDS_RESET
         if old & ~value:
             self._violation(f"driver cleared status bits (0x{old:02x} -> 0x{value:02x})")

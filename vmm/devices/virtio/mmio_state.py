@@ -16,7 +16,7 @@ from .queue import StateError, check_bool, check_uint
 # the 64 feature bits (a larger selector is stored clamped to this).
 FEATURE_WORDS = 2
 
-_STATUS_BITS = (
+STATUS_BITS = (
     c.STATUS_ACKNOWLEDGE | c.STATUS_DRIVER | c.STATUS_FEATURES_OK | c.STATUS_DRIVER_OK
     | c.STATUS_DEVICE_NEEDS_RESET | c.STATUS_FAILED
 )
@@ -42,7 +42,7 @@ def check_registers(state, queue_count: int) -> None:
     if not isinstance(state, TransportState):
         raise StateError(f"virtio state: transport record is a {type(state).__name__}, not a TransportState")
     status = check_uint("status", state.status, 8)
-    if status & ~_STATUS_BITS:
+    if status & ~STATUS_BITS:
         raise StateError(f"virtio state: status 0x{status:02x} has bits no device sets")
     for before, after in zip(_STATUS_ORDER, _STATUS_ORDER[1:]):
         if status & after and not status & before:

@@ -369,7 +369,10 @@ class SplitQueue:
     def _keep_status_candidate(self, chain: DescriptorChain, table_addr: int, entries: int) -> None:
         """Keep a refused table's last entry if it can hold a status: a single
         device-writable, chain-ending buffer in RAM (drivers put the status byte
-        there), so the device can still report an error where the driver looks."""
+        there), so the device can still report an error where the driver looks.
+        Only while the chain has room for it: it never holds more than max_chain_len."""
+        if len(chain.buffers) >= self.max_chain_len:
+            return
         try:
             addr, length, flags, _next = _DESC.unpack_from(
                 self.memory.view(table_addr + DESC_SIZE * (entries - 1), DESC_SIZE)

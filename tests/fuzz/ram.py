@@ -1,0 +1,134 @@
+"""Guest RAM checks shared by the virtio targets.
+
+The contract: a device writes guest RAM only in the used rings of its
+queues and in buffers the driver flagged device-writable, in chains it
+consumed. ``writable_ranges`` finds those buffers independently of the
+queue code (a superset: every WRITE-flagged descriptor reachable from the
+consumed heads, whole indirect tables included), from a copy of RAM taken
+before the device ran; ``check_writes`` compares RAM before and after.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from vmm.memory import GuestMemory
+
+_DESC = struct.Struct("<QIHH")
+NEXT, WRITE, INDIRECT = 1, 2, 4
+INDIRECT_ENTRIES_CAP = 4096  # a table longer than this is refused by every device anyway
+
+
+class RamCopy:
+    """A copy of every region of ``memory`` (the state before an operation)."""
+
+    def __init__(self, memory: GuestMemory):
+        self.spans = [(r.guest_addr, r.end, bytes(r.mapping)) for r in memory.regions]
+
+    def read(self, addr: int, length: int) -> bytes | None:
+        for start, end, data in self.spans:
+            if start <= addr and addr + length <= end:
+                return data[addr - start : addr - start + length]
+        return None
+
+
+def used_ring_range(queue) -> tuple[int, int]:
+    """The used ring of a SplitQueue, avail_event included."""
+    return queue.used_addr, 4 + 8 * queue.size + 2
+
+
+def consumed_heads(ram: RamCopy, queue, first: int, last: int) -> list[int]:
+    """Heads in the available ring slots [first, last) (free-running u16 indexes)."""
+    count = (last - first) & 0xFFFF
+    heads = []
+    size = queue.size
+    if not size or size & (size - 1):
+        return heads
+    for i in range(min(count, size * 2)):
+        raw = ram.read(queue.avail_addr + 4 + 2 * ((first + i) % size), 2)
+        if raw is not None:
+            heads.append(int.from_bytes(raw, "little"))
+    return heads
+
+
+def writable_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> list[tuple[int, int]]:
+    return descriptor_ranges(ram, desc_addr, size, heads)[0]
+
+
+def descriptor_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> tuple[list, list]:
+    """(device-writable, device-readable) buffers [(addr, length)] reachable from ``heads``.
+
+    Each head and each indirect table is walked once: a looping chain through
+    a long table must not cost the harness more than the device."""
+    writable, readable = set(), set()
+    tables = set()
+    for head in set(heads):
+        index, steps = head, 0
+        while steps <= size and index < size:
+            steps += 1
+            raw = ram.read(desc_addr + 16 * index, 16)
+            if raw is None:
+                break
+            addr, length, flags, nxt = _DESC.unpack(raw)
+            if flags & INDIRECT:
+                readable.add((addr, length))  # the table itself
+                if (addr, length) not in tables:
+                    tables.add((addr, length))
+                    for i in range(min(length // 16, INDIRECT_ENTRIES_CAP)):
+                        entry = ram.read(addr + 16 * i, 16)
+                        if entry is None:
+                            break
+                        a, n, f, _ = _DESC.unpack(entry)
+                        (writable if f & WRITE else readable).add((a, n))
+            else:
+                (writable if flags & WRITE else readable).add((addr, length))
+            if not flags & NEXT:
+                break
+            index = nxt
+    return sorted(writable), sorted(readable)
+
+
+def overlaps(ranges_a, ranges_b) -> bool:
+    return any(a < b + m and b < a + n for a, n in ranges_a if n for b, m in ranges_b if m)
+
+
+def check_writes(memory: GuestMemory, before: RamCopy, allowed) -> None:
+    """AssertionError naming the first byte that changed outside ``allowed`` [(addr, length)]."""
+    for (start, end, old), region in zip(before.spans, memory.regions):
+        new = bytes(region.mapping)
+        if new == old:
+            continue
+        step = 256
+        for off in range(0, len(old), step):
+            if old[off : off + step] == new[off : off + step]:
+                continue
+            for i in range(off, min(off + step, len(old))):
+                if old[i] != new[i]:
+                    addr = start + i
+                    if not any(a <= addr < a + n for a, n in allowed):
+                        raise AssertionError(f"device wrote guest RAM at 0x{addr:x}, outside its used rings and writable buffers")
+
+
+_ZEROES = bytes(16 << 20)
+
+
+def check_zero_outside(memory: GuestMemory, allowed) -> None:
+    """AssertionError unless every byte of fresh (all-zero) RAM outside ``allowed``
+    [(addr, length)] is still zero: what a loader may write, it wrote only there."""
+    for region in memory.regions:
+        cuts = sorted(
+            (max(a, region.guest_addr), min(a + n, region.end)) for a, n in allowed if a < region.end and a + n > region.guest_addr
+        )
+        view = memoryview(region.mapping)
+        try:
+            pos = region.guest_addr
+            for start, end in [*cuts, (region.end, region.end)]:
+                while pos < start:
+                    chunk = min(start - pos, len(_ZEROES))
+                    off = pos - region.guest_addr
+                    if view[off : off + chunk] != _ZEROES[:chunk]:
+                        raise AssertionError(f"loader wrote guest RAM near 0x{pos:x}, outside what it placed there")
+                    pos += chunk
+                pos = max(pos, end)
+        finally:
+            view.release()
