@@ -191,6 +191,7 @@ def add_parser(commands, types) -> None:
     linux.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     linux.add_argument("--stats", action="store_true", help="print the boot protocol, VM exit counts and instruction fallbacks on stderr")
     linux.add_argument("guest_command", nargs="+", metavar="CMD", help="the command to run in the guest, after --, with its arguments")
+    linux.set_defaults(snapshot_path=None, mem_file_path=None)  # cmd_run's snapshot trigger: off here
 
 
 def cmd_linux(args) -> int:
