@@ -94,5 +94,9 @@ cp arch/x86/boot/bzImage "$bzimage.part"
 cp vmlinux "$vmlinux.part"
 mv "$vmlinux.part" "$vmlinux"
 mv "$bzimage.part" "$bzimage"
+# kernels of earlier fragments are not booted again: ~20 MB each
+for old in "$cache"/vmlinuz-microvm-* "$cache"/vmlinux-microvm-*; do
+    case "$old" in "$bzimage" | "$vmlinux") ;; *) rm -f "$old" ;; esac
+done
 say "built in $(( $(date +%s) - started )) s"
 echo "$bzimage"
