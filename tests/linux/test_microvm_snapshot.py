@@ -30,10 +30,10 @@ def test_a_linux_userspace_snapshot_restores_many_times(tmp_path):
         snapshot(vm, str(state), str(mem))
         assert b"awake after the restore" not in vm.output  # still asleep when paused
     for _ in range(2):
-        clone = restore(str(state), str(mem), timeout=120)
+        clone = restore(str(state), str(mem), timeout=BOOT_BUDGET_S)
         try:
-            clone.expect("awake after the restore", timeout=60)
-            outcome = clone.wait(60)
+            clone.expect("awake after the restore", timeout=BOOT_BUDGET_S)
+            outcome = clone.wait(BOOT_BUDGET_S)
             after = clone.output
         finally:
             clone.close()
