@@ -58,3 +58,36 @@ def test_a_changed_fragment_names_a_new_kernel_and_path_builds_nothing(tmp_path)
         f.write("CONFIG_MSDOS_PARTITION=y\n")
     assert path() != first
     assert not (tmp_path / "cache").exists() and not (tmp_path / "build").exists()  # --path builds nothing
+
+
+def _pvh_elf(path, extra_notes: bytes) -> str:
+    """A minimal PVH ELF: the PHYS32_ENTRY note, ``extra_notes`` and a `jmp .`."""
+    import struct
+
+    notes = _note(b"Xen", 18, struct.pack("<I", 0x100000)) + extra_notes
+    code = b"\xeb\xfe"
+    phoff, notes_off, code_off = 64, 64 + 2 * 56, 64 + 2 * 56 + len(notes)
+    ehdr = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0x100000, phoff, 0, 0, 64, 56, 2, 64, 0, 0)
+    phdrs = struct.pack("<IIQQQQQQ", 4, 4, notes_off, 0, 0, len(notes), len(notes), 4)
+    phdrs += struct.pack("<IIQQQQQQ", 1, 5, code_off, 0x100000, 0x100000, len(code), len(code), 0x1000)
+    path.write_bytes(ehdr + phdrs + notes + code)
+    return str(path)
+
+
+def _note(owner: bytes, kind: int, desc: bytes) -> bytes:
+    import struct
+
+    name = owner + b"\0"
+    return struct.pack("<III", len(name), len(desc), kind) + name + bytes(-len(name) % 4) + desc + bytes(-len(desc) % 4)
+
+
+def test_a_vmlinux_built_without_xen_is_still_linux_by_its_linux_notes(tmp_path):
+    """The microVM kernel has no XEN_ELFNOTE_GUEST_OS (no CONFIG_XEN), only kbuild's
+    notes owned by "Linux" (the build salt): it must still get ACPI and the
+    platform's kernel options when booted by PVH."""
+    from vmm.boot.protocol import PvhBoot
+
+    linux = _pvh_elf(tmp_path / "vmlinux", _note(b"Linux", 0x100, b"salt"))
+    other = _pvh_elf(tmp_path / "guest.elf", _note(b"GNU", 3, b"build-id"))
+    assert PvhBoot(linux, None, 64 << 20).uses_acpi
+    assert not PvhBoot(other, None, 64 << 20).uses_acpi
