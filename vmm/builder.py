@@ -179,11 +179,13 @@ def is_linux(boot) -> bool:
     return bool(getattr(boot, "uses_acpi", False))
 
 
-def needs_syscall_completion(prepared: PreparedVm) -> bool:
-    """Linux on a software KVM: its ring-3 `syscall`s stay at CPL3 (x86/fallback/syscall_entry.py)."""
+def needs_syscall_completion(prepared: PreparedVm, parts: AssembledVm | None = None) -> bool:
+    """Linux on a software KVM: its ring-3 `syscall`s stay at CPL3 (x86/fallback/syscall_entry.py).
+    A restored snapshot has no boot to ask: only Linux machines have ACPI (``parts.acpi``)."""
     from .x86.platform import software_kvm
 
-    return is_linux(prepared.boot) and software_kvm()
+    linux = is_linux(prepared.boot) or bool(parts is not None and parts.acpi)
+    return linux and software_kvm()
 
 
 def open_kvm(vcpus: int = 1) -> Kvm:

@@ -97,7 +97,7 @@ class MicroVM:
                 serial_output=self._fanout,
             )
             self._parts = builder.assemble(prepared, hooks, self._loop_failed)
-            complete_syscalls = builder.needs_syscall_completion(prepared)
+            complete_syscalls = builder.needs_syscall_completion(prepared, self._parts)
             self._threads = [
                 VcpuThread(vcpu, self._parts.pio_bus, self._parts.mmio_bus, self._finish, self._parts.memory, complete_syscalls)
                 for vcpu in self._parts.vcpus
