@@ -194,6 +194,7 @@ def add_parser(commands, types) -> None:
 
     add_seccomp_option(linux)
     linux.add_argument("guest_command", nargs="+", metavar="CMD", help="the command to run in the guest, after --, with its arguments")
+    linux.set_defaults(snapshot_path=None, mem_file_path=None)  # cmd_run's snapshot trigger: off here
 
 
 def cmd_linux(args) -> int:

@@ -1,9 +1,12 @@
-"""Debian's cloud kernel boots to vmm's init, runs a command and returns its status.
+"""The distribution-kernel case: Debian's cloud kernel boots to vmm's init,
+runs a command and returns its status.
 
-Minutes per boot on a software KVM (every ring-0 instruction is emulated;
-see PLATFORM.md), so these tests carry the `linux` marker and run only with
-VMM_TEST_LINUX=1 (`make test-linux`); they skip, saying why, when no kernel
-is cached (tests/linux/fetch_kernel.sh).
+15-20 minutes per boot on a software KVM (every ring-0 instruction is
+emulated; see PLATFORM.md), so these tests carry the `linux` marker and run
+only with VMM_TEST_DEBIAN_KERNEL=1 (e.g. `VMM_TEST_DEBIAN_KERNEL=1 make
+test-linux`); they skip, saying why, when no kernel is cached
+(tests/linux/fetch_kernel.sh). vmm's own microVM kernel is the everyday one
+(test_microvm_kernel.py).
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ BOOT_BUDGET_S = 2400
 
 @pytest.fixture(scope="module")
 def kernel() -> str:
-    if os.environ.get("VMM_TEST_LINUX") != "1":
-        pytest.skip("boots Linux to userspace (minutes here): run with VMM_TEST_LINUX=1 (make test-linux)")
+    if os.environ.get("VMM_TEST_DEBIAN_KERNEL") != "1":
+        pytest.skip("boots Debian's cloud kernel to userspace (15-20 min here): run with VMM_TEST_DEBIAN_KERNEL=1")
     path = cached_kernel()
     if path is None:
         pytest.skip("no Debian cloud kernel cached: run tests/linux/fetch_kernel.sh")

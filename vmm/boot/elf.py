@@ -66,7 +66,8 @@ def _find_pvh_entry(note_data: bytes) -> int | None:
     return int.from_bytes(desc, "little") if desc is not None and len(desc) in (4, 8) else None
 
 
-def _find_xen_note(note_data: bytes, note_type: int) -> bytes | None:
+def _find_xen_note(note_data: bytes, note_type: int | None, owner: bytes = b"Xen") -> bytes | None:
+    """The first note of ``owner`` with ``note_type`` (any type when None)."""
     offset = 0
     while offset + NoteHeader.size <= len(note_data):
         note = NoteHeader.unpack_from(note_data, offset)
@@ -76,7 +77,7 @@ def _find_xen_note(note_data: bytes, note_type: int) -> bytes | None:
         if desc_end > len(note_data):
             return None
         name = note_data[name_start : name_start + note.namesz].rstrip(b"\0")
-        if name == b"Xen" and note.type == note_type:
+        if name == owner and (note_type is None or note.type == note_type):
             return note_data[desc_start:desc_end]
         offset = desc_start + _align4(note.descsz)
     return None
@@ -120,6 +121,10 @@ def _parse(read, file_size: int, path: str, check_placement=None, read_data: boo
                     entry = _find_pvh_entry(notes)
                     os_note = _find_xen_note(notes, XEN_ELFNOTE_GUEST_OS)
                     guest_os = os_note.rstrip(b"\0") if os_note is not None else guest_os
+                    if guest_os is None and _find_xen_note(notes, None, owner=b"Linux") is not None:
+                        # a kernel built without Xen has no GUEST_OS note, but kbuild
+                        # gives every vmlinux notes owned by "Linux" (its build salt)
+                        guest_os = b"linux"
             elif ph.memsz:
                 if ph.filesz > ph.memsz:
                     raise KernelImageError(f"{path}: ELF segment {i} has filesz > memsz")
