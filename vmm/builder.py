@@ -187,6 +187,13 @@ def _runs_linux(prepared) -> bool:
     return is_linux(prepared.boot)
 
 
+def _hides_linux_features(prepared) -> bool:
+    """Linux on a software KVM: CPUID hides what its emulator cannot run (x86/cpu.py)."""
+    from .x86.platform import software_kvm
+
+    return _runs_linux(prepared) and software_kvm()
+
+
 def needs_syscall_completion(prepared) -> bool:
     """Linux on a software KVM: its ring-3 `syscall`s stay at CPL3 (x86/fallback/syscall_entry.py)."""
     from .x86.platform import software_kvm
@@ -249,7 +256,7 @@ def assemble(prepared: PreparedVm, hooks: MachineHooks, on_loop_error: Callable[
             _add_pc_legacy_devices(parts)
         extra = {"acpi_rsdp": _add_acpi(parts, config.vcpus, hooks)} if uses_acpi else {}
         parts.boot_entry = prepared.boot.load(parts.memory, cmdline, user_cmdline_length=len(config.base_cmdline().encode()), **extra)
-        _create_vcpus(parts, config.vcpus, hooks, hide_linux_features=is_linux(prepared.boot))
+        _create_vcpus(parts, config.vcpus, hooks, hide_linux_features=_hides_linux_features(prepared))
         _coalesce_queue_setup(parts)
     except BaseException:
         parts.close()
@@ -379,7 +386,7 @@ def assemble_from_snapshot(restored, hooks: MachineHooks, on_loop_error: Callabl
         for index, record in enumerate(body.vcpus):
             vcpu = vm.create_vcpu(index)
             parts.vcpus.append(vcpu)
-            hidden = LINUX_HIDDEN_FEATURES if parts.acpi else None  # the CPUID the guest booted with
+            hidden = LINUX_HIDDEN_FEATURES if _hides_linux_features(restored) else None  # as at its boot
             vcpu.set_cpuid(guest_cpuid(supported_cpuid, index, config.vcpus, vcpu.tsc_khz(), hidden))
             vcpu.ignore_port_writes(POST_CODE_PORT)
             load.apply_vcpu(vcpu, record, saveable, f"{restored.what}: vCPU {index}")

@@ -443,6 +443,16 @@ def test_linux_cpuid_policy_hides_cx16_and_friends():
     assert guest_cpuid(supported, 0, 1, 0)[0][5] & CPUID_1_ECX_CX16  # the bundled guest keeps it
 
 
+def test_kvm_hypercall_features_are_hidden_from_linux():
+    """PV IPIs, PV unhalt and PV sched-yield are hypercalls, which hang a second vCPU here."""
+    from vmm.x86.cpu import KVM_FEATURE_PV_SEND_IPI, KVM_HYPERCALL_FEATURES, LINUX_HIDDEN_FEATURES, guest_cpuid
+
+    supported = [(0x40000001, 0, 0, 0x1007EFB, 0, 0, 0)]
+    (leaf,) = guest_cpuid(supported, 1, 2, 0, LINUX_HIDDEN_FEATURES)
+    assert leaf[3] == 0x1007EFB & ~KVM_HYPERCALL_FEATURES and not leaf[3] & KVM_FEATURE_PV_SEND_IPI
+    assert leaf[3] & 1  # kvmclock stays
+
+
 # A tiny kernel that executes instructions this platform's ring-0 emulator gives up
 # on (the VMM's fallback carries them out; hardware runs them) and reports the
 # result as its exit status: popcnt(0x7) + (ldmxcsr/stmxcsr of 0x1fa0) - 0x1f80 = 3 + 32.

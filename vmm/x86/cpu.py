@@ -10,17 +10,24 @@ HYPERVISOR_TIMING = 0x40000010  # EAX: TSC kHz, EBX: APIC bus kHz (VMware/QEMU c
 CPUID_1_ECX_HYPERVISOR = 1 << 31
 CPUID_1_ECX_TSC_DEADLINE = 1 << 24
 KVM_APIC_BUS_KHZ = 1_000_000  # KVM's emulated local APIC timer runs at 1 GHz
-# CPUID bits hidden from Linux guests on a software KVM, whose ring-0 emulator
-# cannot execute the instructions they announce: {(leaf, subleaf): {register: mask}}.
+# CPUID bits hidden from Linux guests on a software KVM (only there), whose ring-0
+# emulator cannot execute the instructions they announce: {(leaf, subleaf): {register: mask}}.
 # KVM_SET_CPUID2 changes only what KVM_GET_SUPPORTED_CPUID lists (CX16 is there;
 # XSAVE, SSSE3, POPCNT, SMAP are not and pass through from the hardware), so the
 # kernel options in x86/platform.py do the rest.
 CPUID_1_ECX_SSSE3, CPUID_1_ECX_CX16, CPUID_1_ECX_POPCNT = 1 << 9, 1 << 13, 1 << 23
 CPUID_1_ECX_XSAVE, CPUID_1_ECX_OSXSAVE = 1 << 26, 1 << 27
 CPUID_7_EBX_SMAP = 1 << 20
+# KVM's paravirtual features that work by hypercall: on this software KVM a
+# hypercall from a second vCPU never completes (its RIP stays on the vmmcall),
+# so an SMP Linux hung in its first PV IPI (__send_ipi_mask) at CPU bring-up.
+# Hidden, Linux sends IPIs through the in-kernel local APIC instead.
+KVM_FEATURE_PV_UNHALT, KVM_FEATURE_PV_SEND_IPI, KVM_FEATURE_PV_SCHED_YIELD = 1 << 7, 1 << 11, 1 << 13
+KVM_HYPERCALL_FEATURES = KVM_FEATURE_PV_UNHALT | KVM_FEATURE_PV_SEND_IPI | KVM_FEATURE_PV_SCHED_YIELD
 LINUX_HIDDEN_FEATURES = {
     (1, 0): {"ecx": CPUID_1_ECX_SSSE3 | CPUID_1_ECX_CX16 | CPUID_1_ECX_POPCNT | CPUID_1_ECX_XSAVE | CPUID_1_ECX_OSXSAVE},
     (7, 0): {"ebx": CPUID_7_EBX_SMAP},
+    (HYPERVISOR_BASE + 1, 0): {"eax": KVM_HYPERCALL_FEATURES},
 }
 
 # MSRs
