@@ -64,6 +64,8 @@ test-linux: bytecode guest tools linux-kernel
 
 bench: bytecode guest tools
 	$(VENV)/bin/vmm bench
+	@# Linux boot times (about a minute a boot here, beside QEMU): needs the microVM kernel (make linux-kernel)
+	$(VENV)/bin/vmm bench linux || echo "vmm bench linux: skipped or failed (make linux-kernel builds its kernel)"
 
 # Coverage-guided fuzzing (tests/fuzz, atheris): each target for FUZZ_SECONDS,
 # one after another at low priority. New inputs go to fuzz-out/corpus/<target>

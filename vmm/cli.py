@@ -216,7 +216,7 @@ def _add_mkdisk(commands) -> None:
 
 def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help=_COMMANDS["bench"])
-    bench.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(BENCH_CASES)} (default: all); or linux alone (Linux boot times)")
+    bench.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(BENCH_CASES)} (default: all); or linux alone (Linux boot times, beside QEMU; make bench runs it too)")
     bench.add_argument("--rounds", type=_count, help="rounds per case and contender (default 3; 1 with --quick)")
     bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
