@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,22 +52,30 @@ def debian_kernel() -> str | None:
     return images[-1] if images else None
 
 
-def measure(kernel: str, options=(), budget: float = BUDGET_S) -> dict:
-    """One `vmm linux` run: seconds from its start to each mark, its status, exits and fallbacks."""
-    argv = [sys.executable, "-m", "vmm", "linux", "--kernel", kernel, *options, "--stats", "--timeout", str(budget), "--", *COMMAND]
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+def _time_marks(proc, started: float) -> dict[str, float]:
+    """Seconds from ``started`` to each of MARKS in ``proc``'s output (read to its end),
+    and to "command": the init's line saying the command ended."""
     seen: dict[str, float] = {}
     tail = b""
     while True:
         chunk = proc.stdout.read1(65536)
         if not chunk:
-            break
+            return seen
         now = time.monotonic() - started
         tail = (tail + chunk)[-4096:]
         for name, pattern in MARKS:
             if name not in seen and pattern.search(tail):
                 seen[name] = now
+        if "command" not in seen and b"exited with status" in tail:
+            seen["command"] = now
+
+
+def measure(kernel: str, options=(), budget: float = BUDGET_S) -> dict:
+    """One `vmm linux` run: seconds from its start to each mark, its status, exits and fallbacks."""
+    argv = [sys.executable, "-m", "vmm", "linux", "--kernel", kernel, *options, "--stats", "--timeout", str(budget), "--", *COMMAND]
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    seen = _time_marks(proc, started)
     status = proc.wait()
     total = time.monotonic() - started
     err = proc.stderr.read().decode(errors="replace")
@@ -79,22 +88,6 @@ def measure(kernel: str, options=(), budget: float = BUDGET_S) -> dict:
         "exits": _total_exits(exits.group(1)) if exits else None, "exit kinds": exits.group(1) if exits else "",
         "fallbacks": fallbacks.group(1) if fallbacks else "none",
     }
-
-
-def _time_marks(proc, started: float) -> dict[str, float]:
-    seen: dict[str, float] = {}
-    tail = b""
-    while True:
-        chunk = proc.stdout.read1(65536)
-        if not chunk:
-            return seen
-        now = time.monotonic() - started
-        tail = (tail + chunk)[-4096:]
-        for name, pattern in MARKS:
-            if name not in seen and pattern.search(tail):
-                seen[name] = now
-            if name == "init's first line" and b"exited with status" in tail and "command" not in seen:
-                seen["command"] = now
 
 
 def measure_qemu(kernel: str, budget: float) -> dict | None:
@@ -122,7 +115,7 @@ def measure_qemu(kernel: str, budget: float) -> dict | None:
                 "-kernel", kernel, "-initrd", initrd, "-append", cmdline]
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        timer = __import__("threading").Timer(budget, proc.kill)
+        timer = threading.Timer(budget, proc.kill)
         timer.start()
         try:
             seen = _time_marks(proc, started)
