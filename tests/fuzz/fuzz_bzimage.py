@@ -17,11 +17,10 @@ import resource
 
 from vmm.boot import linux
 from vmm.errors import ConfigError
-from vmm.memory import GuestMemory
 from vmm.x86 import layout, long_mode
 
 from .guard import confined, quiet_logs, scratch_dir
-from .ram import check_zero_outside
+from .ram import check_zero_outside, zeroed_ram
 
 quiet_logs()
 RAM = 8 << 20
@@ -77,8 +76,7 @@ def _case(data: bytes) -> None:
     else:
         placed = [(boot.load_addr, len(boot.image.kernel))]
     assert all(a + n <= RAM for a, n in placed), placed
-    memory = GuestMemory(layout.ram_regions(RAM))
-    try:
+    with zeroed_ram(RAM) as memory:
         try:
             boot.load(memory, "console=ttyS0 panic=-1")
         except ConfigError as err:
@@ -90,5 +88,3 @@ def _case(data: bytes) -> None:
             (long_mode.PML4_ADDR, 4096), (long_mode.PDPT_ADDR, 4096), (long_mode.PD_ADDR, 4 * 4096),
         ]
         check_zero_outside(memory, allowed)
-    finally:
-        memory.close()

@@ -15,11 +15,10 @@ from vmm.boot.elf import parse_kernel
 from vmm.boot.loader import BOOT_STRUCTURES
 from vmm.boot.protocol import PvhBoot
 from vmm.errors import ConfigError
-from vmm.memory import GuestMemory
 from vmm.x86 import layout
 
 from .guard import confined, quiet_logs, scratch_dir
-from .ram import check_zero_outside
+from .ram import check_zero_outside, zeroed_ram
 
 quiet_logs()
 RAM = 4 << 20
@@ -57,8 +56,7 @@ def test_one_input(data: bytes) -> None:
     assert parsed is not None, "load_kernel took a file parse_kernel refuses"
     assert (parsed.pvh_entry, parsed.segments) == (kernel.pvh_entry, kernel.segments)
     assert all(s.guest_addr >= layout.HIGH_MEMORY and s.guest_addr + s.memsz <= RAM for s in kernel.segments)
-    memory = GuestMemory(layout.ram_regions(RAM))
-    try:
+    with zeroed_ram(RAM) as memory:
         try:
             boot.load(memory, "console=ttyS0 quiet")
         except ConfigError as err:
@@ -69,5 +67,3 @@ def test_one_input(data: bytes) -> None:
         top = layout.ram_regions(RAM)[0][1]
         allowed.append((top - len(INITRD) - 4096, len(INITRD) + 4096))
         check_zero_outside(memory, allowed)
-    finally:
-        memory.close()

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from vmm.boot import multiboot as mb
 from vmm.errors import ConfigError, KernelImageError
-from vmm.memory import GuestMemory
 from vmm.x86 import layout
 
 from .guard import quiet_logs
-from .ram import check_zero_outside
+from .ram import check_zero_outside, zeroed_ram
 
 quiet_logs()
 RAM = 4 << 20
@@ -35,8 +34,7 @@ def test_one_input(data: bytes) -> None:
         return
     for s in kernel.segments:
         assert len(s.data) <= s.memsz and s.guest_addr + s.memsz <= 1 << 32, s[:1] + (len(s.data), s.memsz)
-    memory = GuestMemory(layout.ram_regions(RAM))
-    try:
+    with zeroed_ram(RAM) as memory:
         initrd = INITRD if data[-1:] != b"\0" else None
         try:
             info = mb.load_multiboot(memory, kernel, PATH, "console=ttyS0 a=b", initrd, "/boot/module arg")
@@ -54,5 +52,3 @@ def test_one_input(data: bytes) -> None:
             top = memory.regions[0].end
             allowed.append((top - len(initrd) - 4096, len(initrd) + 4096))
         check_zero_outside(memory, allowed)
-    finally:
-        memory.close()
