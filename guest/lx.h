@@ -123,7 +123,9 @@ int lx_syscall(struct lx_regs *r);
 /* ---- lx_mem.c ---- */
 #define LX_PAGE 4096ull
 #define LX_LOW_UNMAPPED 0x10000ull      /* nothing mapped below 64 KiB */
-void lx_mem_init(u64 bundle_start, u64 bundle_end);
+void lx_mem_init(u64 bundle_start, u64 bundle_end, u64 placed_lo, u64 placed_hi);
+/* The host placed exactly [start, end) of the program (warm mode): adopt it. */
+bool lx_adopt_placed(u64 start, u64 end);
 /* A free, page-aligned run of `bytes` for the kernel (zeroed); 0 when none. */
 void *lx_kpages(u64 bytes);
 void lx_kpages_free(void *p, u64 bytes);

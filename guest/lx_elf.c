@@ -102,12 +102,16 @@ void lx_load_program(const u8 *image, u64 size, const char *path,
         lx_cannot_execute("no loadable segment");
     lo &= ~(LX_PAGE - 1);
 
-    /* Claim the whole span; static-PIE gets a base of our choosing. */
-    u64 bias = 0;
-    if (eh->e_type == ET_DYN) {
-        if (lo != 0 || hi > lx_ram_top())
-            lx_cannot_execute("bad static-PIE layout");
-        bias = STATIC_PIE_BASE;
+    /* Claim the whole span; static-PIE gets a base of our choosing.  In
+       warm mode the host may have written the segments there already
+       (lx_mem.c, vmm/sandbox/placement.py: the same span and base). */
+    if (eh->e_type == ET_DYN && (lo != 0 || hi > lx_ram_top()))
+        lx_cannot_execute("bad static-PIE layout");
+    u64 bias = eh->e_type == ET_DYN ? STATIC_PIE_BASE : 0;
+    bool placed = hi <= lx_ram_top() && lx_adopt_placed(lo + bias, (hi + bias + LX_PAGE - 1) & ~(LX_PAGE - 1));
+    if (placed) {
+        /* the segments are in place, the rest of the span is fresh (zero) RAM */
+    } else if (eh->e_type == ET_DYN) {
         if (!lx_claim_user(bias, hi)) {
             bias = lx_alloc_user(hi + (2ull << 20));
             if (!bias)
@@ -121,8 +125,8 @@ void lx_load_program(const u8 *image, u64 size, const char *path,
     for (unsigned i = 0; i < eh->e_phnum; i++) {
         if (ph[i].p_type != PT_LOAD || !ph[i].p_memsz)
             continue;
-        u8 *dst = (u8 *)(uintptr_t)(ph[i].p_vaddr + bias);
-        lx_copy(dst, image + ph[i].p_offset, ph[i].p_filesz);
+        if (!placed)
+            lx_copy((u8 *)(uintptr_t)(ph[i].p_vaddr + bias), image + ph[i].p_offset, ph[i].p_filesz);
         /* the rest of the span was zeroed by the claim */
         if (!have_phdr && ph[i].p_offset == 0)
             phdr_vaddr = ph[i].p_vaddr + eh->e_phoff;

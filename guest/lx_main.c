@@ -20,6 +20,7 @@ extern const u8 lx_ring0_gate[];                /* lx_entry.S */
 struct lx_opts lx_opts;
 char lx_exec_path[256];
 static u64 bundle_pa, bundle_size;
+static u64 placed_lo, placed_hi;  /* warm mode: program segments the host wrote */
 static bool warm;               /* vmm.warm: the bundle comes over the control port */
 
 /* A whole word of the command line. */
@@ -148,13 +149,15 @@ static void parse_opts(const char *p, u64 len)
  * said "ready ROOM TOP" on the control port, and each clone of the snapshot
  * then gets its own bundle: the host writes it into guest RAM page-aligned
  * just under TOP (under the device buffers at the top of RAM, where a PVH
- * module would sit), then sends "VMMBNDL1" and its size (u64, little-endian)
- * on the control port.  Placing the bytes directly saves a copy through the
- * console's receive buffers (~1.5 ms for a 760 KB glibc program).
+ * module would sit), then sends "VMMBNDL2", the bundle's size and the span
+ * [LO, HI) where it wrote the program's segments already (0, 0: nowhere;
+ * each a u64, little-endian) on the control port.  Placing the bytes
+ * directly saves a copy through the console's receive buffers (~1.5 ms for
+ * a 760 KB glibc program), placing the segments a copy here (lx_mem.c).
  * Everything after this reads only the bundle, so no per-run input
  * (options, seed, clock) predates it.
  */
-#define WARM_MAGIC "VMMBNDL1"
+#define WARM_MAGIC "VMMBNDL2"
 
 static void receive_bundle(void)
 {
@@ -169,11 +172,13 @@ static void receive_bundle(void)
         room = 0;
     stream_control_ready(room, top);
 
-    u8 header[16];
+    u8 header[32];
     if (!stream_control_read(header, sizeof(header)) || memcmp(header, WARM_MAGIC, 8) != 0)
         lx_cannot_execute("no bundle header from the host");
     u64 size;
     memcpy(&size, header + 8, sizeof(size));
+    memcpy(&placed_lo, header + 16, sizeof(placed_lo));
+    memcpy(&placed_hi, header + 24, sizeof(placed_hi));
     if (size < 1024 || size > room) {
         char why[128];
         ksnprintf(why, sizeof(why), "bundle of %lu bytes does not fit in guest RAM (%lu bytes free)", size, room);
@@ -194,7 +199,7 @@ void lx_run(void)
     stream_init();
     if (warm)
         receive_bundle();
-    lx_mem_init(bundle_pa, bundle_pa + bundle_size);
+    lx_mem_init(bundle_pa, bundle_pa + bundle_size, placed_lo, placed_hi);
     lx_fs_init((const u8 *)(uintptr_t)bundle_pa, bundle_size);
 
     const char *opts = (const char *)lx_fs_file("/.vmm/opts", &len);

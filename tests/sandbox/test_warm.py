@@ -121,3 +121,38 @@ def test_a_big_input_arrives_whole_in_huge_pages(tmp_path):
         result = run([busybox, "sha256sum", "/in/big.bin"], files={"/in/big.bin": str(tmp_path / "big.bin")}, warm=warm)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest(), warm
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "gcc-pie", "musl"])
+def test_the_host_places_the_programs_segments_and_the_guest_takes_them(compile_prog, monkeypatch, compiler):
+    """The host writes the segments where the guest's loader would (vmm/sandbox/placement.py),
+    static-PIE at the guest's base too; the program then runs from those very bytes."""
+    from vmm.sandbox import placement
+
+    spans = []
+    real = placement.place_program
+    monkeypatch.setattr(placement, "place_program", lambda *a: spans.append(real(*a)) or spans[-1])
+    result = run([compile_prog("showargs", compiler), "one", "two"])
+    assert result.returncode == 0 and b"one" in result.stdout and b"two" in result.stdout, result
+    start, end = spans[0]
+    assert end > start > 0
+    assert start == (placement.STATIC_PIE_BASE if compiler == "gcc-pie" else 0x400000)
+
+
+def test_a_span_the_guest_does_not_take_is_zeroed_before_reuse(compile_prog, monkeypatch):
+    """A placed span that is not the program's (here: garbage where the program's
+    anonymous memory will come from) is given up as used RAM, so the program's
+    fresh pages there still read as zeroes."""
+    from vmm.sandbox import placement, warm
+
+    def garbage(memory, program_addr, program_size, floor, limit):
+        start = limit - (8 << 20)
+        memory.view(start, limit - start)[:] = b"\xaa" * (limit - start)
+        return start, limit
+
+    monkeypatch.setattr(placement, "place_program", garbage)
+    program = compile_prog("zeroes")
+    result = run([program, "24"], mem_mib=128)
+    assert (result.returncode, result.stdout) == (0, b"all 25165824 bytes zero\n"), result
+    monkeypatch.undo()
+    assert warm.bundle_header(5, (4096, 8192))[16:] == (4096).to_bytes(8, "little") + (8192).to_bytes(8, "little")

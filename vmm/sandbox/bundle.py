@@ -190,12 +190,14 @@ class _Ustar:
     def __init__(self):
         self.parts: list = []
         self.size = 0
+        self.offsets: dict[str, int] = {}  # member name -> where its data starts
 
     def _append(self, *parts) -> None:
         self.parts.extend(parts)
         self.size += sum(len(p) for p in parts)
 
     def add(self, name: str, data, mode: int = 0o644, mtime: int = 0) -> None:
+        self.offsets[name] = self.size + _BLOCK
         self._append(_header(name, len(data), mode, mtime, _REGTYPE), data, bytes(-len(data) % _BLOCK))
 
     def add_dir(self, name: str) -> None:
@@ -231,8 +233,9 @@ class Bundle:
     """A bundle not yet laid out: ``len()`` bytes, written by ``write_into`` (into
     guest RAM, for a warm sandbox) or made whole by ``bytes()``."""
 
-    def __init__(self, tar: _Ustar):
+    def __init__(self, tar: _Ustar, exec_name: str, exec_size: int):
         self._tar = tar
+        self.exec_member = (tar.offsets[exec_name], exec_size)  # (offset, length) of the program the guest runs
 
     def __len__(self) -> int:
         return self._tar.total
@@ -321,4 +324,4 @@ def plan_bundle(
     for name, (data, mode, mtime) in sorted(members.items()):
         _add_dirs(tar, name, made)
         tar.add(name, data, mode, mtime)
-    return Bundle(tar)
+    return Bundle(tar, exec_name, len(members[exec_name][0]))

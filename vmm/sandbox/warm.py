@@ -23,13 +23,15 @@ import time
 from ..errors import ConfigError
 
 WARM_CMDLINE = "console=ttyS0 vmm.sandbox vmm.warm"
-BUNDLE_MAGIC = b"VMMBNDL1"
+BUNDLE_MAGIC = b"VMMBNDL2"
 READY_TIMEOUT = 60.0  # seconds for the first boot to reach "ready" (a loaded host is slow)
 MAX_IMAGES = 4  # snapshots kept per process (one per RAM size and guest binary in use)
 
 
-def bundle_header(size: int) -> bytes:
-    return BUNDLE_MAGIC + size.to_bytes(8, "little")
+def bundle_header(size: int, placed: tuple[int, int] = (0, 0)) -> bytes:
+    """What the guest reads on the control port: the magic, the bundle's size and
+    the span where the host wrote the program's segments (guest/lx_main.c)."""
+    return BUNDLE_MAGIC + b"".join(n.to_bytes(8, "little") for n in (size, *placed))
 
 
 class WarmImage:
@@ -53,14 +55,22 @@ class WarmImage:
     def place(self, vm, bundle) -> bytes:
         """Write ``bundle`` (bytes, or a bundle.Bundle) into a clone's RAM; returns
         what to send on the control port."""
+        from .placement import BELOW_BUNDLE, PAGE, place_program
+
         size = len(bundle)
         self.check_fits(size)
-        view = vm.memory.view_to_fill((self.top - size) & ~0xFFF, size)  # bounds-checked; big ones in huge pages
+        start = (self.top - size) & ~0xFFF
+        view = vm.memory.view_to_fill(start, size)  # bounds-checked; big ones in huge pages
         if isinstance(bundle, (bytes, bytearray, memoryview)):
             view[:] = bundle
-        else:
-            bundle.write_into(view)
-        return bundle_header(size)
+            return bundle_header(size)
+        bundle.write_into(view)
+        offset, length = bundle.exec_member
+        # Free RAM in the snapshot: above the guest's low allocations (ROOM says
+        # where they end), below the stack it puts under the bundle.
+        floor = self.top - self.room - PAGE
+        placed = place_program(vm.memory, start + offset, length, floor, start - BELOW_BUNDLE)
+        return bundle_header(size, placed)
 
     def clone(self, *, on_output, output, seccomp: bool | None = None):
         """A MicroVM restored from this image, its vCPUs paused (resume() runs it).
