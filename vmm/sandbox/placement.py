@@ -76,7 +76,7 @@ def place_program(memory, program_addr: int, program_size: int, floor: int, limi
             return 0, 0
         for addr, offset, length in loads:
             if length:
-                memory.view(addr, length)[:] = image[offset : offset + length]
+                memory.view_to_fill(addr, length)[:] = image[offset : offset + length]
         return start, end
     finally:
         image.release()

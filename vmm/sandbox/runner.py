@@ -249,6 +249,8 @@ class Sandbox:
 
         vm = self._cold_vm(bundle, seccomp) if warm_image is None else self._warm_vm(warm_image, seccomp)
         try:
+            if stdin_fd is not None and _at_end(stdin_fd):
+                stdin_fd = None
             feed = stdin_fd is not None or bool(stdin)
             if not feed:
                 self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
@@ -271,6 +273,20 @@ class Sandbox:
             return outcome
         finally:
             vm.close()
+
+
+def _at_end(fd: int) -> bool:
+    """``fd`` has nothing to give (/dev/null, or a regular file read to its end):
+    the program gets EOF at once and no feeder thread starts (~1 ms)."""
+    import stat
+
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode):
+            return st.st_rdev == os.makedev(1, 3)
+        return stat.S_ISREG(st.st_mode) and os.lseek(fd, 0, os.SEEK_CUR) >= st.st_size
+    except OSError:
+        return False  # the feeder reports what it finds
 
 
 def run(
