@@ -5,7 +5,8 @@ off or both compared, the ring features the driver takes, the queue size), a scr
 the driver rewriting a ring word, a device reset and new handshake), then
 guest RAM: the descriptor table, the available ring, request headers, data.
 Contract: nothing escapes the transport; guest RAM changes only in the used
-ring and in device-writable buffers of consumed chains; every used entry
+ring and in device-writable buffers of consumed chains (unless the driver made
+its own descriptors or available ring device-writable: ram.self_rewriting); every used entry
 names a head < size and no more bytes than the chain could take; a
 read-only disk's bytes never change; no disk changes size; with the fast
 path compared, C and the Python model leave the same RAM and disk.
@@ -25,7 +26,16 @@ from vmm.memory import GuestMemory
 
 from .guard import confined, quiet_logs, scratch_dir
 from .provider import Provider
-from .ram import RamCopy, check_writes, consumed_heads, descriptor_ranges, overlaps, used_ring_range, writable_ranges
+from .ram import (
+    RamCopy,
+    check_writes,
+    consumed_heads,
+    descriptor_ranges,
+    overlaps,
+    self_rewriting,
+    used_ring_range,
+    writable_ranges,
+)
 
 quiet_logs()
 REGIONS = [(0x0, 0x8000), (0x10000, 0x2000)]
@@ -151,7 +161,8 @@ def _notify(transport: VirtioMmioTransport, driver: MockDriver, memory: GuestMem
         return
     heads = consumed_heads(before, queue, first_avail, queue.next_avail)
     allowed = writable_ranges(before, queue.desc_addr, queue.size, heads)
-    check_writes(memory, before, [used_ring_range(queue), *allowed])
+    if not self_rewriting(allowed, [queue]):
+        check_writes(memory, before, [used_ring_range(queue), *allowed])
     if transport.status & c.STATUS_DEVICE_NEEDS_RESET:
         return
     for head, length in _used(memory, q, first_used, queue.next_used):
