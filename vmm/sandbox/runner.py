@@ -164,6 +164,8 @@ class Sandbox:
         self.mem_mib = mem_mib
         self.exits: dict[str, int] = {}
         self.console = VirtioConsole(PORTS, on_output=self._on_output)
+        self.ready: tuple[int, int] | None = None  # a fresh guest's "ready ROOM TOP"
+        self._ready_event = threading.Event()
 
     def _on_output(self, port: int, data: bytes) -> None:
         if port == STDOUT:
@@ -179,6 +181,9 @@ class Sandbox:
                     self.out_archive = event[1]
                 elif event[0] in ("note", "invalid"):
                     self.notes.append(event[1])
+                elif event[0] == "ready":
+                    self.ready = event[1:]
+                    self._ready_event.set()
                 else:
                     self.report.append(event)
 
@@ -218,13 +223,31 @@ class Sandbox:
             if view:
                 self.console.wait_writable(STDIN, 0.1)
 
-    def _cold_vm(self, bundle: bytes, seccomp: bool | None):
-        """A VM booting the guest with the bundle as its PVH module (not started)."""
+    def _cold_vm(self, seccomp: bool | None):
+        """A VM booting the guest in warm mode (not started): it says "ready" and
+        takes its bundle over the control port, as a warm clone does, with no
+        snapshot. Cheaper than a PVH module: the host writes the bundle once, in
+        place, and the program's segments too (warm.place_bundle)."""
         from ..config import bundled_guest
         from ..machine import MicroVM
+        from .warm import WARM_CMDLINE
 
-        config = VmConfig(kernel=bundled_guest(), initrd=bytes(bundle), mem_mib=self.mem_mib, cmdline="console=ttyS0 vmm.sandbox")
+        config = VmConfig(kernel=bundled_guest(), mem_mib=self.mem_mib, cmdline=WARM_CMDLINE)
         return MicroVM(config, output=self._on_serial, capture=False, virtio_devices=[self.console], seccomp=seccomp)
+
+    def _await_ready(self, vm, timeout: float | None) -> tuple[int, int] | None:
+        """(ROOM, TOP) once the fresh guest is ready; None if it stopped first."""
+        from .warm import READY_TIMEOUT
+
+        deadline = time.monotonic() + min(READY_TIMEOUT, timeout if timeout is not None else READY_TIMEOUT)
+        while self.ready is None:
+            if vm.is_finished():
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the sandbox guest did not get ready in time")
+            self._ready_event.wait(min(left, 0.05))
+        return self.ready
 
     def _warm_vm(self, image, seccomp: bool | None):
         """A clone of the warm snapshot (paused), its console this sandbox's."""
@@ -235,11 +258,10 @@ class Sandbox:
         self.console = vm.devices[-1]
         return vm
 
-    def _send_bundle(self, vm, image, bundle: bytes) -> None:
-        """The bundle into the clone's RAM, and its header over the control port (guest/lx_main.c)."""
-        header = image.place(vm, bundle)
+    def _send_header(self, header: bytes) -> None:
+        """The bundle's header over the control port, once the bundle is in RAM (guest/lx_main.c)."""
         if self.console.write(CONTROL, header) != len(header):
-            raise SandboxError("the warm sandbox's control port has no room for the bundle header")
+            raise SandboxError("the sandbox's control port has no room for the bundle header")
 
     def execute(self, bundle: bytes, stdin: bytes | None, timeout: float | None, stdin_fd: int | None = None,
                 warm_image=None, seccomp: bool | None = None):
@@ -247,7 +269,7 @@ class Sandbox:
         ``seccomp`` filters the VM's own threads (None: as the process switch says)."""
         from ..seccomp import filter_main_thread
 
-        vm = self._cold_vm(bundle, seccomp) if warm_image is None else self._warm_vm(warm_image, seccomp)
+        vm = self._cold_vm(seccomp) if warm_image is None else self._warm_vm(warm_image, seccomp)
         try:
             if stdin_fd is not None and _at_end(stdin_fd):
                 stdin_fd = None
@@ -255,9 +277,14 @@ class Sandbox:
             if not feed:
                 self.console.close_port(STDIN)  # nothing to feed: EOF at once, and no feeder thread to start
             if warm_image is None:
+                from .warm import place_bundle
+
                 vm.start()
+                ready = self._await_ready(vm, timeout)
+                if ready is not None:  # else it stopped: vm.wait() below says why
+                    self._send_header(place_bundle(vm.memory, bundle, *ready))
             else:
-                self._send_bundle(vm, warm_image, bundle)  # paused: it all waits for the guest
+                self._send_header(warm_image.place(vm, bundle))  # paused: it all waits for the guest
                 vm.resume()
             filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run; the feeder starts under it
             if feed:

@@ -34,6 +34,35 @@ def bundle_header(size: int, placed: tuple[int, int] = (0, 0)) -> bytes:
     return BUNDLE_MAGIC + b"".join(n.to_bytes(8, "little") for n in (size, *placed))
 
 
+def check_fits(size: int, room: int) -> None:
+    if size > room:
+        raise ConfigError(
+            f"bundle of {size} bytes does not fit in the sandbox's guest RAM ({room} bytes free); "
+            "give it more memory (--mem)"
+        )
+
+
+def place_bundle(memory, bundle, room: int, top: int) -> bytes:
+    """Write ``bundle`` (bytes, or a bundle.Bundle) into the RAM of a guest that said
+    ``ready ROOM TOP``, and the program's segments where its loader would put them
+    (placement.py); returns the header to send on the control port."""
+    from .placement import BELOW_BUNDLE, PAGE, place_program
+
+    size = len(bundle)
+    check_fits(size, room)
+    start = (top - size) & ~0xFFF
+    view = memory.view_to_fill(start, size)  # bounds-checked; big ones in huge pages
+    if isinstance(bundle, (bytes, bytearray, memoryview)):
+        view[:] = bundle
+        return bundle_header(size)
+    bundle.write_into(view)
+    offset, length = bundle.exec_member
+    # Free RAM: above the guest's low allocations (ROOM says where they end),
+    # below the stack it puts under the bundle.
+    placed = place_program(memory, start + offset, length, top - room - PAGE, start - BELOW_BUNDLE)
+    return bundle_header(size, placed)
+
+
 class WarmImage:
     """One snapshot of the sandbox guest waiting for its bundle."""
 
@@ -46,31 +75,11 @@ class WarmImage:
         self.clones = 0
 
     def check_fits(self, size: int) -> None:
-        if size > self.room:
-            raise ConfigError(
-                f"bundle of {size} bytes does not fit in the sandbox's guest RAM ({self.room} bytes free); "
-                "give it more memory (--mem)"
-            )
+        check_fits(size, self.room)
 
     def place(self, vm, bundle) -> bytes:
-        """Write ``bundle`` (bytes, or a bundle.Bundle) into a clone's RAM; returns
-        what to send on the control port."""
-        from .placement import BELOW_BUNDLE, PAGE, place_program
-
-        size = len(bundle)
-        self.check_fits(size)
-        start = (self.top - size) & ~0xFFF
-        view = vm.memory.view_to_fill(start, size)  # bounds-checked; big ones in huge pages
-        if isinstance(bundle, (bytes, bytearray, memoryview)):
-            view[:] = bundle
-            return bundle_header(size)
-        bundle.write_into(view)
-        offset, length = bundle.exec_member
-        # Free RAM in the snapshot: above the guest's low allocations (ROOM says
-        # where they end), below the stack it puts under the bundle.
-        floor = self.top - self.room - PAGE
-        placed = place_program(vm.memory, start + offset, length, floor, start - BELOW_BUNDLE)
-        return bundle_header(size, placed)
+        """Write ``bundle`` into a clone's RAM; returns what to send on the control port."""
+        return place_bundle(vm.memory, bundle, self.room, self.top)
 
     def clone(self, *, on_output, output, seccomp: bool | None = None):
         """A MicroVM restored from this image, its vCPUs paused (resume() runs it).
