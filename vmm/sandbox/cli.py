@@ -103,8 +103,6 @@ class _Limited:
 
 
 def cmd_exec(args) -> int:
-    import subprocess
-
     from ..jail import JailError, jail_exec
     from . import runner
 
@@ -116,7 +114,7 @@ def cmd_exec(args) -> int:
         print(f"vmm: {err}", file=sys.stderr)
         return EXEC_SANDBOX_FAILED
     try:
-        result = runner.run(
+        result = runner.run_program(
             [args.program, *args.args],
             timeout=args.timeout,
             files=inputs,
@@ -134,7 +132,7 @@ def cmd_exec(args) -> int:
             cwd=args.cwd,
             warm=args.warm,
         )
-    except subprocess.TimeoutExpired:
+    except runner.ProgramTimeout:
         print(f"vmm: {args.program}: timed out after {args.timeout:g} s", file=sys.stderr)
         return EXEC_TIMEOUT
     except runner.ProgramError as err:

@@ -11,7 +11,6 @@ syscalls and the program's /out on a fourth port, ``vmm.control``
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,23 +48,36 @@ class ProgramError(VmmError):
         self.exit_status = status
 
 
-class SandboxResult(subprocess.CompletedProcess):
-    """subprocess.CompletedProcess plus what only a sandbox knows.
+class ProgramTimeout(VmmError):
+    """The program ran past its timeout (run() raises subprocess.TimeoutExpired instead)."""
 
-    ``returncode`` is the program's exit status, or -N when signal N ended it
-    (as subprocess reports it). ``signal`` and ``fault_addr`` say which and
-    where; ``out_files`` lists what was extracted from /out; ``notes`` holds
-    anything cut or refused (output over the limit, unsafe /out entries).
-    """
+    def __init__(self, args, timeout: float, stdout, stderr):
+        super().__init__(f"{args[0]}: timed out after {timeout:g} s")
+        self.cmd, self.timeout, self.stdout, self.stderr = args, timeout, stdout, stderr
 
-    def __init__(self, args, returncode, stdout=None, stderr=None):
-        super().__init__(args, returncode, stdout, stderr)
+
+class ProgramRun:
+    """What run_program() reports: SandboxResult's fields, without subprocess
+    (importing it costs `vmm exec` ~2.5 ms at a cold start)."""
+
+    def __init__(self, args, stdout, stderr):
+        self.args, self.stdout, self.stderr = args, stdout, stderr
+        self.returncode: int | None = None
         self.signal: int | None = None
         self.fault_addr: int | None = None
         self.out_files: list[str] = []
         self.notes: list[str] = []
         self.seed: int | None = None
         self.exits: dict[str, int] = {}
+        self.elapsed = 0.0
+
+
+def __getattr__(name: str):
+    if name == "SandboxResult":  # subprocess.CompletedProcess's subclass: loaded when used
+        from .result import SandboxResult
+
+        return SandboxResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_program(program: str) -> str:
@@ -316,7 +328,30 @@ def _at_end(fd: int) -> bool:
         return False  # the feeder reports what it finds
 
 
-def run(
+def run(args: Sequence[str], *, check: bool = False, **options):
+    """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
+    microVM, as subprocess.run runs it on the host; returns a SandboxResult (a
+    subprocess.CompletedProcess). ``options`` are run_program's (input, timeout,
+    files, env, mem_mib, capture_output, text, out_dir, ...). Raises
+    subprocess.TimeoutExpired on timeout (with the output so far),
+    subprocess.CalledProcessError with ``check`` on a non-zero status,
+    ProgramError when the program cannot be run, SandboxError when the sandbox fails.
+    """
+    import subprocess
+
+    from .result import SandboxResult
+
+    try:
+        done = run_program(args, **options)
+    except ProgramTimeout as err:
+        raise subprocess.TimeoutExpired(err.cmd, err.timeout, output=err.stdout, stderr=err.stderr) from None
+    result = SandboxResult.of(done)
+    if check and result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+    return result
+
+
+def run_program(
     args: Sequence[str],
     *,
     input: bytes | str | None = None,
@@ -326,7 +361,6 @@ def run(
     mem_mib: int = DEFAULT_MEM_MIB,
     capture_output: bool = True,
     text: bool = False,
-    check: bool = False,
     out_dir: str | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
     seed: int | None = None,
@@ -340,9 +374,9 @@ def run(
     cwd: str = "/",
     warm: bool = True,
     seccomp: bool | None = None,
-) -> SandboxResult:
-    """Run ``args`` (a static x86-64 Linux program and its arguments) in a throwaway
-    microVM, as subprocess.run runs it on the host.
+) -> ProgramRun:
+    """run() without subprocess (what `vmm exec` calls): a ProgramRun, ProgramTimeout
+    on timeout.
 
     ``files`` maps guest paths to host paths (a file, or a directory taken
     whole) or bytes: read-only inputs in the sandbox's root file system.
@@ -353,15 +387,12 @@ def run(
     every random source (``seed``, or a fresh one reported in ``result.seed``).
     ``warm`` (the default) runs in a clone of a snapshot of the booted guest
     that this process keeps (vmm/sandbox/warm.py; the first run builds it);
-    ``warm=False`` boots a fresh guest with the bundle, as `vmm exec --cold`.
+    ``warm=False`` boots a fresh guest for the bundle, as `vmm exec --cold` does.
     ``seccomp`` filters the VM's vCPU and I/O threads (vmm/seccomp.py; None: as
     the process switch says, off unless vmm.seccomp.enable() was called).
-    Raises subprocess.TimeoutExpired on timeout (with the output so far),
-    ProgramError when the program cannot be run, SandboxError when the sandbox fails.
     """
     from .bundle import plan_bundle
     from .outdir import extract_out
-
 
     args = [os.fspath(a) for a in args]
     if not args:
@@ -425,9 +456,9 @@ def run(
         outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image, seccomp=seccomp)
     except TimeoutError:
         out, err = streams()
-        raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err) from None
+        raise ProgramTimeout(args, timeout, out, err) from None
     out, err = streams()
-    result = SandboxResult(args, None, out, err)
+    result = ProgramRun(args, out, err)
     result.seed = seed
     result.exits = box.exits
     result.elapsed = time.monotonic() - started
@@ -439,12 +470,10 @@ def run(
     if out_dir is not None and box.out_archive is not None:
         result.out_files, skipped = extract_out(box.out_archive, out_dir, max_bytes=max_out_bytes)
         result.notes += skipped
-    if check and result.returncode:
-        raise subprocess.CalledProcessError(result.returncode, args, out, err)
     return result
 
 
-def _settle(result: SandboxResult, box: Sandbox, outcome) -> None:
+def _settle(result: ProgramRun, box: Sandbox, outcome) -> None:
     """The program's status from the control reports, or why there is none."""
     for event in box.report:
         kind = event[0]
