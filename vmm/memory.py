@@ -147,6 +147,23 @@ class GuestMemory:
                     break  # no THP here: 4 KiB pages, slower guest reads, still right
         return view
 
+    def map_file_over(self, addr: int, length: int, fd: int) -> bool:
+        """Make [addr, addr+length) (page-aligned, in one region) a private copy-on-write
+        mapping of ``fd``'s first ``length`` bytes: its pages are shared with the file's
+        until written. False (RAM unchanged) where that cannot be done."""
+        if (addr | length) % mmap.PAGESIZE or length <= 0:
+            return False
+        for region in self.regions:
+            if region.guest_addr <= addr and addr + length <= region.end:
+                if self.host_dirty is not None:
+                    self._mark_dirty(region.guest_addr, addr, length)
+                try:
+                    _map_over(region.mapping, addr - region.guest_addr, length, fd)
+                except (OSError, ValueError, TypeError):
+                    return False
+                return True
+        return False
+
     def _populate(self, addr: int, length: int) -> None:
         for region in self.regions:
             if region.guest_addr <= addr and addr + length <= region.end:
@@ -193,16 +210,27 @@ class GuestMemory:
             self.backing_fd = None
 
 
-def _map_anonymous_over(mapping: mmap.mmap, offset: int, length: int) -> None:
-    """Replace [offset, offset+length) of ``mapping`` by zeroed anonymous memory, in place."""
+_libc_mmap = None
+
+
+def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1) -> None:
+    """Replace [offset, offset+length) of ``mapping``, in place, by a private mapping
+    of ``fd`` from its start, or by zeroed anonymous memory (fd -1)."""
+    global _libc_mmap
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    if _libc_mmap is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+        _libc_mmap = libc.mmap
     anchor = ctypes.c_char.from_buffer(mapping, offset)  # the address; released at once (it pins the mmap)
     address = ctypes.addressof(anchor)
     del anchor
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE | _MAP_FIXED
-    if libc.mmap(address, length, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0) in (None, ctypes.c_void_p(-1).value):
+    flags = mmap.MAP_PRIVATE | _MAP_NORESERVE | _MAP_FIXED | (mmap.MAP_ANONYMOUS if fd < 0 else 0)
+    if _libc_mmap(address, length, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0) in (None, ctypes.c_void_p(-1).value):
         raise OSError(ctypes.get_errno(), "mmap MAP_FIXED")
+
+
+def _map_anonymous_over(mapping: mmap.mmap, offset: int, length: int) -> None:
+    _map_over(mapping, offset, length)

@@ -145,7 +145,7 @@ def test_a_span_the_guest_does_not_take_is_zeroed_before_reuse(compile_prog, mon
     fresh pages there still read as zeroes."""
     from vmm.sandbox import placement, warm
 
-    def garbage(memory, program_addr, program_size, floor, limit):
+    def garbage(memory, program_addr, program_size, floor, limit, identity=None):
         start = limit - (8 << 20)
         memory.view(start, limit - start)[:] = b"\xaa" * (limit - start)
         return start, limit
@@ -156,3 +156,30 @@ def test_a_span_the_guest_does_not_take_is_zeroed_before_reuse(compile_prog, mon
     assert (result.returncode, result.stdout) == (0, b"all 25165824 bytes zero\n"), result
     monkeypatch.undo()
     assert warm.bundle_header(5, (4096, 8192))[16:] == (4096).to_bytes(8, "little") + (8192).to_bytes(8, "little")
+
+
+def test_a_program_run_again_is_mapped_and_a_rebuilt_one_is_not_served_stale(compile_prog, tmp_path, monkeypatch):
+    """From its second run a program's laid-out segments come from a memfd that the
+    clone maps copy-on-write (placement.SpanImages); replacing the file on disk
+    (same path, same size even) must give the new program, not the cached one."""
+    import shutil
+
+    from vmm.sandbox import placement
+
+    from vmm.memory import GuestMemory
+
+    monkeypatch.setattr(placement, "_span_images", placement.SpanImages())
+    maps = []
+    real_map = GuestMemory.map_file_over
+    monkeypatch.setattr(GuestMemory, "map_file_over", lambda self, *a: maps.append(real_map(self, *a)) or maps[-1])
+    mapped = []
+    program = tmp_path / "prog"
+    shutil.copy(compile_prog("exitcode"), program)
+    for code in ("3", "4", "5"):
+        result = run([str(program), code])
+        assert result.returncode == int(code), result
+        mapped.append(len(placement._span_images._images))
+    assert mapped == [0, 1, 1] and maps == [True, True]  # copied, then mapped from the entry made on the second run
+    shutil.copy(compile_prog("showargs"), program)  # rebuilt: a new inode and times
+    result = run([str(program), "fresh"])
+    assert result.returncode == 0 and b"fresh" in result.stdout, result

@@ -160,10 +160,11 @@ class _HostFile:
     """A regular host file, read when the bundle is written out: straight into
     its destination (guest RAM, for a warm sandbox), with no copy between."""
 
-    __slots__ = ("path", "size")
+    __slots__ = ("path", "size", "identity")
 
-    def __init__(self, path, size: int):
+    def __init__(self, path, size: int, identity: tuple = ()):
         self.path, self.size = path, size
+        self.identity = identity  # what names these bytes (placement.py caches by it)
 
     def __len__(self) -> int:
         return self.size
@@ -233,9 +234,12 @@ class Bundle:
     """A bundle not yet laid out: ``len()`` bytes, written by ``write_into`` (into
     guest RAM, for a warm sandbox) or made whole by ``bytes()``."""
 
-    def __init__(self, tar: _Ustar, exec_name: str, exec_size: int):
+    def __init__(self, tar: _Ustar, exec_name: str, exec_data):
         self._tar = tar
-        self.exec_member = (tar.offsets[exec_name], exec_size)  # (offset, length) of the program the guest runs
+        self.exec_member = (tar.offsets[exec_name], len(exec_data))  # (offset, length) of the program the guest runs
+        # The program's host file (path, device, inode, size, times): the same
+        # bytes whenever it is the same; None for bytes given directly.
+        self.exec_identity = getattr(exec_data, "identity", None) or None
 
     def __len__(self) -> int:
         return self._tar.total
@@ -269,7 +273,11 @@ def _host_member(path) -> tuple[object, int, int]:
         st = os.stat(path)
     except OSError as e:
         raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
-    data = _HostFile(path, st.st_size) if stat.S_ISREG(st.st_mode) else _read_host(path)
+    if stat.S_ISREG(st.st_mode):
+        identity = (os.fsdecode(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        data = _HostFile(path, st.st_size, identity)
+    else:
+        data = _read_host(path)
     return data, st.st_mode & 0o777, int(st.st_mtime)
 
 
@@ -324,4 +332,4 @@ def plan_bundle(
     for name, (data, mode, mtime) in sorted(members.items()):
         _add_dirs(tar, name, made)
         tar.add(name, data, mode, mtime)
-    return Bundle(tar, exec_name, len(members[exec_name][0]))
+    return Bundle(tar, exec_name, members[exec_name][0])

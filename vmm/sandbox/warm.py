@@ -59,7 +59,7 @@ def place_bundle(memory, bundle, room: int, top: int) -> bytes:
     offset, length = bundle.exec_member
     # Free RAM: above the guest's low allocations (ROOM says where they end),
     # below the stack it puts under the bundle.
-    placed = place_program(memory, start + offset, length, top - room - PAGE, start - BELOW_BUNDLE)
+    placed = place_program(memory, start + offset, length, top - room - PAGE, start - BELOW_BUNDLE, bundle.exec_identity)
     return bundle_header(size, placed)
 
 
