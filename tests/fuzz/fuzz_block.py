@@ -6,7 +6,7 @@ the driver rewriting a ring word, a device reset and new handshake), then
 guest RAM: the descriptor table, the available ring, request headers, data.
 Contract: nothing escapes the transport; guest RAM changes only in the used
 ring and in device-writable buffers of consumed chains (unless the driver made
-its own descriptors or available ring device-writable: ram.self_rewriting); every used entry
+its own rings device-writable: ram.races_itself); every used entry
 names a head < size and no more bytes than the chain could take; a
 read-only disk's bytes never change; no disk changes size; with the fast
 path compared, C and the Python model leave the same RAM and disk.
@@ -32,7 +32,7 @@ from .ram import (
     consumed_heads,
     descriptor_ranges,
     overlaps,
-    self_rewriting,
+    races_itself,
     used_ring_range,
     writable_ranges,
 )
@@ -161,8 +161,9 @@ def _notify(transport: VirtioMmioTransport, driver: MockDriver, memory: GuestMem
         return
     heads = consumed_heads(before, queue, first_avail, queue.next_avail)
     allowed = writable_ranges(before, queue.desc_addr, queue.size, heads)
-    if not self_rewriting(allowed, [queue]):
-        check_writes(memory, before, [used_ring_range(queue), *allowed])
+    if races_itself(allowed, [queue]):
+        return
+    check_writes(memory, before, [used_ring_range(queue), *allowed])
     if transport.status & c.STATUS_DEVICE_NEEDS_RESET:
         return
     for head, length in _used(memory, q, first_used, queue.next_used):

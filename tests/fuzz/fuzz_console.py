@@ -24,7 +24,7 @@ from vmm.memory import GuestMemory
 
 from .guard import quiet_logs
 from .provider import Provider
-from .ram import RamCopy, check_writes, consumed_heads, self_rewriting, used_ring_range, writable_ranges
+from .ram import RamCopy, check_writes, consumed_heads, races_itself, used_ring_range, writable_ranges
 
 quiet_logs()
 REGIONS = [(0x0, 0x4000), (0x10000, 0x1000)]
@@ -88,13 +88,13 @@ def test_one_input(data: bytes) -> None:
                 t, dev = _step(t, dev, memory, sink, op, arg, features_mask)
             except ConsoleError as err:
                 assert op in (3, 4) and not dev._ports[arg % len(PORTS)].host_open, err
-            allowed = []
+            buffers, used_rings = [], []
             for q, mark in zip(t.queues, marks):
                 if q.ready:
-                    allowed.append(used_ring_range(q))
-                    allowed += writable_ranges(before, q.desc_addr, q.size, consumed_heads(before, q, mark, q.next_avail))
-            if not self_rewriting(allowed, [q for q in t.queues if q.ready]):
-                check_writes(memory, before, allowed)
+                    used_rings.append(used_ring_range(q))
+                    buffers += writable_ranges(before, q.desc_addr, q.size, consumed_heads(before, q, mark, q.next_avail))
+            if not races_itself(buffers, [q for q in t.queues if q.ready]):
+                check_writes(memory, before, used_rings + buffers)
             _check_bounds(dev)
     finally:
         dev_close = locals().get("dev")

@@ -91,18 +91,19 @@ def descriptor_ranges(ram: RamCopy, desc_addr: int, size: int, heads) -> tuple[l
     return sorted(writable), sorted(readable)
 
 
-def read_rings(queue) -> list[tuple[int, int]]:
-    """What the device reads of a SplitQueue to find its requests: the descriptor table and the available ring."""
-    return [(queue.desc_addr, 16 * queue.size), (queue.avail_addr, 6 + 2 * queue.size)]
+def rings(queue) -> list[tuple[int, int]]:
+    """A SplitQueue's descriptor table, available ring and used ring."""
+    return [(queue.desc_addr, 16 * queue.size), (queue.avail_addr, 6 + 2 * queue.size), used_ring_range(queue)]
 
 
-def self_rewriting(allowed, queues) -> bool:
-    """Whether the driver made a queue's own descriptor table or available ring
-    device-writable: the device's writes then change the chains it reads next
-    (a status byte becomes the next chain's buffer address), so where it
-    writes follows from what it wrote, not from RAM before the notify. A
+def races_itself(writable, queues) -> bool:
+    """Whether the driver made a queue's own rings device-writable buffers: the
+    device's writes then change what it reads next (a status byte becomes the
+    next chain's buffer address) or the used entries it wrote before (a status
+    byte lands in an earlier entry's length), so neither where it writes nor
+    what the used ring says afterwards follows from RAM before the notify. A
     driver racing itself; the device's writes stay in guest RAM regardless."""
-    return any(overlaps(allowed, read_rings(q)) for q in queues)
+    return any(overlaps(writable, rings(q)) for q in queues)
 
 
 def overlaps(ranges_a, ranges_b) -> bool:
