@@ -19,9 +19,8 @@ def __getattr__(name: str):
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    module = __import__(f"{__name__}.{home}", fromlist=[name])  # importlib itself costs an import
+    value = getattr(module, name)
     globals()[name] = value
     return value
 
