@@ -17,14 +17,10 @@ class SandboxResult(subprocess.CompletedProcess):
     """
 
     def __init__(self, args, returncode, stdout=None, stderr=None):
+        from .runner import init_extras
+
         super().__init__(args, returncode, stdout, stderr)
-        self.signal: int | None = None
-        self.fault_addr: int | None = None
-        self.out_files: list[str] = []
-        self.notes: list[str] = []
-        self.seed: int | None = None
-        self.exits: dict[str, int] = {}
-        self.elapsed = 0.0
+        init_extras(self)
 
     @classmethod
     def of(cls, done) -> "SandboxResult":

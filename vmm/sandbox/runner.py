@@ -63,13 +63,18 @@ class ProgramRun:
     def __init__(self, args, stdout, stderr):
         self.args, self.stdout, self.stderr = args, stdout, stderr
         self.returncode: int | None = None
-        self.signal: int | None = None
-        self.fault_addr: int | None = None
-        self.out_files: list[str] = []
-        self.notes: list[str] = []
-        self.seed: int | None = None
-        self.exits: dict[str, int] = {}
-        self.elapsed = 0.0
+        init_extras(self)
+
+
+def init_extras(result) -> None:
+    """What a sandbox reports beyond subprocess's four fields (SandboxResult's doc says what each is)."""
+    result.signal = None
+    result.fault_addr = None
+    result.out_files = []
+    result.notes = []
+    result.seed = None
+    result.exits = {}
+    result.elapsed = 0.0
 
 
 def __getattr__(name: str):
