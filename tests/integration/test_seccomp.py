@@ -93,6 +93,42 @@ def test_a_call_outside_the_threads_list_stops_the_process_with_one_line(kind, c
     assert int(match.group(3)) == seccomp._binding().resolve_syscall(seccomp._binding().system_arch(), syscall)
 
 
+def _filtered_violation(cache_home, check: str = ""):
+    """A process with its own cache directory: arm, make a vcpu thread call getcwd; and what it imported."""
+    program = _PROGRAM.replace("{call}", "os.getcwd()").replace(
+        "seccomp.enable(77)", "seccomp.enable(77)\nprint('pyseccomp' in sys.modules, flush=True)")
+    return subprocess.run([sys.executable, "-c", program, "vcpu"], capture_output=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+
+
+def test_filters_are_built_once_then_loaded_from_the_cache_without_libseccomps_binding(tmp_path):
+    """The first process builds every kind's filter with libseccomp and keeps the BPF
+    (0600 in a 0700 directory); the next loads it without pyseccomp, and still stops
+    a call outside the list with the same one line."""
+    first, second = _filtered_violation(tmp_path), _filtered_violation(tmp_path)
+    for result, built in ((first, b"True"), (second, b"False")):
+        assert result.returncode == 77, result
+        assert result.stdout == built + b"\nfiltered\n"
+        assert the_one_violation(result).group(1, 2) == ("vcpu", "getcwd")
+    (cached,) = (tmp_path / "vmm" / "seccomp").iterdir()
+    assert cached.stat().st_mode & 0o777 == 0o600 and cached.parent.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "garbage", "group-writable"])
+def test_a_spoilt_or_loosely_kept_cache_is_rebuilt(tmp_path, spoil):
+    _filtered_violation(tmp_path)
+    (cached,) = (tmp_path / "vmm" / "seccomp").iterdir()
+    if spoil == "truncated":
+        cached.write_bytes(cached.read_bytes()[:100])
+    elif spoil == "garbage":
+        cached.write_bytes(b"VMMSECC1" + os.urandom(64))
+    else:
+        cached.chmod(0o620)
+    result = _filtered_violation(tmp_path)
+    assert result.returncode == 77 and result.stdout == b"True\nfiltered\n", result  # built again, still enforced
+    assert the_one_violation(result).group(1, 2) == ("vcpu", "getcwd")
+
+
 # --- the commands: a violation in each kind of thread -------------------------------
 
 

@@ -423,8 +423,15 @@ CDEF += r"""
 int vmm_seccomp_arm(int status);
 void vmm_seccomp_set_kind(const char *kind);
 int vmm_seccomp_set_name(int nr, const char *name);
+int vmm_seccomp_load(const unsigned char *program, unsigned int length);
+int vmm_preload_unwinder(void);
 """
 SOURCE += r"""
+#include <dlfcn.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #define VMM_SECCOMP_NAMES 512
 static char vmm_seccomp_names[VMM_SECCOMP_NAMES][28];
 static volatile int vmm_seccomp_status = 159;
@@ -493,6 +500,30 @@ static int vmm_seccomp_set_name(int nr, const char *name)
         return -1;
     strncpy(vmm_seccomp_names[nr], name, sizeof vmm_seccomp_names[nr] - 1);
     return 0;
+}
+
+/* Load a BPF program libseccomp made earlier (seccomp_export_bpf, kept by
+   vmm/seccomp.py) on the calling thread, as seccomp_load does with its
+   default attributes: no_new_privs, then SECCOMP_SET_MODE_FILTER without TSYNC. */
+static int vmm_seccomp_load(const unsigned char *program, unsigned int length)
+{
+    struct sock_fprog prog;
+    if (length == 0 || length % sizeof(struct sock_filter) || length / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return -EINVAL;
+    prog.len = (unsigned short)(length / sizeof(struct sock_filter));
+    prog.filter = (struct sock_filter *)program;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        return -errno;
+    return 0;
+}
+
+/* glibc dlopens libgcc_s the first time a thread ends (pthread_exit unwinds
+   it): load it while every call is still allowed. 0, or -1 when not found. */
+static int vmm_preload_unwinder(void)
+{
+    return dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE) ? 0 : -1;
 }
 """
 # ---- end seccomp violation report ----
