@@ -509,6 +509,10 @@ def main(argv: list[str] | None = None, *, lock_down: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        if lock_down and args.command in ("run", "exec"):
+            from .builder import leave_teardown_to_exit
+
+            leave_teardown_to_exit()  # console_main ends the process right after
         if lock_down and getattr(args, "seccomp", False):
             from .seccomp import VIOLATION_STATUS, enable
 
