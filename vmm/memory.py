@@ -210,26 +210,21 @@ class GuestMemory:
             self.backing_fd = None
 
 
-_libc_mmap = None
-
-
 def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1) -> None:
     """Replace [offset, offset+length) of ``mapping``, in place, by a private mapping
-    of ``fd`` from its start, or by zeroed anonymous memory (fd -1)."""
-    global _libc_mmap
-    import ctypes
+    of ``fd`` from its start, or by zeroed anonymous memory (fd -1). Through the
+    cffi module: ctypes would cost every vCPU thread an import before its filter."""
+    from .kvm._kvm_cffi import ffi, lib
 
-    if _libc_mmap is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-        _libc_mmap = libc.mmap
-    anchor = ctypes.c_char.from_buffer(mapping, offset)  # the address; released at once (it pins the mmap)
-    address = ctypes.addressof(anchor)
-    del anchor
-    flags = mmap.MAP_PRIVATE | _MAP_NORESERVE | _MAP_FIXED | (mmap.MAP_ANONYMOUS if fd < 0 else 0)
-    if _libc_mmap(address, length, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0) in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "mmap MAP_FIXED")
+    if offset < 0 or length <= 0 or offset + length > len(mapping):
+        raise ValueError("range outside the mapping")
+    base = ffi.from_buffer(mapping)
+    try:
+        rc = lib.vmm_map_over(base + offset, length, fd)
+    finally:
+        ffi.release(base)  # the export would keep the mmap from closing
+    if rc < 0:
+        raise OSError(-rc, f"mmap MAP_FIXED: {os.strerror(-rc)}")
 
 
 def _map_anonymous_over(mapping: mmap.mmap, offset: int, length: int) -> None:

@@ -110,16 +110,15 @@ SPAWNS = {"vcpu": (), "events": (), "api": ("vcpu", "events"), "main": ()}
 
 # Modules a kind's thread may import lazily after its filter is on, imported
 # before it goes on: the vCPU thread may not open files. Virtio-blk starts
-# read workers, write-behind reaches libc. (Device models' log lines need no
-# import there: vmm/log.py writes them as unconfigured logging would. The
-# instruction fallback for emulation failures is loaded by vmm/vcpu.py for
-# the guests that need it; the other kinds may open files and import as usual.)
-PRELOAD = {
-    "vcpu": ("ctypes",),
-}
+# read workers, write-behind reaches libc through ctypes. (Device models' log
+# lines need no import there: vmm/log.py writes them as unconfigured logging
+# would. The instruction fallback for emulation failures is loaded by
+# vmm/vcpu.py for the guests that need it; the other kinds may open files and
+# import as usual.)
+PRELOAD: dict[str, tuple[str, ...]] = {}
 NO_IMPORTS = ("vcpu",)  # kinds whose lazy log lines must not import logging
 # ... and these where a VM has a disk (vmm/machine.py says so)
-PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread",)}
+PRELOAD_WITH_DISKS = {"vcpu": ("concurrent.futures.thread", "ctypes")}
 VIRTIO_BLOCK_ID = 2  # the virtio device ID of a disk
 
 # A thread that starts threads which then install their own filter: the
