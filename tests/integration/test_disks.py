@@ -228,8 +228,23 @@ def test_notify_routes_switching_all_the_time_lose_nothing(guest_elf, image, sou
     """Every queue flips between ioeventfd and the exit path every few notifies
     (vmm/notify_route.py with tiny windows): each file still reads back byte for
     byte, blkbench's writes leave the disk as it was, and the routes did switch."""
-    from vmm import notify_route
+    import time
 
+    from vmm import notify_route, virtio_slots
+
+    real_notifier = virtio_slots._notifier
+
+    def late_notifier(*args):
+        serve = real_notifier(*args)
+
+        def late() -> None:  # an I/O thread a busy host schedules late: the guest idles first
+            time.sleep(0.002)
+            serve()
+
+        return late
+
+    # Without it, on a quiet host the I/O thread is never late and no route moves.
+    monkeypatch.setattr(virtio_slots, "_notifier", late_notifier)
     monkeypatch.setattr(notify_route, "PINNED", "adaptive")
     monkeypatch.setattr(notify_route, "WINDOW", 2)
     monkeypatch.setattr(notify_route, "LATE_SHARE", 1000)  # any late notify in a window moves it
