@@ -117,8 +117,8 @@ _span_images = SpanImages()
 def place_program(memory, program_addr: int, program_size: int, floor: int, limit: int,
                   identity: tuple | None = None) -> tuple[int, int]:
     """Write the segments of the program at ``program_addr`` in guest RAM to their
-    load addresses when their span lies in [floor, limit) (free RAM, zero in the
-    snapshot); returns the span, or (0, 0) when nothing was placed. A program
+    load addresses when their span lies in [floor, limit) (RAM the waiting guest has
+    never used: still zero); returns the span, or (0, 0) when nothing was placed. A program
     with an ``identity`` run before in this process is mapped from SpanImages."""
     image = memory.view(program_addr, program_size)
     try:
