@@ -93,6 +93,7 @@ struct lx_opts {
     u64 now_ns;                 /* wall clock at bundle time (unix ns) */
     bool trace;
     bool dumpout;               /* print /out as a base64 ustar at exit */
+    bool noout;                 /* the host keeps no /out: send none (skips an 8 MiB buffer and a transfer) */
     char cwd[256];
 };
 extern struct lx_opts lx_opts;

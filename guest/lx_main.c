@@ -138,6 +138,8 @@ static void parse_opts(const char *p, u64 len)
             lx_opts.trace = v[0] == '1';
         } else if (!strcmp(k, "dumpout")) {
             lx_opts.dumpout = v[0] == '1';
+        } else if (!strcmp(k, "noout")) {
+            lx_opts.noout = v[0] == '1';
         } else if (!strcmp(k, "cwd") && v[0] == '/' && strlen(v) < sizeof(lx_opts.cwd)) {
             memcpy(lx_opts.cwd, v, strlen(v) + 1);
         }
@@ -260,7 +262,7 @@ void lx_run(void)
 
 static void send_out(void)
 {
-    if (!stream_wants_out())
+    if (!stream_wants_out() || lx_opts.noout)
         return;
     u64 cap = 8ull << 20;
     u8 *buf = lx_kpages(cap);

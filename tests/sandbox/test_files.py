@@ -63,3 +63,14 @@ def test_memory_calls_like_native(compile_prog, run_prog, tmp_path, compiler):
     host = native(exe, ["memory", str(tmp_path / "in.txt")])
     assert run.text == host.stdout.decode()
     assert "file map: alpha" in run.text
+
+
+@pytest.mark.kvm
+def test_out_is_packed_only_when_the_host_keeps_it(compile_prog, sandbox, tmp_path):
+    """/out over the guest's 8 MiB archive: with an out_dir the host hears it was too
+    large; without one (noout=1) the guest packs and sends nothing, so no note."""
+    program = compile_prog("bigout")
+    kept = sandbox.run([program, "9"], out_dir=str(tmp_path / "out"))
+    assert kept.returncode == 0 and any("too large to collect" in note for note in kept.notes), kept.notes
+    dropped = sandbox.run([program, "9"])
+    assert dropped.returncode == 0 and not dropped.notes, dropped.notes

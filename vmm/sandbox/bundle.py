@@ -7,7 +7,7 @@ mode.  Members (see guest/README.md, "Linux personality"):
     .vmm/argv   argv strings, each NUL-terminated (argv[0] as the program sees it)
     .vmm/envp   environment strings K=V, each NUL-terminated
     .vmm/exec   guest path of the program to execute
-    .vmm/opts   key=value lines: seed, clock, now, entropy, trace, dumpout, cwd
+    .vmm/opts   key=value lines: seed, clock, now, entropy, trace, dumpout, noout, cwd
     the rest    the program's read-only root file system
 
 The .vmm/ members come first: the guest recognises a bundle by them.
@@ -23,7 +23,7 @@ from ..errors import ConfigError
 
 # Options the guest understands, and how each value is checked.
 _U64_OPTIONS = ("seed", "clock", "now", "entropy")
-_FLAG_OPTIONS = ("trace", "dumpout")
+_FLAG_OPTIONS = ("trace", "dumpout", "noout")
 _NAME_LIMIT = 255  # ustar: 155-byte prefix + 100-byte name
 
 

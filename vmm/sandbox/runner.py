@@ -433,6 +433,8 @@ def run_program(
         options["clock"] = "1700000000000000000"  # 2023-11-14T22:13:20Z, the same every run
     if trace:
         options["trace"] = "1"
+    if out_dir is None:
+        options["noout"] = "1"  # nobody keeps /out: the guest need not pack and send it
     if cwd != "/":
         options["cwd"] = cwd
     environment = dict(env) if env is not None else {"PATH": "/bin:/usr/bin", "HOME": "/tmp"}
