@@ -244,16 +244,10 @@ def _build_and_keep(path: str) -> _FilterSet:
     seccomp = _binding()
     programs = {}
     for kind in sorted(policy.KINDS):
-        read_fd, write_fd = os.pipe()
-        try:
-            with os.fdopen(write_fd, "wb") as out:
-                _build_filter(seccomp, kind).export_bpf(out)
-            with os.fdopen(read_fd, "rb") as source:
-                read_fd = -1
-                programs[kind] = source.read()
-        finally:
-            if read_fd >= 0:
-                os.close(read_fd)
+        with os.fdopen(os.memfd_create("vmm-seccomp-bpf", os.MFD_CLOEXEC), "w+b") as out:
+            _build_filter(seccomp, kind).export_bpf(out)  # libseccomp writes to the descriptor
+            out.seek(0)
+            programs[kind] = out.read()
     names = _syscall_names()
     records = [(".names", b"".join(b"%d %s\n" % (nr, name) for nr, name in names))] + sorted(programs.items())
     data = _CACHE_MAGIC + b"".join(struct.pack("<HI", len(label), len(body)) + label.encode() + body for label, body in records)
