@@ -14,7 +14,6 @@ guest then refuses the program with its own message.
 from __future__ import annotations
 
 import os
-import struct
 
 PAGE = 4096
 STATIC_PIE_BASE = 0x1000000  # guest/lx_elf.c: the first base tried for static-PIE
@@ -22,40 +21,42 @@ STATIC_PIE_BASE = 0x1000000  # guest/lx_elf.c: the first base tried for static-P
 # 1 MiB gap (guest/lx_mem.c); the span must stay clear of all of them.
 BELOW_BUNDLE = 10 << 20
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
-_ET_EXEC, _ET_DYN, _EM_X86_64 = 2, 3, 62
-_PT_LOAD, _PT_INTERP = 1, 3
+_ET_EXEC, _ET_DYN = 2, 3
+_PT_INTERP = 3
 
 
 def segments(image) -> tuple[int, int, list[tuple[int, int, int]]] | None:
     """(span start, span end, [(guest address, file offset, file size)]) of a static
     x86-64 program, as guest/lx_elf.c would load it; None for anything it would refuse."""
+    from ..boot.elf import ADDRESS_LIMIT, ELF_MAGIC, ELFCLASS64, EM_X86_64, PT_LOAD, Elf64Header, Elf64ProgramHeader
+
     size = len(image)
-    if size < _EHDR.size:
+    if size < Elf64Header.size:
         return None
-    ident, e_type, machine, _, _, phoff, _, _, _, phentsize, phnum, _, _, _ = _EHDR.unpack_from(image)
-    if ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1 or machine != _EM_X86_64:
+    header = Elf64Header.unpack_from(image)
+    if header.magic != ELF_MAGIC or header.elf_class != ELFCLASS64 or header.data != 1 or header.machine != EM_X86_64:
         return None
-    if e_type not in (_ET_EXEC, _ET_DYN) or phentsize != _PHDR.size or not phnum or phoff > size or phnum * _PHDR.size > size - phoff:
+    phoff, phnum = header.phoff, header.phnum
+    if header.type not in (_ET_EXEC, _ET_DYN) or header.phentsize != Elf64ProgramHeader.size or not phnum \
+            or phoff > size or phnum * Elf64ProgramHeader.size > size - phoff:
         return None
     lo, hi, loads = None, 0, []
     for i in range(phnum):
-        p_type, _, offset, vaddr, _, filesz, memsz, _ = _PHDR.unpack_from(image, phoff + i * _PHDR.size)
-        if p_type == _PT_INTERP:
+        ph = Elf64ProgramHeader.unpack_from(image, phoff + i * Elf64ProgramHeader.size)
+        if ph.type == _PT_INTERP:
             return None
-        if p_type != _PT_LOAD or not memsz:
+        if ph.type != PT_LOAD or not ph.memsz:
             continue
-        if filesz > memsz or offset > size or filesz > size - offset or vaddr + memsz >= 1 << 64:
+        if ph.filesz > ph.memsz or ph.offset > size or ph.filesz > size - ph.offset or ph.vaddr + ph.memsz >= ADDRESS_LIMIT:
             return None
-        lo = vaddr if lo is None else min(lo, vaddr)
-        hi = max(hi, vaddr + memsz)
-        loads.append((vaddr, offset, filesz))
+        lo = ph.vaddr if lo is None else min(lo, ph.vaddr)
+        hi = max(hi, ph.vaddr + ph.memsz)
+        loads.append((ph.vaddr, ph.offset, ph.filesz))
     if lo is None or hi <= lo:
         return None
     lo &= ~(PAGE - 1)
     bias = 0
-    if e_type == _ET_DYN:
+    if header.type == _ET_DYN:
         if lo != 0:
             return None
         bias = STATIC_PIE_BASE
