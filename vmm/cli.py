@@ -499,6 +499,9 @@ def console_main() -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # a closed or broken pipe: nothing more can be said on it
+    builder = sys.modules.get("vmm.builder")  # only where a VM was made
+    if builder is not None:
+        builder.hand_over_teardown()
     os._exit(status if isinstance(status, int) else 0)
 
 

@@ -47,6 +47,7 @@ from .errors import ConfigError
 
 VIOLATION_STATUS = 159  # 128 + SIGSYS, as a shell reports a process SIGSYS ended
 CLONE_THREAD = 0x00010000
+PR_SET_PDEATHSIG = 1
 
 _enabled = False  # the process switch (enable)
 _armed = False  # the SIGSYS report is ready
@@ -158,7 +159,7 @@ class _FilterSet:
 
 _filters: _FilterSet | None = None
 _CACHE_MAGIC = b"VMMSECC1"
-_RULES_VERSION = 1  # bump when _build_filter makes different rules from the same lists
+_RULES_VERSION = 2  # bump when _build_filter makes different rules from the same lists
 
 
 def _filter_set() -> _FilterSet:
@@ -353,6 +354,11 @@ def _build_filter(seccomp, kind: str):
             filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         else:
             filt.add_rule(seccomp.ALLOW, name)
+    if kind in policy.HANDS_OVER_TEARDOWN:
+        from .kvm._kvm_cffi import lib
+
+        filt.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.EQ, lib.VMM_TEARDOWN_CLONE_FLAGS))
+        filt.add_rule(seccomp.ALLOW, "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))
     return filt
 
 

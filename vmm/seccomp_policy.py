@@ -99,7 +99,16 @@ MAIN = (
     "sysinfo", "prlimit64", "getrusage", "uname", "getuid", "geteuid", "getgid", "getegid",
     # helper threads (the sandbox's stdin feeder, the reaper): threads only, never a process
     "clone", "clone3",
+    # the child that takes over the VM's kernel teardown as the process ends
+    # (vmm/builder.py hand_over_teardown): it asks for SIGKILL when its parent
+    # ends (prctl), checks that it has not already (getppid), and sleeps
+    "getppid", "pause",
 )
+
+# Kinds whose thread may start that teardown child: a process, not a thread,
+# so vmm/seccomp.py lets through that one clone (its exact flags) and the
+# child's prctl(PR_SET_PDEATHSIG) only.
+HANDS_OVER_TEARDOWN = ("main",)
 
 KINDS = {"vcpu": VCPU, "events": EVENTS, "api": API, "main": MAIN}
 

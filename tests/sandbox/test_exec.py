@@ -46,6 +46,35 @@ def test_a_signal_is_minus_n_in_the_api_and_128_plus_n_on_the_command_line(compi
     assert b"killed by signal 11" in cli.stderr
 
 
+def _processes_running(marker: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_the_command_ends_at_once_and_its_teardown_leaves_nothing(compile_prog, tmp_path):
+    """`vmm exec` hands its VM's kernel teardown to a child that outlives it
+    (vmm/builder.py hand_over_teardown; the seccomp filter allows it): the caller
+    gets the status and the end of the output pipes as the command ends, and
+    the child, which shares the command's memory (and so its command line), goes soon after."""
+    program = str(tmp_path / "teardown-marker-prog")
+    os.link(compile_prog("exitcode"), program)
+    proc = subprocess.Popen([sys.executable, "-m", "vmm", "exec", "--", program, "7"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    out, err = proc.communicate(timeout=60)  # both pipes at their end: no child kept them open
+    assert (proc.returncode, out, err) == (7, b"", b"")
+    deadline = time.monotonic() + 20
+    while _processes_running(program) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_running(program) == []
+
+
 def test_cannot_run_and_not_found(tmp_path, sandbox):
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")

@@ -208,6 +208,7 @@ int vmm_queue_exception(int fd, struct vmm_exception_event *ev);
 """
 
 SOURCE = r"""
+#define _GNU_SOURCE  /* clone() */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -536,6 +537,50 @@ static int vmm_preload_unwinder(void)
 }
 """
 # ---- end seccomp violation report ----
+
+# ---- the VM's kernel teardown, handed to a child (vmm/builder.py) ----
+# Closing a VM's fd and unmapping its RAM cost the kernel 1-15 ms here
+# (kvm_destroy_vm waits for SRCU grace periods, timer-tick bound). A one-VM
+# command that has its answer need not make its caller wait for that: a
+# child sharing the process's memory and file table (CLONE_VM | CLONE_FILES,
+# so it holds the last references and costs no copy) sleeps until its parent
+# has exited, and the teardown happens at its own exit, in the background.
+CDEF += r"""
+#define VMM_TEARDOWN_CLONE_FLAGS ...
+int vmm_hand_over_teardown(void);
+"""
+SOURCE += r"""
+#include <sched.h>
+#include <signal.h>
+#define VMM_TEARDOWN_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES)
+static char vmm_holder_stack[8192] __attribute__((aligned(16)));
+
+/* Runs on its own small stack in the parent's memory: raw system calls only,
+   every signal blocked (inherited), so nothing but SIGKILL ever wakes it. */
+static int vmm_teardown_holder(void *parent)
+{
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (syscall(SYS_getppid) == (long)parent)  /* else the parent is gone already */
+        for (;;)
+            syscall(SYS_pause);
+    syscall(SYS_exit, 0);
+    return 0;
+}
+
+/* The child's pid, or -errno. The caller exits right after. */
+static int vmm_hand_over_teardown(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int pid = clone(vmm_teardown_holder, vmm_holder_stack + sizeof vmm_holder_stack,
+                    VMM_TEARDOWN_CLONE_FLAGS, (void *)(long)getpid());
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pid < 0 ? -err : pid;
+}
+"""
+# ---- end teardown hand-over ----
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
