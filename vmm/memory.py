@@ -150,7 +150,8 @@ class GuestMemory:
     def map_file_over(self, addr: int, length: int, fd: int) -> bool:
         """Make [addr, addr+length) (page-aligned, in one region) a private copy-on-write
         mapping of ``fd``'s first ``length`` bytes: its pages are shared with the file's
-        until written. False (RAM unchanged) where that cannot be done."""
+        until written; with ``fd`` -1, fresh zeroed anonymous memory. False (RAM
+        unchanged) where that cannot be done."""
         if (addr | length) % mmap.PAGESIZE or length <= 0:
             return False
         for region in self.regions:

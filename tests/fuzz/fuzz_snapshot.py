@@ -23,7 +23,7 @@ from vmm.errors import ConfigError
 from vmm.memory import GuestMemory
 from vmm.snapshot import format as fmt
 from vmm.snapshot import load
-from vmm.snapshot.save import _vmm_version
+from vmm.snapshot.records import vmm_version
 from vmm.x86 import layout
 
 from .guard import confined, quiet_logs, scratch_dir
@@ -58,7 +58,7 @@ def _scratch() -> str:
 
 
 def sign(body: bytes) -> bytes:
-    header = dict(vmm_version=_vmm_version(), cpu_vendor="AuthenticAMD", cpu_signature=0x00A00F11)
+    header = dict(vmm_version=vmm_version(), cpu_vendor="AuthenticAMD", cpu_signature=0x00A00F11)
     return fmt.Header.build(dict(header, magic=fmt.MAGIC, format_version=fmt.FORMAT_VERSION, body_length=len(body),
                                  body_sha256=hashlib.sha256(body).digest())) + body
 

@@ -38,14 +38,12 @@ def add_parser(commands, types) -> None:
     p.add_argument("--seed", metavar="N", type=types["count"], help="the seed for --deterministic (default: a fresh one, printed)")
     p.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the sandbox ends")
     how = p.add_mutually_exclusive_group()
-    # A fresh process has no warm snapshot: it would boot, snapshot and restore
-    # (more work than a boot), and one cached on disk costs more to import
-    # (the snapshot format's construct, ~28 ms) than the boot it saves (~3 ms).
-    how.add_argument("--cold", dest="warm", action="store_false", default=False,
-                     help="boot a fresh guest with the program (the default for a command)")
+    # By default the program runs in a clone of a snapshot of the booted guest,
+    # kept on disk by the first run (vmm/sandbox/image_cache.py): no guest boot.
+    how.add_argument("--cold", dest="warm", action="store_false", default=None,
+                     help="boot a fresh guest for the program instead of restoring the kept snapshot of a booted one")
     how.add_argument("--warm", dest="warm", action="store_true",
-                     help="run in a clone of a snapshot of the booted guest, as vmm.sandbox.run does (slower here: "
-                     "the snapshot is made first)")
+                     help="restore a snapshot of the booted guest (the default, except with --jail)")
     from ..cli import add_seccomp_option
 
     add_seccomp_option(p)
@@ -130,7 +128,7 @@ def cmd_exec(args) -> int:
             stdin_fd=0,
             rootfs=args.rootfs,
             cwd=args.cwd,
-            warm=args.warm,
+            warm=args.warm if args.warm is not None else not args.jail,  # the jail's root has no cache
         )
     except runner.ProgramTimeout:
         print(f"vmm: {args.program}: timed out after {args.timeout:g} s", file=sys.stderr)

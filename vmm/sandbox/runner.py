@@ -40,6 +40,10 @@ class SandboxError(VmmError):
     exit_status = EXEC_SANDBOX_FAILED
 
 
+class RestoreError(SandboxError):
+    """The warm snapshot would not restore (before anything ran)."""
+
+
 class ProgramError(VmmError):
     """The program cannot run: not found (127) or not a static x86-64 ELF (126)."""
 
@@ -271,7 +275,7 @@ class Sandbox:
         try:
             vm = image.clone(on_output=self._on_output, output=self._on_serial, seccomp=seccomp)
         except VmmError as err:
-            raise SandboxError(f"cannot restore the warm sandbox: {err}") from None
+            raise RestoreError(f"cannot restore the warm sandbox: {err}") from None
         self.console = vm.devices[-1]
         return vm
 
@@ -460,7 +464,16 @@ def run_program(
         image.check_fits(len(bundle))
     started = time.monotonic()
     try:
-        outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image, seccomp=seccomp)
+        try:
+            outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image, seccomp=seccomp)
+        except RestoreError:
+            if image is None or image.cache_key is None:
+                raise
+            # Kept on disk by another process and refused here (a host whose CPU
+            # changed under the same kernel): build this host's own, once.
+            pool().discard(image)
+            image = pool().image(mem_mib, bundled_guest())
+            outcome = box.execute(bundle, input, timeout, stdin_fd, warm_image=image, seccomp=seccomp)
     except TimeoutError:
         out, err = streams()
         raise ProgramTimeout(args, timeout, out, err) from None

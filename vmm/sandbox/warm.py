@@ -12,6 +12,9 @@ the clone's RAM page-aligned under TOP (where a PVH module would be), sends
 it run (guest/lx_main.c). Nothing per run is in the snapshot: options, seed
 and clock travel in the bundle, and the host adds fresh ``entropy`` to it,
 since every clone starts from the same guest random state.
+
+The snapshot is also kept on disk (image_cache.py), so a later process
+(every `vmm exec`) restores clones from it without booting or snapshotting.
 """
 
 from __future__ import annotations
@@ -66,13 +69,19 @@ def place_bundle(memory, bundle, room: int, top: int) -> bytes:
 class WarmImage:
     """One snapshot of the sandbox guest waiting for its bundle."""
 
-    def __init__(self, checked, mem_fd: int, room: int, top: int, build_ms: float):
+    def __init__(self, checked, mem_fd: int, room: int, top: int, build_ms: float, cache_key: str | None = None):
         self.checked = checked
-        self.mem_fd = mem_fd  # guest RAM: an unlinked file, mapped by every clone
+        self.cache_key = cache_key  # restored from the disk cache (image_cache.py): its entry
+        self.mem_fd = mem_fd  # guest RAM: a file (unlinked, or the disk cache's), mapped by every clone
         self.room = room  # the largest bundle the guest has room for
         self.top = top  # the bundle ends page-aligned under this guest address
         self.build_ms = build_ms
         self.clones = 0
+        # The RAM file's holes (most of RAM: the guest has touched ~300 KB by
+        # "ready"), mapped anonymous in each clone: a page written there (the
+        # bundle, the program, its heap) then costs one fresh zeroed page, not a
+        # zeroed page-cache page of the file and a copy of it.
+        self.holes = file_holes(mem_fd)
 
     def check_fits(self, size: int) -> None:
         check_fits(size, self.room)
@@ -95,6 +104,11 @@ class WarmImage:
         except BaseException:
             restored.close()
             raise
+        for hole, length in self.holes:  # best effort: where it fails, the file's zeroes stay
+            for region in vm.memory.regions:
+                start, end = max(hole, region.guest_addr), min(hole + length, region.end)
+                if end - start >= HOLE_MIN:
+                    vm.memory.map_file_over(start, end - start, -1)
         try:
             vm.start(paused=True)
         except BaseException:
@@ -107,6 +121,29 @@ class WarmImage:
         if self.mem_fd >= 0:
             os.close(self.mem_fd)  # clones keep their own descriptors and mappings
             self.mem_fd = -1
+
+
+HOLE_MIN = 64 << 10  # smaller holes stay file-backed: not worth a mapping each
+
+
+def file_holes(fd: int) -> list[tuple[int, int]]:
+    """(offset, length) of the holes in file ``fd`` (page-aligned, at least HOLE_MIN)."""
+    size = os.fstat(fd).st_size
+    holes, at = [], 0
+    while at < size:
+        try:
+            hole = os.lseek(fd, at, os.SEEK_HOLE)
+        except OSError:
+            break  # a file system without SEEK_HOLE: no holes known
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError:
+            data = size  # ENXIO: a hole to the end
+        start, end = -(-hole // 4096) * 4096, data // 4096 * 4096
+        if end - start >= HOLE_MIN:
+            holes.append((start, end - start))
+        at = max(data, hole + 1)
+    return holes
 
 
 def guest_identity(path: str) -> tuple:
@@ -136,7 +173,7 @@ class WarmPool:
             with self._lock:
                 image = self._images.get(key)
             if image is None:
-                image = build_image(mem_mib, kernel)
+                image = cached_image(mem_mib, kernel) or build_image(mem_mib, kernel)
                 with self._lock:
                     self._images[key] = image
                     self._building.pop(key, None)
@@ -144,6 +181,18 @@ class WarmPool:
                         oldest = next(iter(self._images))
                         self._images.pop(oldest).close()
             return image
+
+    def discard(self, image: WarmImage) -> None:
+        """Drop ``image`` (it failed to restore here), and its entry on disk."""
+        with self._lock:
+            for key, kept in list(self._images.items()):
+                if kept is image:
+                    del self._images[key]
+        if image.cache_key is not None:
+            from . import image_cache
+
+            image_cache.forget(image.cache_key)
+        image.close()
 
     def clear(self) -> None:
         with self._lock:
@@ -160,10 +209,44 @@ def pool() -> WarmPool:
     return _pool
 
 
+def _cache_key(mem_mib: int, kernel: str) -> str | None:
+    from . import image_cache
+    from .runner import PORTS
+
+    return image_cache.entry_key(mem_mib, guest_identity(kernel), WARM_CMDLINE, PORTS)
+
+
+def cached_image(mem_mib: int, kernel: str) -> WarmImage | None:
+    """The image another process built and kept on disk (image_cache.py), checked
+    as any snapshot is; None when there is none (or it does not pass)."""
+    from ..snapshot.load import check_snapshot
+    from ..snapshot.records import SnapshotError
+    from . import image_cache
+
+    started = time.monotonic()
+    key = _cache_key(mem_mib, kernel)
+    found = image_cache.load(key, mem_mib << 20) if key is not None else None
+    if found is None:
+        return None
+    header, body, room, top, mem_fd = found
+    try:
+        if not 0 < room < top <= mem_mib << 20:
+            raise SnapshotError(f"bundle room {room} and top 0x{top:x} do not fit {mem_mib} MiB")
+        checked = check_snapshot(header, body, "the cached sandbox snapshot")
+    except (SnapshotError, AttributeError, KeyError, TypeError, ValueError):
+        os.close(mem_fd)
+        image_cache.forget(key)
+        return None
+    return WarmImage(checked, mem_fd, room, top, (time.monotonic() - started) * 1000, cache_key=key)
+
+
 def build_image(mem_mib: int, kernel: str) -> WarmImage:
-    """Boot the guest to "ready", snapshot it, and keep the snapshot."""
+    """Boot the guest to "ready", snapshot it, and keep the snapshot (here, and
+    on disk for later processes where the cache can be written)."""
     import shutil
     import tempfile
+
+    from . import image_cache
 
     from ..config import VmConfig
     from ..devices.virtio.console import VirtioConsole
@@ -189,7 +272,7 @@ def build_image(mem_mib: int, kernel: str) -> WarmImage:
 
     console = VirtioConsole(PORTS, on_output=on_output)
     config = VmConfig(kernel=kernel, mem_mib=mem_mib, cmdline=WARM_CMDLINE)
-    workdir = tempfile.mkdtemp(prefix="vmm-warm-")
+    workdir = image_cache.build_directory() or tempfile.mkdtemp(prefix="vmm-warm-")
     try:
         state_path, mem_path = os.path.join(workdir, "state"), os.path.join(workdir, "mem")
         with MicroVM(config, output=on_serial, capture=False, virtio_devices=[console]) as vm:  # started
@@ -211,6 +294,9 @@ def build_image(mem_mib: int, kernel: str) -> WarmImage:
         header, body = fmt.decode(data, what)
         checked = check_snapshot(header, body, what)
         mem_fd = os.open(mem_path, os.O_RDONLY | os.O_CLOEXEC)
+        key = _cache_key(mem_mib, kernel)
+        if key is not None:
+            image_cache.keep(workdir, key, header, body, room, top)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the memory file lives on through mem_fd
     return WarmImage(checked, mem_fd, room, top, (time.monotonic() - started) * 1000)

@@ -18,17 +18,12 @@ import hashlib
 
 import construct as cs
 
-from ..errors import ConfigError
 
 MAGIC = b"VMMSNAP\x00"
 FORMAT_VERSION = 1
 STATE_FILE_MAX = 64 << 20  # a UART backlog (1 MiB) and console backlogs fit many times over
 SNAPSHOT_ID_BYTES = 16
-NO_SIGNALLED_USED = -1  # QueueState.signalled_used None
-
-
-class SnapshotError(ConfigError):
-    """A snapshot that cannot be taken or restored: one line, exit status 2."""
+from .records import DEVICE_KINDS, NO_SIGNALLED_USED, SnapshotError  # noqa: F401 (re-exported)
 
 
 # Sizes of the KVM structures saved whole: this host's <linux/kvm.h>. A file
@@ -128,8 +123,6 @@ Console = cs.Struct(
     "ports" / cs.PrefixedArray(cs.Int8ul, ConsolePort),
     "control_pending" / cs.PrefixedArray(cs.Int16ul, Bytes8),
 )
-
-DEVICE_KINDS = {"block": 2, "console": 3}  # virtio device IDs
 
 VirtioSlot = cs.Struct(
     "addr" / cs.Int64ul,

@@ -17,8 +17,7 @@ import stat
 from ..config import MAX_VCPUS, DiskConfig, VmConfig, check_host_memory
 from ..errors import ConfigError, KvmError
 from ..x86 import layout
-from . import format as fmt
-from .format import SnapshotError
+from .records import DEVICE_KINDS, NO_SIGNALLED_USED, SnapshotError, host_cpu_from, vmm_version
 
 # KVM_MP_STATE_RUNNABLE (0) .. KVM_MP_STATE_SUSPENDED (9)
 MP_STATE_MAX = 9
@@ -87,7 +86,7 @@ def _check_machine(body, what: str) -> int:
         addr, irq = slots.allocate("device")
         if (slot.addr, slot.irq) != (addr, irq):
             raise SnapshotError(f"{what}: virtio device {index} at 0x{slot.addr:x} IRQ {slot.irq}, expected 0x{addr:x} IRQ {irq}")
-        if str(slot.kind) not in fmt.DEVICE_KINDS:
+        if str(slot.kind) not in DEVICE_KINDS:
             raise SnapshotError(f"{what}: virtio device {index} is of unknown kind {slot.kind!r}")
     for index, vcpu in enumerate(body.vcpus):
         _check_vcpu(vcpu, f"{what}: vCPU {index}")
@@ -125,7 +124,7 @@ def _transport_state(record):
 
     queues = tuple(
         QueueState(q.size, q.ready, q.desc_addr, q.avail_addr, q.used_addr, q.next_avail, q.next_used,
-                   q.event_idx, q.indirect, None if q.signalled_used == fmt.NO_SIGNALLED_USED else q.signalled_used)
+                   q.event_idx, q.indirect, None if q.signalled_used == NO_SIGNALLED_USED else q.signalled_used)
         for q in record.queues
     )
     if any(q.signalled_used is not None and q.signalled_used < 0 for q in queues):
@@ -195,6 +194,8 @@ def _open_memory_file(mem_path: str, size: int) -> int:
 def prepare_restore(state_path: str, mem_path: str, *, allow_disk_change: bool = False,
                     console_options: dict | None = None, timeout=None, serial_log=None) -> RestoredVm:
     """Read and check a snapshot and open what it names; no KVM yet."""
+    from . import format as fmt
+
     what = f"snapshot {state_path}"
     header, body = fmt.decode(fmt.read_state_file(state_path), what)
     checked = check_snapshot(header, body, what, timeout=timeout, serial_log=serial_log)
@@ -236,10 +237,8 @@ class CheckedSnapshot:
 
 def check_snapshot(header, body, what: str, *, timeout=None, serial_log=None) -> CheckedSnapshot:
     """Check decoded records against this vmm and host (no files opened)."""
-    from .save import _vmm_version
-
-    if header.vmm_version != _vmm_version():
-        raise SnapshotError(f"{what}: made by vmm {header.vmm_version!r}, this is vmm {_vmm_version()!r}")
+    if header.vmm_version != vmm_version():
+        raise SnapshotError(f"{what}: made by vmm {header.vmm_version!r}, this is vmm {vmm_version()!r}")
     size = _check_machine(body, what)
     try:
         serial = _serial_state(body.uart)
@@ -259,8 +258,6 @@ def check_snapshot(header, body, what: str, *, timeout=None, serial_log=None) ->
 
 
 def check_host(restored: RestoredVm, supported_cpuid) -> None:
-    from .save import host_cpu_from
-
     vendor, signature = host_cpu_from(supported_cpuid)
     h = restored.header
     if h.cpu_vendor != vendor:

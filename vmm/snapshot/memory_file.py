@@ -14,7 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from .format import SnapshotError
+from .records import SnapshotError
 
 PAGE = mmap.PAGESIZE
 ZERO_PAGE = bytes(PAGE)

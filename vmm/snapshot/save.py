@@ -7,7 +7,7 @@ import os
 
 from ..errors import KvmError, VmmError
 from . import format as fmt
-from .format import SnapshotError
+from .records import SnapshotError, host_cpu_from, vmm_version
 from .memory_file import candidate_pages, write_memory_file
 
 FINGERPRINT_SPAN = 64 << 10
@@ -17,13 +17,6 @@ PAGE = 4096  # KVM's dirty log and GuestMemory.host_dirty: one bit / byte per 4 
 def host_cpu(kvm) -> tuple[str, int]:
     """(vendor string, CPUID.1:EAX) as KVM reports them for this host."""
     return host_cpu_from(kvm.supported_cpuid())
-
-
-def host_cpu_from(supported_cpuid) -> tuple[str, int]:
-    leaves = {(f, i): (a, b, c, d) for f, i, _, a, b, c, d in supported_cpuid}
-    _, ebx, ecx, edx = leaves.get((0, 0), (0, 0, 0, 0))
-    vendor = b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode("ascii", "replace")
-    return vendor, leaves.get((1, 0), (0,))[0]
 
 
 def disk_identity(fd: int, size: int) -> tuple[int, bytes]:
@@ -183,7 +176,7 @@ def _take(vm, parts, state_path: str, mem_path: str, diff: bool) -> dict:
         "boot_protocol": (vm.boot_protocol or "").encode()[:255],
     }
     data = fmt.encode(
-        {"vmm_version": _vmm_version(), "cpu_vendor": vendor, "cpu_signature": signature},
+        {"vmm_version": vmm_version(), "cpu_vendor": vendor, "cpu_signature": signature},
         {"machine": machine, "vcpus": vcpus, "platform": platform, "uart": uart, "virtio": virtio},
     )
     written = write_memory_file(parts.memory, mem_path, pages, skip_zero=not diff)
@@ -191,14 +184,6 @@ def _take(vm, parts, state_path: str, mem_path: str, diff: bool) -> dict:
     parts.snapshot_id = snapshot_id
     start_dirty_tracking(parts)
     return {"state_bytes": len(data), "memory_bytes_written": written}
-
-
-def _vmm_version() -> str:
-    """vmm's version, recorded in the state file and compared on restore.
-    (Not importlib.metadata: importing it costs ~15 ms of a `vmm restore`.)"""
-    from .. import __version__
-
-    return __version__[:16]
 
 
 def _write_file(path: str, data: bytes) -> None:

@@ -1,0 +1,157 @@
+"""The sandbox's warm snapshot kept on disk (vmm/sandbox/image_cache.py): the
+first `vmm exec` keeps it, later processes restore it instead of booting, and
+an entry that is damaged, foreign or refused by this host is replaced."""
+
+import marshal
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from vmm.sandbox import image_cache
+from vmm.snapshot.records import Record, from_plain, to_plain
+
+
+def vmm_exec(cache, *args, env=None):
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "vmm", "exec", "--stats", *args], capture_output=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def entries(cache) -> list:
+    base = cache / "vmm" / "sandbox"
+    return sorted(p for p in base.iterdir() if not p.name.startswith(".")) if base.exists() else []
+
+
+def mmio_exits(stderr: bytes) -> int:
+    """MMIO exits of the run (the console's set-up at boot is ~30 of them)."""
+    line = re.search(rb"vmm: exits: (.*)", stderr)
+    assert line, stderr
+    found = re.search(rb"mmio (\d+)", line.group(1))
+    return int(found.group(1)) if found else 0
+
+
+@pytest.mark.kvm
+def test_the_first_exec_keeps_the_snapshot_and_later_ones_restore_it(compile_prog, tmp_path):
+    program = compile_prog("showargs")
+    first = vmm_exec(tmp_path, "--", program, "one")
+    assert first.returncode == 0 and b"one" in first.stdout, first.stderr
+    [entry] = entries(tmp_path)
+    assert sorted(os.listdir(entry)) == ["mem", "records"]
+    assert entry.stat().st_mode & 0o777 == 0o700
+    assert all((entry / name).stat().st_mode & 0o077 == 0 for name in ("mem", "records"))
+    again = vmm_exec(tmp_path, "--", program, "two")
+    assert again.returncode == 0 and b"two" in again.stdout, again.stderr
+    assert mmio_exits(again.stderr) == 0  # no boot: the console was set up before the snapshot
+    cold = vmm_exec(tmp_path, "--cold", "--", program, "three")
+    assert cold.returncode == 0 and b"three" in cold.stdout, cold.stderr
+    assert mmio_exits(cold.stderr) >= 10
+    assert entries(tmp_path) == [entry]
+    other_size = vmm_exec(tmp_path, "--mem", "64", "--", program, "four")  # a snapshot per RAM size
+    assert other_size.returncode == 0 and b"four" in other_size.stdout
+    assert len(entries(tmp_path)) == 2
+
+
+def _rewrite_records(entry, change) -> None:
+    path = entry / "records"
+    fmt, key, header, body, room, top = marshal.loads(path.read_bytes())
+    header, body, room, top = change(header, body, room, top)
+    path.write_bytes(marshal.dumps((fmt, key, header, body, room, top)))
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("damage", ["garbage", "group-writable", "short-memory", "room-past-ram", "bad-register",
+                                    "foreign-cpu"])
+def test_a_damaged_or_refused_entry_is_replaced(compile_prog, tmp_path, damage):
+    program = compile_prog("exitcode")
+    assert vmm_exec(tmp_path, "--", program, "3").returncode == 3
+    [entry] = entries(tmp_path)
+    if damage == "garbage":
+        (entry / "records").write_bytes(os.urandom(300))
+    elif damage == "group-writable":
+        (entry / "records").chmod(0o620)
+    elif damage == "short-memory":
+        os.truncate(entry / "mem", 1 << 20)
+    elif damage == "room-past-ram":
+        _rewrite_records(entry, lambda h, b, room, top: (h, b, room, 1 << 40))
+    elif damage == "bad-register":  # rip made non-canonical: load.py's checks refuse it, as for any snapshot
+        def bad_rip(h, b, room, top):
+            regs = bytearray(b["vcpus"][0]["regs"])
+            regs[128:136] = (0x8000_0000_0000).to_bytes(8, "little")  # struct kvm_regs: rip after 16 u64s
+            b["vcpus"][0]["regs"] = bytes(regs)
+            return h, b, room, top
+        _rewrite_records(entry, bad_rip)
+    else:  # taken on another CPU: checked only when KVM is opened (load.check_host), then rebuilt
+        _rewrite_records(entry, lambda h, b, room, top: ({**h, "cpu_signature": h["cpu_signature"] ^ 0xF0}, b, room, top))
+    result = vmm_exec(tmp_path, "--", program, "5")
+    assert (result.returncode, result.stdout) == (5, b""), result.stderr
+    [entry] = entries(tmp_path)  # a fresh one in its place
+    assert (entry / "records").stat().st_mode & 0o077 == 0
+    assert os.path.getsize(entry / "mem") == 128 << 20
+    assert mmio_exits(vmm_exec(tmp_path, "--", program, "6").stderr) == 0  # and it restores
+
+
+@pytest.mark.kvm
+def test_without_a_writable_cache_every_exec_still_runs(compile_prog, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    program = compile_prog("exitcode")
+    for code in ("7", "8"):
+        result = vmm_exec(blocker, "--", program, code)
+        assert result.returncode == int(code), result.stderr
+        assert mmio_exits(result.stderr) == 0  # a snapshot of its own (made in a temporary directory)
+
+
+def test_the_key_covers_what_a_snapshot_depends_on(monkeypatch):
+    guest = ("/guest.elf", 1, 2, 3, 4)
+    base = image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b"))
+    assert base == image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b"))
+    others = {image_cache.entry_key(64, guest, "console=ttyS0", ("a", "b")),
+              image_cache.entry_key(128, guest[:4] + (5,), "console=ttyS0", ("a", "b")),
+              image_cache.entry_key(128, guest, "console=ttyS1", ("a", "b")),
+              image_cache.entry_key(128, guest, "console=ttyS0", ("a",))}
+    monkeypatch.setattr(image_cache, "_sources", image_cache._source_identity() + b"a module edited")
+    others.add(image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b")))
+    assert base not in others and len(others) == 5
+    monkeypatch.setattr(image_cache, "_sources", None)
+    monkeypatch.setattr(os, "scandir", lambda path: (_ for _ in ()).throw(OSError("gone")))
+    assert image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b")) is None  # (a jail's empty root)
+
+
+def test_old_entries_and_abandoned_builds_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    base = tmp_path / "vmm" / "sandbox"
+    base.mkdir(parents=True)
+    now = time.time()
+    for i in range(image_cache.KEEP_ENTRIES + 2):
+        (base / f"old{i:02d}").mkdir()
+        os.utime(base / f"old{i:02d}", (now - 100 + i, now - 100 + i))
+    (base / ".build-crashed").mkdir()
+    os.utime(base / ".build-crashed", (now - image_cache.STALE_BUILD_S - 10,) * 2)
+    (base / ".build-running").mkdir()
+    build = image_cache.build_directory()
+    (open(os.path.join(build, "mem"), "wb")).close()
+    image_cache.keep(build, "new", Record(a=1), Record(b=[Record(c=b"x")]), 4096, 8192)
+    left = sorted(p.name for p in base.iterdir())
+    assert left == [".build-running", "new"] + [f"old{i:02d}" for i in range(3, image_cache.KEEP_ENTRIES + 2)]
+    header, body, room, top, fd = image_cache.load("new", 0)
+    os.close(fd)
+    assert (header.a, body.b[0].c, room, top) == (1, b"x", 4096, 8192)
+
+
+def test_records_keep_their_fields_in_plain_form():
+    class Container(dict):  # what construct's decoded records are: dicts with private fields
+        pass
+
+    decoded = Container(_io=object(), machine=Container(kind="console", regions=[Container(addr=1, size=2)]),
+                        blob=bytearray(b"\x00\x01"), flag=True)
+    plain = to_plain(decoded)
+    assert plain == {"machine": {"kind": "console", "regions": [{"addr": 1, "size": 2}]}, "blob": b"\x00\x01", "flag": True}
+    again = from_plain(marshal.loads(marshal.dumps(plain)))
+    assert again.machine.regions[0].size == 2 and again.blob == b"\x00\x01" and again.flag is True
+    with pytest.raises(AttributeError):
+        again.missing  # noqa: B018
