@@ -1,3 +1,3 @@
-from .cli import console_main
+from .command import console_main
 
 console_main()

@@ -256,10 +256,13 @@ _ADD_COMMAND = {
 
 
 def filter_main_thread() -> None:
-    """The main thread's seccomp filter, where the process switch is on (vmm/seccomp.py)."""
+    """The VM runs: the main thread's seccomp filter, where the process switch is
+    on (vmm/seccomp.py), and the end of the command's start-up (vmm/startup.py)."""
     from .seccomp import filter_main_thread
+    from .startup import resume_collection
 
     filter_main_thread()
+    resume_collection()
 
 
 def add_seccomp_option(parser) -> None:
@@ -511,6 +514,10 @@ def main(argv: list[str] | None = None, *, lock_down: bool = False) -> int:
     thread too, so an application or test calling main() in-process keeps it off."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    if args.command not in ("run", "exec", "restore", "linux"):  # these resume once their VM runs
+        from .startup import resume_collection
+
+        resume_collection()
     try:
         if lock_down and args.command in ("run", "exec"):
             from .builder import leave_teardown_to_exit

@@ -99,7 +99,7 @@ def cmd_serve(args) -> int:
         if stop.is_set() and instance.vm is not None:
             instance.vm.stop(ended[0])  # a signal that came while InstanceStart was under way
         if instance.vm is not None:
-            from ..seccomp import filter_main_thread
+            from ..cli import filter_main_thread
 
             filter_main_thread()
             with RawTerminal(0):

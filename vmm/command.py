@@ -1,0 +1,10 @@
+"""The `vmm` command's entry point (pyproject.toml's [project.scripts], and
+``python -m vmm``): garbage collection paused while it starts (vmm/startup.py)."""
+
+from .startup import pause_collection
+
+pause_collection()
+
+from .cli import console_main  # noqa: E402 (after the pause: the imports are most of what it spares)
+
+__all__ = ["console_main"]
