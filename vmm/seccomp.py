@@ -192,8 +192,9 @@ def _policy_key() -> str:
 
 
 def _cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "vmm", "seccomp")
+    from .config import user_cache_dir
+
+    return user_cache_dir("seccomp")
 
 
 def _read_cache(path: str) -> _FilterSet | None:

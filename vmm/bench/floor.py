@@ -21,8 +21,9 @@ CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"]
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "vmm")
+    from ..config import user_cache_dir
+
+    return user_cache_dir()
 
 
 def build_floor(cache_dir: str | None = None) -> str:
