@@ -20,6 +20,22 @@ pytest_plugins = ["vmm.pytest_plugin"]
 collect_ignore = ["sample_project", "guests"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The suite's own $XDG_CACHE_HOME (seccomp filters, the sandbox's snapshot,
+    programs laid out: vmm/config.py user_cache_dir), for this process and every
+    vmm it starts: a run neither depends on the user's cache nor fills it, and
+    builds each cache from empty once."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def guest_elf() -> Path:
     if not GUEST_ELF.exists():

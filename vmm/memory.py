@@ -147,19 +147,19 @@ class GuestMemory:
                     break  # no THP here: 4 KiB pages, slower guest reads, still right
         return view
 
-    def map_file_over(self, addr: int, length: int, fd: int) -> bool:
+    def map_file_over(self, addr: int, length: int, fd: int, offset: int = 0) -> bool:
         """Make [addr, addr+length) (page-aligned, in one region) a private copy-on-write
-        mapping of ``fd``'s first ``length`` bytes: its pages are shared with the file's
-        until written; with ``fd`` -1, fresh zeroed anonymous memory. False (RAM
-        unchanged) where that cannot be done."""
-        if (addr | length) % mmap.PAGESIZE or length <= 0:
+        mapping of ``length`` bytes of ``fd`` from ``offset`` (page-aligned): its pages
+        are shared with the file's until written; with ``fd`` -1, fresh zeroed
+        anonymous memory. False (RAM unchanged) where that cannot be done."""
+        if (addr | length | offset) % mmap.PAGESIZE or length <= 0 or offset < 0:
             return False
         for region in self.regions:
             if region.guest_addr <= addr and addr + length <= region.end:
                 if self.host_dirty is not None:
                     self._mark_dirty(region.guest_addr, addr, length)
                 try:
-                    _map_over(region.mapping, addr - region.guest_addr, length, fd)
+                    _map_over(region.mapping, addr - region.guest_addr, length, fd, offset)
                 except (OSError, ValueError, TypeError):
                     return False
                 return True
@@ -211,9 +211,9 @@ class GuestMemory:
             self.backing_fd = None
 
 
-def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1) -> None:
+def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1, file_offset: int = 0) -> None:
     """Replace [offset, offset+length) of ``mapping``, in place, by a private mapping
-    of ``fd`` from its start, or by zeroed anonymous memory (fd -1). Through the
+    of ``fd`` from ``file_offset``, or by zeroed anonymous memory (fd -1). Through the
     cffi module: ctypes would cost every vCPU thread an import before its filter."""
     from .kvm._kvm_cffi import ffi, lib
 
@@ -221,7 +221,7 @@ def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1) -> Non
         raise ValueError("range outside the mapping")
     base = ffi.from_buffer(mapping)
     try:
-        rc = lib.vmm_map_over(base + offset, length, fd)
+        rc = lib.vmm_map_over(base + offset, length, fd, file_offset)
     finally:
         ffi.release(base)  # the export would keep the mmap from closing
     if rc < 0:

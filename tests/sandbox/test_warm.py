@@ -127,8 +127,9 @@ def test_a_big_input_arrives_whole_in_huge_pages(tmp_path):
 def test_the_host_places_the_programs_segments_and_the_guest_takes_them(compile_prog, monkeypatch, compiler):
     """The host writes the segments where the guest's loader would (vmm/sandbox/placement.py),
     static-PIE at the guest's base too; the program then runs from those very bytes."""
-    from vmm.sandbox import placement
+    from vmm.sandbox import placement, program_cache
 
+    monkeypatch.setattr(program_cache, "lookup", lambda identity: None)  # placed, not mapped from an entry
     spans = []
     real = placement.place_program
     monkeypatch.setattr(placement, "place_program", lambda *a: spans.append(real(*a)) or spans[-1])
@@ -143,9 +144,11 @@ def test_a_span_the_guest_does_not_take_is_zeroed_before_reuse(compile_prog, mon
     """A placed span that is not the program's (here: garbage where the program's
     anonymous memory will come from) is given up as used RAM, so the program's
     fresh pages there still read as zeroes."""
-    from vmm.sandbox import placement, warm
+    from vmm.sandbox import placement, program_cache, warm
 
-    def garbage(memory, program_addr, program_size, floor, limit, identity=None):
+    monkeypatch.setattr(program_cache, "lookup", lambda identity: None)
+
+    def garbage(memory, program_addr, program_size, floor, limit):
         start = limit - (8 << 20)
         memory.view(start, limit - start)[:] = b"\xaa" * (limit - start)
         return start, limit
@@ -159,33 +162,74 @@ def test_a_span_the_guest_does_not_take_is_zeroed_before_reuse(compile_prog, mon
 
 
 def test_a_program_run_again_is_mapped_and_a_rebuilt_one_is_not_served_stale(compile_prog, tmp_path, monkeypatch):
-    """From its second run a program's laid-out segments come from a memfd that the
-    clone maps copy-on-write (placement.SpanImages); replacing the file on disk
-    (same path, same size even) must give the new program, not the cached one."""
+    """From a program's second run its file and laid-out segments are kept in the
+    user's cache (vmm/sandbox/program_cache.py) and later clones map them;
+    replacing the file on disk (same path, same inode, rewritten) must give the
+    new program, not the kept one."""
+    import os
     import shutil
 
-    from vmm.sandbox import placement
+    from vmm.sandbox import warm
 
-    from vmm.memory import GuestMemory
-
-    monkeypatch.setattr(placement, "_span_images", placement.SpanImages())
-    maps = []
-    real_map = GuestMemory.map_file_over
-    def map_file_over(self, addr, length, fd):
-        done = real_map(self, addr, length, fd)
-        if fd >= 0:  # (fd -1: the snapshot file's holes, made anonymous in every clone)
-            maps.append(done)
-        return done
-
-    monkeypatch.setattr(GuestMemory, "map_file_over", map_file_over)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     mapped = []
+    real = warm._map_program
+    monkeypatch.setattr(warm, "_map_program", lambda *a: mapped.append(real(*a)) or mapped[-1])
     program = tmp_path / "prog"
     shutil.copy(compile_prog("exitcode"), program)
     for code in ("3", "4", "5"):
         result = run([str(program), code])
         assert result.returncode == int(code), result
-        mapped.append(len(placement._span_images._images))
-    assert mapped == [0, 1, 1] and maps == [True, True]  # copied, then mapped from the entry made on the second run
-    shutil.copy(compile_prog("showargs"), program)  # rebuilt: a new inode and times
+    assert [span is not None for span in mapped] == [False, False, True]  # a marker, the entry, then mapped
+    kept = os.listdir(tmp_path / "cache" / "vmm" / "programs")
+    assert len(kept) == 1 and not kept[0].endswith(".seen")
+    shutil.copy(compile_prog("showargs"), program)  # rewritten in place: new size and times
     result = run([str(program), "fresh"])
     assert result.returncode == 0 and b"fresh" in result.stdout, result
+    assert mapped[-1] is None
+
+
+def test_a_mapped_program_reads_its_own_file_whole(tmp_path, monkeypatch):
+    """The program's file in the bundle is mapped from its entry but for its
+    last page, written with what follows it: read back in the guest
+    (/proc/self/exe), every byte must be the host file's, run after run."""
+    import hashlib
+    import shutil
+
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox-static is not installed (make tools)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with open(busybox, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    for _ in range(3):
+        result = run([busybox, "sha256sum", "/proc/self/exe"])
+        assert result.returncode == 0 and result.stdout.split()[0].decode() == digest, result
+
+
+@pytest.mark.parametrize("damage", ["group-writable", "short", "bad-magic", "other-size"])
+def test_an_entry_that_is_not_the_users_own_or_not_whole_is_not_used(compile_prog, tmp_path, monkeypatch, damage):
+    from vmm.sandbox import program_cache, warm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(program_cache, "_open", {})
+    program = compile_prog("exitcode")
+    for code in ("1", "2"):
+        assert run([program, code]).returncode == int(code)
+    [entry] = [p for p in (tmp_path / "cache" / "vmm" / "programs").iterdir() if not p.name.endswith(".seen")]
+    monkeypatch.setattr(program_cache, "_open", {})
+    data = entry.read_bytes()
+    if damage == "group-writable":
+        entry.chmod(0o620)
+    elif damage == "short":
+        entry.write_bytes(data[:-4096])
+    elif damage == "bad-magic":
+        entry.write_bytes(b"NOTVMMPR" + data[8:])
+    else:  # says the program has another size than the one run
+        entry.write_bytes(data[:8] + (int.from_bytes(data[8:16], "little") + 1).to_bytes(8, "little") + data[16:])
+    mapped = []
+    real = warm._map_program
+    monkeypatch.setattr(warm, "_map_program", lambda *a: mapped.append(real(*a)) or mapped[-1])
+    result = run([program, "7"])
+    assert result.returncode == 7, result
+    assert mapped == [None]

@@ -193,7 +193,7 @@ struct kvm_pit_state2 { ...; };
 struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
 struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
 int vmm_mincore(void *addr, size_t length, unsigned char *vec);
-int vmm_map_over(void *addr, size_t length, int fd);
+int vmm_map_over(void *addr, size_t length, int fd, uint64_t offset);
 /* ---- end of snapshots ---- */
 
 int vmm_ioctl(int fd, unsigned long request, void *arg);
@@ -345,11 +345,11 @@ static int vmm_mincore(void *addr, size_t length, unsigned char *vec)
 }
 
 /* Replace [addr, addr+length) of guest RAM, in place, by a private mapping of
-   fd from its start, or by zeroed anonymous memory (fd -1): vmm/memory.py. */
-static int vmm_map_over(void *addr, size_t length, int fd)
+   fd from offset, or by zeroed anonymous memory (fd -1): vmm/memory.py. */
+static int vmm_map_over(void *addr, size_t length, int fd, uint64_t offset)
 {
     int flags = MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0);
-    return mmap(addr, length, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ? -errno : 0;
+    return mmap(addr, length, PROT_READ | PROT_WRITE, flags, fd, fd < 0 ? 0 : (off_t)offset) == MAP_FAILED ? -errno : 0;
 }
 /* ---- end of snapshots ---- */
 

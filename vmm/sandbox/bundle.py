@@ -114,6 +114,7 @@ def _read_host(path: str | os.PathLike) -> bytes:
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile pads the archive to a whole record
 _REGTYPE, _DIRTYPE = b"0", b"5"
+PAGE = 4096
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -169,12 +170,15 @@ class _HostFile:
     def __len__(self) -> int:
         return self.size
 
-    def read_into(self, view: memoryview) -> None:
+    def read_into(self, view: memoryview, start: int = 0) -> None:
+        """Bytes ``start``.. of the file into ``view`` (as long as the rest of the file)."""
         try:
             with open(self.path, "rb", buffering=0) as f:
-                done = 0
+                if start:
+                    f.seek(start)
+                done = start
                 while done < self.size:
-                    n = f.readinto(view[done:])
+                    n = f.readinto(view[done - start:])
                     if not n:
                         break
                     done += n
@@ -197,7 +201,14 @@ class _Ustar:
         self.parts.extend(parts)
         self.size += sum(len(p) for p in parts)
 
-    def add(self, name: str, data, mode: int = 0o644, mtime: int = 0) -> None:
+    def add(self, name: str, data, mode: int = 0o644, mtime: int = 0, page_aligned: bool = False) -> None:
+        """A regular file; ``page_aligned`` puts its data at a multiple of PAGE
+        in the archive (a .vmm/pad member before it: the guest keeps .vmm/
+        members aside), so guest RAM can map it from a file."""
+        if page_aligned:
+            pad = -(self.size + _BLOCK) % PAGE
+            if pad:
+                self._append(_header(".vmm/pad", pad - _BLOCK, 0o644, 0, _REGTYPE), bytes(pad - _BLOCK))
         self.offsets[name] = self.size + _BLOCK
         self._append(_header(name, len(data), mode, mtime, _REGTYPE), data, bytes(-len(data) % _BLOCK))
 
@@ -212,13 +223,16 @@ class _Ustar:
         end = 2 * _BLOCK
         return end + (-(self.size + end) % _RECORD)
 
-    def write_into(self, view: memoryview) -> None:
-        """The archive into ``view`` (at least ``total`` bytes; the end blocks included)."""
+    def write_into(self, view: memoryview, skip: tuple[int, int] = (0, 0)) -> None:
+        """The archive into ``view`` (at least ``total`` bytes; the end blocks
+        included), but for the ``skip`` = (offset, length) bytes of one host
+        file's data from its start: the caller has them in place already."""
         offset = 0
         for part in self.parts:
             n = len(part)
             if isinstance(part, _HostFile):
-                part.read_into(view[offset : offset + n])
+                done = skip[1] if skip[0] == offset and skip[1] <= n else 0
+                part.read_into(view[offset + done : offset + n], done)
             else:
                 view[offset : offset + n] = part
             offset += n
@@ -240,12 +254,14 @@ class Bundle:
         # The program's host file (path, device, inode, size, times): the same
         # bytes whenever it is the same; None for bytes given directly.
         self.exec_identity = getattr(exec_data, "identity", None) or None
+        self.exec_file = exec_data if isinstance(exec_data, _HostFile) else None
 
     def __len__(self) -> int:
         return self._tar.total
 
-    def write_into(self, view: memoryview) -> None:
-        self._tar.write_into(view)
+    def write_into(self, view: memoryview, skip: tuple[int, int] = (0, 0)) -> None:
+        """(``skip``: see _Ustar.write_into; the program's data is the one host file that may be skipped.)"""
+        self._tar.write_into(view, skip)
 
     def __bytes__(self) -> bytes:
         return self._tar.finish()
@@ -331,5 +347,6 @@ def plan_bundle(
     made: set[str] = set()
     for name, (data, mode, mtime) in sorted(members.items()):
         _add_dirs(tar, name, made)
-        tar.add(name, data, mode, mtime)
+        # the program's data page-aligned: a warm clone maps it (program_cache.py)
+        tar.add(name, data, mode, mtime, page_aligned=name == exec_name and isinstance(data, _HostFile))
     return Bundle(tar, exec_name, members[exec_name][0])

@@ -13,7 +13,6 @@ guest then refuses the program with its own message.
 
 from __future__ import annotations
 
-import os
 
 PAGE = 4096
 STATIC_PIE_BASE = 0x1000000  # guest/lx_elf.c: the first base tried for static-PIE
@@ -64,63 +63,11 @@ def segments(image) -> tuple[int, int, list[tuple[int, int, int]]] | None:
     return lo + bias, end, [(vaddr + bias, offset, filesz) for vaddr, offset, filesz in loads]
 
 
-class SpanImages:
-    """The laid-out span of programs this process runs again and again, each in a
-    memfd that a guest's RAM maps copy-on-write instead of having the segments
-    written into it (a glibc hello: 190 pages the host no longer copies; the
-    guest faults in the few it touches). Made on a program's second run, so a
-    one-off run (`vmm exec`) pays nothing; keyed by the host file's identity
-    (path, device, inode, size, times), so a rebuilt program is a new entry."""
-
-    MAX_ENTRIES = 16
-    MAX_BYTES = 256 << 20
-
-    def __init__(self):
-        import threading
-        from collections import OrderedDict
-
-        self._lock = threading.Lock()
-        self._images: OrderedDict = OrderedDict()  # identity -> (fd, start, end)
-        self._seen: set = set()
-        self._bytes = 0
-
-    def fd_for(self, identity, image, start: int, end: int, loads) -> int | None:
-        with self._lock:
-            entry = self._images.get(identity)
-            if entry is not None:
-                self._images.move_to_end(identity)
-                return entry[0] if entry[1:] == (start, end) else None
-            if identity not in self._seen or end - start > self.MAX_BYTES:
-                if len(self._seen) < 4096:
-                    self._seen.add(identity)
-                return None
-            fd = os.memfd_create("vmm-program", os.MFD_CLOEXEC)
-            try:
-                os.ftruncate(fd, end - start)
-                for addr, offset, length in loads:
-                    if length:
-                        os.pwrite(fd, image[offset : offset + length], addr - start)
-            except OSError:
-                os.close(fd)
-                return None
-            self._images[identity] = (fd, start, end)
-            self._bytes += end - start
-            while len(self._images) > 1 and (len(self._images) > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES):
-                old_fd, old_start, old_end = self._images.popitem(last=False)[1]
-                os.close(old_fd)  # mappings made from it keep their pages
-                self._bytes -= old_end - old_start
-            return fd
-
-
-_span_images = SpanImages()
-
-
-def place_program(memory, program_addr: int, program_size: int, floor: int, limit: int,
-                  identity: tuple | None = None) -> tuple[int, int]:
+def place_program(memory, program_addr: int, program_size: int, floor: int, limit: int) -> tuple[int, int]:
     """Write the segments of the program at ``program_addr`` in guest RAM to their
     load addresses when their span lies in [floor, limit) (RAM the waiting guest has
-    never used: still zero); returns the span, or (0, 0) when nothing was placed. A program
-    with an ``identity`` run before in this process is mapped from SpanImages."""
+    never used: still zero); returns the span, or (0, 0) when nothing was placed.
+    (From a program's second run its span is mapped instead: program_cache.py.)"""
     image = memory.view(program_addr, program_size)
     try:
         plan = segments(image)
@@ -129,9 +76,6 @@ def place_program(memory, program_addr: int, program_size: int, floor: int, limi
         start, end, loads = plan
         if start < floor or end > limit:
             return 0, 0
-        fd = _span_images.fd_for(identity, image, start, end, loads) if identity else None
-        if fd is not None and memory.map_file_over(start, end - start, fd):
-            return start, end
         for addr, offset, length in loads:
             if length:
                 memory.view_to_fill(addr, length)[:] = image[offset : offset + length]

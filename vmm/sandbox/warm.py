@@ -54,16 +54,50 @@ def place_bundle(memory, bundle, room: int, top: int) -> bytes:
     size = len(bundle)
     check_fits(size, room)
     start = (top - size) & ~0xFFF
-    view = memory.view_to_fill(start, size)  # bounds-checked; big ones in huge pages
     if isinstance(bundle, (bytes, bytearray, memoryview)):
-        view[:] = bundle
+        memory.view_to_fill(start, size)[:] = bundle  # bounds-checked; big ones in huge pages
         return bundle_header(size)
-    bundle.write_into(view)
     offset, length = bundle.exec_member
     # Free RAM: above the guest's low allocations (ROOM says where they end),
     # below the stack it puts under the bundle.
-    placed = place_program(memory, start + offset, length, top - room - PAGE, start - BELOW_BUNDLE, bundle.exec_identity)
+    floor, limit = top - room - PAGE, start - BELOW_BUNDLE
+    mapped = _map_program(memory, bundle, start, floor, limit)
+    if mapped is not None:
+        return bundle_header(size, mapped)
+    bundle.write_into(memory.view_to_fill(start, size))
+    placed = place_program(memory, start + offset, length, floor, limit)
+    if bundle.exec_identity is not None:
+        from . import program_cache
+
+        program_cache.note_run(bundle.exec_identity, memory, start + offset, placed)
     return bundle_header(size, placed)
+
+
+def _map_program(memory, bundle, start: int, floor: int, limit: int) -> tuple[int, int] | None:
+    """The bundle written with its program's pages and segments mapped from the
+    program's cache entry (program_cache.py); the span placed, or None (nothing
+    written) when the program has no entry, or its span does not fit here."""
+    from . import program_cache
+    from .placement import PAGE
+
+    offset, length = bundle.exec_member
+    if bundle.exec_file is None or offset % PAGE or bundle.exec_identity is None:
+        return None
+    entry = program_cache.lookup(bundle.exec_identity)
+    if entry is None or entry.size != length:
+        return None
+    span_start, span_end = entry.span
+    whole = length // PAGE * PAGE  # the tail page also holds what follows in the bundle: written
+    if span_start < floor or span_end > limit \
+            or not memory.map_file_over(span_start, span_end - span_start, entry.fd, entry.span_offset) \
+            or (whole and not memory.map_file_over(start + offset, whole, entry.fd, entry.program_offset)):
+        return None  # (a span mapped already is overwritten by place_program)
+    size = len(bundle)
+    for at, end in ((start, start + offset), (start + offset + whole, start + size)):
+        if end > at:
+            memory.view_to_fill(at, end - at)  # populated, as the rest of a bundle is
+    bundle.write_into(memory.view(start, size), skip=(offset, whole))
+    return entry.span
 
 
 class WarmImage:
