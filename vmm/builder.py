@@ -16,7 +16,6 @@ import os
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
-from .boot.protocol import select_boot
 from .config import DiskConfig, VmConfig, check_host_memory
 from .devices.bus import MmioBus, NullDevice, PioBus
 from .devices.exit_device import EXIT_PORT, EXIT_PORT_SPAN, ExitDevice
@@ -197,6 +196,8 @@ def prepare(config: VmConfig, virtio_devices: Sequence = ()) -> PreparedVm:
     capacity = layout.DeviceSlots().capacity
     if len(config.devices) + len(virtio_devices) > capacity:
         raise ConfigError(f"too many devices: {len(config.devices) + len(virtio_devices)} asked for, at most {capacity} virtio devices fit (one IRQ each)")
+    from .boot.protocol import select_boot  # (a restore loads no kernel: ~0.5 ms less of its start)
+
     boot = select_boot(config.kernel_path(), config.initrd, config.mem_mib << 20)
     if is_linux(boot):
         _plan_platform_options(boot, config.base_cmdline())
