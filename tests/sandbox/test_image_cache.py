@@ -65,7 +65,7 @@ def _rewrite_records(entry, change) -> None:
 
 @pytest.mark.kvm
 @pytest.mark.parametrize("damage", ["garbage", "group-writable", "short-memory", "room-past-ram", "bad-register",
-                                    "foreign-cpu"])
+                                    "short-register-struct", "a-float", "a-disk", "foreign-cpu"])
 def test_a_damaged_or_refused_entry_is_replaced(compile_prog, tmp_path, damage):
     program = compile_prog("exitcode")
     assert vmm_exec(tmp_path, "--", program, "3").returncode == 3
@@ -85,6 +85,20 @@ def test_a_damaged_or_refused_entry_is_replaced(compile_prog, tmp_path, damage):
             b["vcpus"][0]["regs"] = bytes(regs)
             return h, b, room, top
         _rewrite_records(entry, bad_rip)
+    elif damage == "short-register-struct":  # C would read past it: refused before any cast
+        def short_regs(h, b, room, top):
+            b["vcpus"][0]["regs"] = b["vcpus"][0]["regs"][:16]
+            return h, b, room, top
+        _rewrite_records(entry, short_regs)
+    elif damage == "a-float":  # marshal keeps more types than a decoded snapshot holds
+        _rewrite_records(entry, lambda h, b, room, top: (h, {**b, "platform": {**b["platform"], "clock": 1.5}}, room, top))
+    elif damage == "a-disk":  # a record naming a disk to open: the sandbox's snapshot has none
+        def a_disk(h, b, room, top):
+            b["virtio"][0]["kind"] = "block"
+            b["virtio"][0]["device"] = {"path": b"/etc/passwd", "size": 512, "read_only": False, "disk_id": b"",
+                                        "mtime_ns": 0, "fingerprint": bytes(32)}
+            return h, b, room, top
+        _rewrite_records(entry, a_disk)
     else:  # taken on another CPU: checked only when KVM is opened (load.check_host), then rebuilt
         _rewrite_records(entry, lambda h, b, room, top: ({**h, "cpu_signature": h["cpu_signature"] ^ 0xF0}, b, room, top))
     result = vmm_exec(tmp_path, "--", program, "5")
@@ -155,3 +169,26 @@ def test_records_keep_their_fields_in_plain_form():
     assert again.machine.regions[0].size == 2 and again.blob == b"\x00\x01" and again.flag is True
     with pytest.raises(AttributeError):
         again.missing  # noqa: B018
+
+
+def test_plain_records_are_checked_as_the_parser_would():
+    """What the state file's parser guarantees (vmm/snapshot/records.py check_plain):
+    KVM structures of this host's sizes (C reads them whole), only plain types."""
+    from vmm.snapshot.records import PLATFORM_BLOBS, VCPU_BLOBS, SnapshotError, check_plain, kvm_sizes
+
+    sizes = kvm_sizes()
+    good = {"vcpus": [{**{name: bytes(sizes[name]) for name in VCPU_BLOBS}, "msrs": [{"index": 1, "value": 2}]}],
+            "platform": {**{name: bytes(sizes["irqchip"]) for name in PLATFORM_BLOBS}, "clock": 5}}
+    check_plain({"vmm_version": "0.1.0"}, good, "x")
+    bad = [
+        {**good, "vcpus": [{**good["vcpus"][0], "regs": bytes(16)}]},
+        {**good, "vcpus": [{**good["vcpus"][0], "lapic": "not bytes"}]},
+        {**good, "platform": {**good["platform"], "ioapic": bytes(sizes["irqchip"] + 1)}},
+        {**good, "platform": {**good["platform"], "clock": 1.5}},
+        {**good, 7: "a field named by a number"},
+        {**good, "machine": {1, 2}},
+        {"vcpus": good["vcpus"]},
+    ]
+    for body in bad:
+        with pytest.raises(SnapshotError):
+            check_plain({}, body, "x")

@@ -276,6 +276,10 @@ class Sandbox:
             vm = image.clone(on_output=self._on_output, output=self._on_serial, seccomp=seccomp)
         except VmmError as err:
             raise RestoreError(f"cannot restore the warm sandbox: {err}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as err:
+            if image.cache_key is None:
+                raise  # a bug here, not a record of the disk cache's
+            raise RestoreError(f"cannot restore the warm sandbox: a record it kept does not fit ({err})") from None
         self.console = vm.devices[-1]
         return vm
 

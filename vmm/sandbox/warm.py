@@ -254,7 +254,7 @@ def cached_image(mem_mib: int, kernel: str) -> WarmImage | None:
     """The image another process built and kept on disk (image_cache.py), checked
     as any snapshot is; None when there is none (or it does not pass)."""
     from ..snapshot.load import check_snapshot
-    from ..snapshot.records import SnapshotError
+    from ..snapshot.records import SnapshotError, check_plain
     from . import image_cache
 
     started = time.monotonic()
@@ -263,10 +263,14 @@ def cached_image(mem_mib: int, kernel: str) -> WarmImage | None:
     if found is None:
         return None
     header, body, room, top, mem_fd = found
+    what = "the cached sandbox snapshot"
     try:
         if not 0 < room < top <= mem_mib << 20:
-            raise SnapshotError(f"bundle room {room} and top 0x{top:x} do not fit {mem_mib} MiB")
-        checked = check_snapshot(header, body, "the cached sandbox snapshot")
+            raise SnapshotError(f"{what}: bundle room {room} and top 0x{top:x} do not fit {mem_mib} MiB")
+        check_plain(header, body, what)
+        if [str(slot.kind) for slot in body.virtio] != ["console"]:
+            raise SnapshotError(f"{what}: not the sandbox's one console")  # (never a disk to open)
+        checked = check_snapshot(header, body, what)
     except (SnapshotError, AttributeError, KeyError, TypeError, ValueError):
         os.close(mem_fd)
         image_cache.forget(key)

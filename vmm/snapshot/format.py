@@ -23,22 +23,12 @@ MAGIC = b"VMMSNAP\x00"
 FORMAT_VERSION = 1
 STATE_FILE_MAX = 64 << 20  # a UART backlog (1 MiB) and console backlogs fit many times over
 SNAPSHOT_ID_BYTES = 16
-from .records import DEVICE_KINDS, NO_SIGNALLED_USED, SnapshotError  # noqa: F401 (re-exported)
+from .records import DEVICE_KINDS, NO_SIGNALLED_USED, VCPU_BLOBS, SnapshotError, kvm_sizes  # noqa: F401 (re-exported)
 
 
 # Sizes of the KVM structures saved whole: this host's <linux/kvm.h>. A file
 # written against other sizes fails to parse (and its format version differs).
-def _kvm_sizes() -> dict[str, int]:
-    from ..kvm._kvm_cffi import ffi
-    from ..kvm.api import Vcpu
-
-    sizes = {name: Vcpu.state_size(name) for name in Vcpu.STATE_STRUCTS}
-    sizes["irqchip"] = ffi.sizeof("struct kvm_irqchip")
-    return sizes
-
-
-KVM_SIZES = _kvm_sizes()
-VCPU_BLOBS = ("regs", "sregs", "fpu", "xsave", "xcrs", "lapic", "mp_state", "debugregs", "vcpu_events")
+KVM_SIZES = kvm_sizes()
 
 Header = cs.Struct(
     "magic" / cs.Bytes(len(MAGIC)),
