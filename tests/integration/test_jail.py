@@ -192,6 +192,21 @@ def test_jailed_exec_dies_of_the_signal_that_killed_it(guest_elf):
     assert statuses == [-signal.SIGTERM, -signal.SIGTERM]
 
 
+def test_jailed_exec_boots_and_refuses_warm_in_one_line(guest_elf):
+    """A jail's empty root has no snapshot cache: a jailed `vmm exec` boots the guest,
+    and --warm with --jail is refused with one line and status 2 (it once ended in a traceback)."""
+    prog = shutil.which("busybox")
+    if prog is None:
+        pytest.skip("no busybox on this host's PATH")
+    both = subprocess.run([sys.executable, "-m", "vmm", "exec", "--jail", "--warm", "--", prog, "true"], cwd=ROOT,
+                          capture_output=True, timeout=60)
+    assert both.returncode == 2 and both.stderr.count(b"\n") == 1 and b"--jail" in both.stderr, both.stderr
+    jailed = subprocess.run([sys.executable, "-m", "vmm", "exec", "--jail", "--stats", "--", prog, "echo", "hi"],
+                            cwd=ROOT, capture_output=True, timeout=60)
+    assert (jailed.returncode, jailed.stdout) == (0, b"hi\n"), jailed.stderr
+    assert b"mmio" in jailed.stderr  # booted: the console's set-up exits are there
+
+
 def test_jail_as_a_plain_user(guest_elf):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) not installed")

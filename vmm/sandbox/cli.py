@@ -43,7 +43,7 @@ def add_parser(commands, types) -> None:
     how.add_argument("--cold", dest="warm", action="store_false", default=None,
                      help="boot a fresh guest for the program instead of restoring the kept snapshot of a booted one")
     how.add_argument("--warm", dest="warm", action="store_true",
-                     help="restore a snapshot of the booted guest (the default, except with --jail)")
+                     help="restore a snapshot of the booted guest (the default; not with --jail, which boots)")
     from ..cli import add_seccomp_option
 
     add_seccomp_option(p)
@@ -104,6 +104,11 @@ def cmd_exec(args) -> int:
     from ..jail import JailError, jail_exec
     from . import runner
 
+    if args.jail and args.warm:
+        from ..errors import ConfigError
+
+        raise ConfigError("--warm cannot be combined with --jail: the jail's empty root has no snapshot to restore "
+                          "(a jailed vmm exec boots the guest)")
     stdout, stderr = _Limited(1, args.max_output), _Limited(2, args.max_output)
     inputs = _inputs(args.inputs)
     try:  # --jail (vmm/jail.py): namespaces, an empty root, no capabilities; /out is extracted inside it
@@ -128,7 +133,7 @@ def cmd_exec(args) -> int:
             stdin_fd=0,
             rootfs=args.rootfs,
             cwd=args.cwd,
-            warm=args.warm if args.warm is not None else not args.jail,  # the jail's root has no cache
+            warm=args.warm if args.warm is not None else not args.jail,  # the jail's root has no snapshot
         )
     except runner.ProgramTimeout:
         print(f"vmm: {args.program}: timed out after {args.timeout:g} s", file=sys.stderr)
