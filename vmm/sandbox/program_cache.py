@@ -129,9 +129,9 @@ def note_run(identity: tuple, memory, program_addr: int, span: tuple[int, int]) 
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             header = MAGIC + b"".join(n.to_bytes(8, "little") for n in (size, *span))
-            os.pwrite(fd, header, 0)
-            os.pwrite(fd, memory.view(program_addr, size), PAGE)
-            os.pwrite(fd, memory.view(span[0], span[1] - span[0]), PAGE + _pages(size))
+            _pwrite_all(fd, header, 0)
+            _pwrite_all(fd, memory.view(program_addr, size), PAGE)
+            _pwrite_all(fd, memory.view(span[0], span[1] - span[0]), PAGE + _pages(size))
             os.ftruncate(fd, PAGE + _pages(size) + span[1] - span[0])
         finally:
             os.close(fd)
@@ -145,6 +145,15 @@ def note_run(identity: tuple, memory, program_addr: int, span: tuple[int, int]) 
                 pass
         return
     _evict(base)
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        if done <= 0:
+            raise OSError("short write")
+        view, offset = view[done:], offset + done
 
 
 def _evict(base: str) -> None:
