@@ -23,7 +23,7 @@ collect_ignore = ["sample_project", "guests"]
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """The suite's own $XDG_CACHE_HOME (seccomp filters, the sandbox's snapshot,
-    programs laid out: vmm/config.py user_cache_dir), for this process and every
+    programs laid out: vmm/user_cache.py), for this process and every
     vmm it starts: a run neither depends on the user's cache nor fills it, and
     builds each cache from empty once."""
     cache = tmp_path_factory.mktemp("xdg-cache")

@@ -151,11 +151,3 @@ def bundled_guest() -> str:
     if not os.path.exists(path):
         raise ConfigError(f"the bundled guest is not built ({path} is missing): run ./build_guest.sh")
     return path
-
-
-def user_cache_dir(*parts: str) -> str:
-    """vmm's directory in the user's cache ($XDG_CACHE_HOME, else ~/.cache), joined with ``parts``."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "vmm", *parts)

@@ -179,34 +179,32 @@ def _log_only() -> bool:
 def _policy_key() -> str:
     """A hash of everything a filter is made from: the lists, the ioctl numbers, the
     mode and the architecture."""
-    try:
-        from _sha256 import sha256  # the C module itself: hashlib would load OpenSSL (~1 ms)
-    except ImportError:
-        from hashlib import sha256
+    from .user_cache import key
 
     parts = [_RULES_VERSION, _log_only(), os.uname().machine]
     for kind in sorted(policy.KINDS):
         limited = policy.IOCTLS.get(kind)
         parts.append((kind, allowed(kind), _ioctl_numbers(limited) if limited is not None else None))
-    return sha256(repr(parts).encode()).hexdigest()[:32]
+    return key(repr(parts).encode())
 
 
 def _cache_dir() -> str:
-    from .config import user_cache_dir
+    from .user_cache import cache_dir
 
-    return user_cache_dir("seccomp")
+    return cache_dir("seccomp")
 
 
 def _read_cache(path: str) -> _FilterSet | None:
     """The cached filter set, or None: missing, not this user's own, writable by
     others, or not in the expected shape (then it is rebuilt)."""
-    import stat
     import struct
+
+    from .user_cache import trusted
 
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_size > 1 << 20:
+            if not trusted(st) or st.st_size > 1 << 20:
                 return None
             data = f.read()
     except OSError:

@@ -21,9 +21,9 @@ CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"]
 
 
 def default_cache_dir() -> str:
-    from ..config import user_cache_dir
+    from ..user_cache import cache_dir
 
-    return user_cache_dir()
+    return cache_dir()
 
 
 def build_floor(cache_dir: str | None = None) -> str:

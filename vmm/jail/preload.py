@@ -22,8 +22,7 @@ STDLIB_MODULES = (
     "concurrent.futures.thread",  # virtio-blk's worker pool, made on the first busy queue
 )
 KERNEL_LOADER_MODULES = ("bz2", "lzma", "zlib")  # unpacking a bzImage's payload
-# tempfile: --warm's RAM file; _sha256: the snapshot cache's key (image_cache.py, unused in a jail's empty root)
-SANDBOX_MODULES = ("grp", "pwd", "shutil", "subprocess", "tarfile", "tempfile", "_sha256")
+SANDBOX_MODULES = ("grp", "pwd", "shutil", "subprocess", "tarfile", "tempfile")  # tempfile: --warm's RAM file
 # vmm modules a jailed VM never uses (other commands, build and test helpers)
 # (vmm linux builds its initramfs before the jail)
 SKIP_MODULES = ("vmm.api", "vmm.bench", "vmm.pytest_plugin", "vmm.doctor", "vmm._build", "vmm.kvm.ffi_build",

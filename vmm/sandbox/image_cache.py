@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import stat
 
+from .. import user_cache
+
 ENTRY_FORMAT = 1
 KEEP_ENTRIES = 8  # per user: one per RAM size and guest binary in use
 RECORDS_MAX = 1 << 20  # bytes: a sandbox guest's records are a few KB
@@ -34,9 +36,7 @@ _sources: bytes | None = None
 
 
 def cache_base() -> str:
-    from ..config import user_cache_dir
-
-    return user_cache_dir("sandbox")
+    return user_cache.cache_dir("sandbox")
 
 
 # Subpackages no restore runs through: their changes keep the entries.
@@ -75,20 +75,11 @@ def entry_key(mem_mib: int, guest: tuple, cmdline: str, ports: tuple) -> str | N
     sources = _source_identity()
     if sources is None:
         return None
-    try:
-        from _sha256 import sha256  # the C module itself: hashlib would load OpenSSL (~1 ms)
-    except ImportError:
-        from hashlib import sha256
-
     from ..snapshot.records import vmm_version
 
     uname = os.uname()
     parts = (ENTRY_FORMAT, vmm_version(), guest, mem_mib, cmdline, ports, uname.release, uname.machine)
-    return sha256(repr(parts).encode() + sources).hexdigest()[:32]
-
-
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return user_cache.key(repr(parts).encode() + sources)
 
 
 def load(key: str, mem_bytes: int):
@@ -107,16 +98,16 @@ def load(key: str, mem_bytes: int):
         return None  # none yet
     fd = -1
     try:
-        if not _private(st):
+        if not user_cache.trusted(st):
             raise ValueError("not private")
         with open(os.path.join(directory, "records"), "rb") as f:
             st = os.fstat(f.fileno())
-            if not _private(st) or not stat.S_ISREG(st.st_mode) or st.st_size > RECORDS_MAX:
+            if not user_cache.trusted(st) or not stat.S_ISREG(st.st_mode) or st.st_size > RECORDS_MAX:
                 raise ValueError("records not private")
             data = f.read(RECORDS_MAX + 1)
         fd = os.open(os.path.join(directory, "mem"), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         st = os.fstat(fd)
-        if not _private(st) or not stat.S_ISREG(st.st_mode) or st.st_size != mem_bytes:
+        if not user_cache.trusted(st) or not stat.S_ISREG(st.st_mode) or st.st_size != mem_bytes:
             raise ValueError("memory file not private or of another size")
         fmt, stored_key, header, body, room, top = marshal.loads(data)
         if fmt != ENTRY_FORMAT or stored_key != key or not isinstance(header, dict) or not isinstance(body, dict) \
@@ -138,7 +129,7 @@ def build_directory() -> str | None:
     base = cache_base()
     try:
         os.makedirs(base, mode=0o700, exist_ok=True)
-        if not _private(os.stat(base)):
+        if not user_cache.trusted(os.stat(base)):
             return None
         return tempfile.mkdtemp(prefix=".build-", dir=base)
     except OSError:

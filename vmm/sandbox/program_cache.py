@@ -24,6 +24,8 @@ import os
 import stat
 import threading
 
+from .. import user_cache
+
 PAGE = 4096
 MAGIC = b"VMMPROG1"
 HEADER = 32  # magic, program size, span start, span end (u64 each, little-endian)
@@ -54,22 +56,11 @@ def _pages(n: int) -> int:
 
 
 def _base() -> str:
-    from ..config import user_cache_dir
-
-    return user_cache_dir("programs")
+    return user_cache.cache_dir("programs")
 
 
 def _key(identity: tuple) -> str:
-    try:
-        from _sha256 import sha256  # the C module itself: hashlib would load OpenSSL (~1 ms)
-    except ImportError:
-        from hashlib import sha256
-
-    return sha256(repr(identity).encode()).hexdigest()[:32]
-
-
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return user_cache.key(repr(identity).encode())
 
 
 def lookup(identity: tuple) -> Entry | None:
@@ -96,7 +87,7 @@ def lookup(identity: tuple) -> Entry | None:
 
 def _check(fd: int, identity: tuple) -> Entry | None:
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or not _private(st):
+    if not stat.S_ISREG(st.st_mode) or not user_cache.trusted(st):
         return None
     header = os.pread(fd, HEADER, 0)
     if len(header) != HEADER or header[:8] != MAGIC:
@@ -120,7 +111,7 @@ def note_run(identity: tuple, memory, program_addr: int, span: tuple[int, int]) 
     marker, temporary = path + ".seen", None
     try:
         os.makedirs(base, mode=0o700, exist_ok=True)
-        if not _private(os.stat(base)) or os.path.exists(path):
+        if not user_cache.trusted(os.stat(base)) or os.path.exists(path):
             return
         if not os.path.exists(marker):
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
