@@ -180,7 +180,7 @@ class GuestMemory:
             if self.backing_fd is not None:
                 # A file's private pages stay 4 KiB: put anonymous memory in their place
                 # (KVM follows the mapping change; the caller overwrites every byte).
-                _map_anonymous_over(mapping, offset, length)
+                _map_over(mapping, offset, length)
             mapping.madvise(mmap.MADV_HUGEPAGE, offset, length)
             return True
         except (OSError, AttributeError, ValueError):
@@ -226,7 +226,3 @@ def _map_over(mapping: mmap.mmap, offset: int, length: int, fd: int = -1, file_o
         ffi.release(base)  # the export would keep the mmap from closing
     if rc < 0:
         raise OSError(-rc, f"mmap MAP_FIXED: {os.strerror(-rc)}")
-
-
-def _map_anonymous_over(mapping: mmap.mmap, offset: int, length: int) -> None:
-    _map_over(mapping, offset, length)

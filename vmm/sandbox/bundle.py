@@ -163,9 +163,9 @@ class _HostFile:
 
     __slots__ = ("path", "size", "identity")
 
-    def __init__(self, path, size: int, identity: tuple = ()):
+    def __init__(self, path, size: int, identity: tuple):
         self.path, self.size = path, size
-        self.identity = identity  # what names these bytes (placement.py caches by it)
+        self.identity = identity  # what names these bytes (program_cache.py keeps them by it)
 
     def __len__(self) -> int:
         return self.size
@@ -253,8 +253,7 @@ class Bundle:
         self.exec_member = (tar.offsets[exec_name], len(exec_data))  # (offset, length) of the program the guest runs
         # The program's host file (path, device, inode, size, times): the same
         # bytes whenever it is the same; None for bytes given directly.
-        self.exec_identity = getattr(exec_data, "identity", None) or None
-        self.exec_file = exec_data if isinstance(exec_data, _HostFile) else None
+        self.exec_identity = exec_data.identity if isinstance(exec_data, _HostFile) else None
 
     def __len__(self) -> int:
         return self._tar.total

@@ -81,7 +81,7 @@ def _map_program(memory, bundle, start: int, floor: int, limit: int) -> tuple[in
     from .placement import PAGE
 
     offset, length = bundle.exec_member
-    if bundle.exec_file is None or offset % PAGE or bundle.exec_identity is None:
+    if bundle.exec_identity is None or offset % PAGE:
         return None
     entry = program_cache.lookup(bundle.exec_identity)
     if entry is None or entry.size != length:
