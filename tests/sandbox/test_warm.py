@@ -233,3 +233,31 @@ def test_an_entry_that_is_not_the_users_own_or_not_whole_is_not_used(compile_pro
     result = run([program, "7"])
     assert result.returncode == 7, result
     assert mapped == [None]
+
+
+def test_every_pad_before_the_program_is_kept_aside(compile_prog):
+    """The program's data is page-aligned in the bundle by a .vmm/pad member of 1-7
+    blocks, or none (bundle.py): with each the program runs, sees its environment
+    whole, and no .vmm entry shows in its root."""
+    import io
+    import shutil
+    import tarfile
+
+    from vmm.sandbox.bundle import plan_bundle
+
+    program = compile_prog("showargs")
+    pads = set()
+    for n in range(0, 4096, 512):
+        env = {"A": "x" * n}
+        bundle = plan_bundle(program, [program], env, {}, {"clock": 1}, exec_path="/bin/showargs")
+        assert bundle.exec_member[0] % 4096 == 0
+        with tarfile.open(fileobj=io.BytesIO(bytes(bundle))) as tar:
+            pad = [m.size for m in tar.getmembers() if m.name == ".vmm/pad"]
+        pads.add(pad[0] // 512 + 1 if pad else 0)
+        result = run([program, "/"], env=env)
+        assert result.returncode == 0 and ("env=A=" + "x" * n).encode() in result.stdout, (n, result)
+    assert pads == set(range(8))  # every pad size, and none
+    busybox = shutil.which("busybox")
+    if busybox is not None:
+        listing = run([busybox, "ls", "-a", "/"], env={"A": "x" * 1000})
+        assert listing.returncode == 0 and b".vmm" not in listing.stdout, listing
