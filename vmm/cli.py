@@ -1,4 +1,5 @@
-"""The `vmm` command: argument parsing, terminal plumbing and exit statuses.
+"""The `vmm` command: running each command, terminal plumbing and exit statuses
+(its parser: vmm/cli_parser.py, vmm/arguments.py).
 
 Every failure reaches the user as one line, `vmm: <message>`, and a status:
 2 for bad input, the guest's own status (0-127) when it powers off, and the
@@ -7,40 +8,18 @@ VMM's statuses from vmm.errors otherwise. Never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
-import signal
 import sys
 
-from .config import DEFAULT_MEM_MIB, DiskConfig, VmConfig, check_cmdline, check_timeout
+from .config import VmConfig
 from .console import HELP, EscapeFilter, RawTerminal, write_all
-from .errors import EXIT_USAGE, ConfigError, VmmError
+from .errors import ConfigError, VmmError
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot", "exec")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 EXIT_CODE_STYLES = ("vmm", "qemu")
 QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
-
-
-def _help_width() -> int:
-    """What shutil.get_terminal_size() gives argparse, without importing shutil."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 80
-    return max(columns - 2, 20)
-
-
-class _Formatter(argparse.HelpFormatter):
-    # The default formatter imports shutil for the terminal width, and argparse
-    # builds one on every add_argument: ~2 ms of each vmm start.
-    def __init__(self, prog: str, **kwargs):
-        kwargs.setdefault("width", _help_width())
-        super().__init__(prog, **kwargs)
 
 
 def one_line(message: str) -> str:
@@ -56,205 +35,6 @@ def print_error(message: str) -> None:
     print(f"vmm: {one_line(message)}", file=sys.stderr)
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"vmm: {one_line(message)} (see 'vmm --help')\n")
-
-
-def _decimal(text: str) -> int | None:
-    """A plain decimal number (ASCII digits only: no sign, base prefix, '_' or spaces), or None."""
-    return int(text) if text.isascii() and text.isdigit() else None
-
-
-def _count(text: str) -> int:
-    value = _decimal(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-_SIZE_SUFFIXES = {"": 1, "M": 1, "G": 1024}
-
-
-def _mib(text: str) -> int:
-    """A size in MiB: decimal digits, optionally followed by M (MiB) or G (GiB)."""
-    suffix = text[-1:].upper() if text[-1:].upper() in ("M", "G") else ""
-    value = _decimal(text[: len(text) - len(suffix)])
-    if value is None:
-        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r} (decimal, optionally with M or G: 512, 512M, 2G)")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value * _SIZE_SUFFIXES[suffix]
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    try:
-        return check_timeout(value)
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _cmdline(text: str) -> str:
-    try:
-        check_cmdline(text)
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
-
-def _disk(text: str) -> DiskConfig:
-    """PATH[,ro|,rw]; a comma inside PATH is written twice (a,,b.img), as QEMU does."""
-    path, i = [], 0
-    while i < len(text) and not (text[i] == "," and text[i + 1 : i + 2] != ","):
-        path.append(text[i])
-        i += 2 if text[i] == "," else 1
-    options = text[i + 1 :] if i < len(text) else ""
-    if not path:
-        raise argparse.ArgumentTypeError("empty disk path")
-    if i < len(text) and options not in ("ro", "rw"):
-        raise argparse.ArgumentTypeError(
-            f"unknown disk option {options!r} (use PATH, PATH,ro or PATH,rw; write a comma in PATH as ',,')"
-        )
-    return DiskConfig("".join(path), read_only=options == "ro")
-
-
-# Each subcommand: its one-line help, and what adds its parser. Only the
-# command being run gets its arguments defined: argparse's add_argument calls
-# for every command cost ~2.5 ms of each start (a tenth of `vmm run`'s).
-_COMMANDS = {
-    "run": "boot a guest with its serial console on this terminal",
-    "exec": "run a static x86-64 Linux program in a throwaway microVM",
-    "linux": "boot a Linux kernel, run one command in it, return its exit status",
-    "restore": "restore a snapshot and run it with its serial console on this terminal",
-    "merge-diff": "lay a diff snapshot's memory file onto its base's memory file",
-    "serve": "serve Firecracker's REST API for one microVM on a Unix socket",
-    "mkdisk": "make a disk image holding a directory as a ustar archive",
-    "bench": "measure vmm against QEMU microvm and the bare KVM floor",
-    "doctor": "check that this host can run vmm, and print the fix for each problem",
-}
-
-
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``argv``, only the command it names gets its arguments."""
-    # argparse passes each of its own messages through gettext, which looks for
-    # a catalog on disk every time (~30 lookups, 1-10 ms of every start); Python
-    # ships none for argparse, so the messages are English either way.
-    argparse._ = str
-    parser = _Parser(prog="vmm", description="A minimal KVM virtual machine monitor.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
-    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
-    full = named not in _COMMANDS
-    for name, help_text in _COMMANDS.items():
-        if full or name == named:
-            _ADD_COMMAND[name](commands)
-        else:
-            commands.add_parser(name, help=help_text)
-    return parser
-
-
-def _add_run(commands) -> None:
-    run = commands.add_parser("run", help=_COMMANDS["run"])
-    run.add_argument("--kernel", metavar="FILE", help="kernel: a PVH ELF, a Multiboot v1 image or a Linux bzImage (default: the bundled guest)")
-    run.add_argument("--cmdline", metavar="STR", type=_cmdline, help="kernel command line, UTF-8, at most 2047 bytes with the VMM's disk entries (default: console=ttyS0)")
-    run.add_argument("--initrd", metavar="PATH", help="initial ramdisk: the first PVH or Multiboot module, or Linux's initrd")
-    run.add_argument("--mem", metavar="MIB", type=_mib, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB, decimal, or with a G suffix in GiB (default {DEFAULT_MEM_MIB})")
-    run.add_argument("--cpus", metavar="N", type=_count, default=1, help="vCPUs, each on a thread of its own (default 1; the bundled guest runs on the first)")
-    run.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds (at most a year)")
-    run.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
-    run.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'")
-    run.add_argument("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread, always (default: by ioeventfd on an I/O thread, moving a queue to the vCPU thread while that thread is late for it)")
-    run.add_argument("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops")
-    run.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout")
-    _add_snapshot_options(run)
-    _add_jail_options(run)
-    add_seccomp_option(run)
-
-
-def _add_jail_options(parser) -> None:
-    from .jail import add_options
-
-    add_options(parser, _mib, default=False)
-
-
-def _add_restore(commands) -> None:
-    restore = commands.add_parser("restore", help=_COMMANDS["restore"])
-    restore.add_argument("state", metavar="STATE", help="the snapshot's state file")
-    restore.add_argument("mem", metavar="MEM", help="its memory file (a diff's pages merged onto its base: vmm merge-diff)")
-    restore.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds of running (at most a year)")
-    restore.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
-    restore.add_argument("--allow-disk-change", action="store_true", help="restore even if a disk changed since the snapshot (its guest may then corrupt it)")
-    restore.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the VM stops")
-    restore.add_argument("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="as for vmm run")
-    _add_snapshot_options(restore)
-    _add_jail_options(restore)
-    add_seccomp_option(restore)
-
-
-def _add_merge_diff(commands) -> None:
-    merge = commands.add_parser("merge-diff", help=_COMMANDS["merge-diff"])
-    merge.add_argument("diff", metavar="DIFF_MEM")
-    merge.add_argument("base", metavar="BASE_MEM")
-
-
-def _add_mkdisk(commands) -> None:
-    mkdisk = commands.add_parser("mkdisk", help=_COMMANDS["mkdisk"])
-    mkdisk.add_argument("directory", metavar="DIR")
-    mkdisk.add_argument("-o", "--output", metavar="IMAGE", required=True, help="the image file to write")
-    mkdisk.add_argument("--size", metavar="MIB", type=_mib, help="pad the image to MIB MiB (default: the archive plus 1 MiB, rounded up)")
-
-
-def _add_bench(commands) -> None:
-    bench = commands.add_parser("bench", help=_COMMANDS["bench"])
-    bench.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(BENCH_CASES)} (default: all); or linux alone (Linux boot times, beside QEMU; make bench runs it too)")
-    bench.add_argument("--rounds", type=_count, help="rounds per case and contender (default 3; 1 with --quick)")
-    bench.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke run")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-
-
-def _add_exec(commands) -> None:
-    from .sandbox.cli import add_parser
-
-    add_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count})
-    from .jail import add_options
-
-    add_options(commands.choices["exec"], _mib, default=False)
-
-
-def _add_serve(commands) -> None:
-    from .api.cli import add_parser  # Firecracker's API on a Unix socket (vmm/api/)
-
-    add_parser(commands)
-
-
-def _add_linux(commands) -> None:
-    from .linux_cmd import add_parser
-
-    add_parser(commands, {"mib": _mib, "seconds": _seconds, "count": _count, "disk": _disk})
-    _add_jail_options(commands.choices["linux"])
-
-
-def _add_doctor(commands) -> None:
-    doctor = commands.add_parser("doctor", help=_COMMANDS["doctor"])
-    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
-
-
-_ADD_COMMAND = {
-    "run": _add_run, "exec": _add_exec, "linux": _add_linux, "restore": _add_restore, "merge-diff": _add_merge_diff,
-    "serve": _add_serve, "mkdisk": _add_mkdisk, "bench": _add_bench, "doctor": _add_doctor,
-}
-
-
 def filter_main_thread() -> None:
     """The VM runs: the main thread's seccomp filter, where the process switch is
     on (vmm/seccomp.py), and the end of the command's start-up (vmm/startup.py)."""
@@ -263,17 +43,6 @@ def filter_main_thread() -> None:
 
     filter_main_thread()
     resume_collection()
-
-
-def add_seccomp_option(parser) -> None:
-    """--no-seccomp, for the commands that run a VM (vmm/seccomp.py)."""
-    parser.add_argument("--no-seccomp", dest="seccomp", action="store_false",
-                        help="no per-thread seccomp filters (default: each vmm thread may make only the system calls it needs)")
-
-
-def _add_snapshot_options(parser) -> None:
-    parser.add_argument("--snapshot-path", metavar="STATE", help="where SIGUSR1, SIGUSR2 or C-a s write a snapshot's state file")
-    parser.add_argument("--mem-file-path", metavar="MEM", help="where they write its memory file")
 
 
 class _SnapshotTrigger:
@@ -294,6 +63,7 @@ class _SnapshotTrigger:
     def install(self) -> dict:
         if not self.enabled:
             return {}
+        import signal
 
         def on_signal(signum, frame):
             self.pending = "stop" if signum == signal.SIGUSR2 else "continue"
@@ -404,6 +174,8 @@ def cmd_restore(args) -> int:
 
 def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
     """Run ``vm`` (new, or restored and paused) with its console on this terminal until it stops."""
+    import signal  # here, not at the top: `vmm exec` starts without it (and enum, which it imports)
+
     from .machine import StopReason, VmOutcome
 
     interactive = os.isatty(0)
@@ -508,12 +280,25 @@ def console_main() -> None:
     os._exit(status if isinstance(status, int) else 0)
 
 
+def _parse(argv: list[str]):
+    """The command line's arguments: a plain `vmm exec` line without argparse (vmm/arguments.py)."""
+    if argv[:1] == ["exec"]:
+        from .sandbox.cli import parse_plain
+
+        args = parse_plain(argv[1:])
+        if args is not None:
+            return args
+    from .cli_parser import build_parser
+
+    return build_parser(argv).parse_args(argv)
+
+
 def main(argv: list[str] | None = None, *, lock_down: bool = False) -> int:
     """Run one vmm command. ``lock_down`` (the `vmm` command itself) turns on the
     process-wide seccomp switch unless --no-seccomp: it filters the calling
     thread too, so an application or test calling main() in-process keeps it off."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    args = _parse(argv)
     if args.command not in ("run", "exec", "restore", "linux"):  # these resume once their VM runs
         from .startup import resume_collection
 

@@ -173,9 +173,10 @@ def linux_config(args):
 
 
 # --- the `vmm linux` command -------------------------------------------------
-def add_parser(commands, types) -> None:
-    """The `linux` subcommand; ``types`` holds the CLI's argument types (mib, seconds, count, disk)."""
-    _count, _mib, _seconds, _disk = types["count"], types["mib"], types["seconds"], types["disk"]
+def add_parser(commands) -> None:
+    """The `linux` subcommand."""
+    from .arguments import count as _count, disk as _disk, mib as _mib, seconds as _seconds
+
     linux = commands.add_parser("linux", help="boot a Linux kernel, run one command in it, return its exit status")
     linux.add_argument("--kernel", metavar="K", required=True, help="Linux bzImage (or vmlinux with a PVH note)")
     linux.add_argument("--pvh", action="store_true", help="boot the vmlinux inside the bzImage by PVH (unpacked once, beside it)")
@@ -190,7 +191,7 @@ def add_parser(commands, types) -> None:
     linux.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
     linux.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     linux.add_argument("--stats", action="store_true", help="print the boot protocol, VM exit counts and instruction fallbacks on stderr")
-    from .cli import add_seccomp_option
+    from .cli_parser import add_seccomp_option
 
     add_seccomp_option(linux)
     linux.add_argument("guest_command", nargs="+", metavar="CMD", help="the command to run in the guest, after --, with its arguments")

@@ -7,13 +7,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import GUEST_ELF
-from vmm import cli
+from vmm import cli, cli_parser
 from vmm.config import TIMEOUT_MAX, DiskConfig, VmConfig
 from vmm.errors import ConfigError
 
 
 def parse(*argv):
-    return cli.build_parser().parse_args(list(argv))
+    return cli_parser.build_parser().parse_args(list(argv))
 
 
 def refused(capsys, *argv) -> str:

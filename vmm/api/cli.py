@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--api-sock", metavar="PATH", required=True, help="the Unix socket to serve (a stale socket file is replaced)")
     p.add_argument("--id", metavar="ID", default="vmm", help="the instance id GET / reports (default: vmm)")
-    from ..cli import add_seccomp_option
+    from ..cli_parser import add_seccomp_option
 
     add_seccomp_option(p)
 

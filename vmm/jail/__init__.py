@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 
+from ..arguments import Option, mib, refuse
 from ..errors import ConfigError, VmmError
 
 THREADS_BASE = 64  # threads the VMM may start besides one per vCPU and the disks' workers
@@ -69,30 +70,27 @@ class JailSpec:
             self.file_size = max(self.file_size, size + grows_by)
 
 
-
-# --- what each command's jail holds ---------------------------------------------
-def add_options(parser, mib_type, *, default: bool) -> None:
-    """--jail/--no-jail, --jail-memory and --jail-cpus on a subcommand's parser."""
-    state = "on" if default else "off"
-    parser.add_argument("--jail", dest="jail", action="store_true", default=default,
-                        help=f"run the VMM in namespaces of its own with only the VM's files, no capabilities and rlimits (default {state})")
-    parser.add_argument("--no-jail", dest="jail", action="store_false", help="do not jail the VMM")
-    parser.add_argument("--jail-memory", metavar="MIB", type=mib_type, help="the jailed VMM's memory limit, guest RAM included (cgroup v2 memory.max)")
-    parser.add_argument("--jail-cpus", metavar="CPUS", type=_cpus, help="the jailed VMM's CPU time, in CPUs: 0.5 is half of one (cgroup v2 cpu.max)")
-
-
 def _cpus(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of CPUs: {text!r}") from None
+        refuse(f"not a number of CPUs: {text!r}")
     if not 0.01 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"must be between 0.01 and 1024: {text!r}")
+        refuse(f"must be between 0.01 and 1024: {text!r}")
     return value
 
 
+# Every command that runs a VM has these (vmm/cli_parser.py; vmm exec's plain parser too).
+OPTIONS = (
+    Option("--jail", action="store_true",
+           help="run the VMM in namespaces of its own with only the VM's files, no capabilities and rlimits (default off)"),
+    Option("--no-jail", dest="jail", action="store_false", default=False, help="do not jail the VMM"),
+    Option("--jail-memory", metavar="MIB", type=mib, help="the jailed VMM's memory limit, guest RAM included (cgroup v2 memory.max)"),
+    Option("--jail-cpus", metavar="CPUS", type=_cpus, help="the jailed VMM's CPU time, in CPUs: 0.5 is half of one (cgroup v2 cpu.max)"),
+)
+
+
+# --- what each command's jail holds ---------------------------------------------
 def _wanted(args) -> bool:
     if not args.jail and (args.jail_memory or args.jail_cpus):
         raise ConfigError("--jail-memory and --jail-cpus need --jail")

@@ -9,46 +9,61 @@ as everywhere in vmm.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from ..arguments import SECCOMP, Option, Parsed, count, mib, parse_program_line, seconds
+from ..jail import OPTIONS as JAIL_OPTIONS
+
 EXEC_TIMEOUT, EXEC_SANDBOX_FAILED = 124, 125
 
+OPTIONS = (
+    Option("--mem", metavar="MIB", type=mib, default=128, help="guest RAM in MiB (default 128): bounds the program's memory and its files"),
+    Option("--timeout", metavar="S", type=seconds, help="stop the program after S seconds (status 124)"),
+    Option("--in", dest="inputs", metavar="HOST[:GUEST]", action="append",
+           help="a host file or directory, read-only in the sandbox at GUEST (default: /NAME, beside the working directory /)"),
+    Option("--out-dir", metavar="DIR", help="where to put what the program leaves under /out (safely: nothing escapes DIR)"),
+    Option("--rootfs", metavar="IMAGE|DIR", help="a whole read-only root file system (a directory, or a ustar image from vmm mkdisk)"),
+    Option("--env", metavar="K=V", action="append", help="an environment variable (repeatable; default: PATH and HOME only)"),
+    Option("--cwd", metavar="DIR", default="/", help="the program's working directory (default /)"),
+    Option("--trace", action="store_true", help="print each system call on stderr, strace style"),
+    Option("--max-output", metavar="BYTES", type=count, help="cut stdout and stderr after this many bytes each (with a note)"),
+    Option("--deterministic", action="store_true", help="a fixed start time and seeded random numbers: the same run every time"),
+    Option("--seed", metavar="N", type=count, help="the seed for --deterministic (default: a fresh one, printed)"),
+    Option("--stats", action="store_true", help="print the VM exit counts on stderr when the sandbox ends"),
+    # By default the program runs in a clone of a snapshot of the booted guest,
+    # kept on disk by the first run (vmm/sandbox/image_cache.py): no guest boot.
+    Option("--cold", dest="warm", action="store_false", default=None, group="how",
+           help="boot a fresh guest for the program instead of restoring the kept snapshot of a booted one"),
+    Option("--warm", dest="warm", action="store_true", default=None, group="how",
+           help="restore a snapshot of the booted guest (the default; not with --jail, which boots)"),
+    SECCOMP,
+    *JAIL_OPTIONS,
+)
 
-def add_parser(commands, types) -> None:
-    """The `exec` subcommand; ``types`` holds the CLI's argument types (mib, seconds, count)."""
+
+def add_parser(commands) -> None:
+    """The `exec` subcommand's argparse parser (what parse_plain does not read)."""
+    import argparse
+
+    from ..arguments import add_options
+
     p = commands.add_parser(
         "exec",
         help="run a static x86-64 Linux program in a throwaway microVM",
         description="Run PROGRAM (a static x86-64 Linux ELF: from --rootfs, or the host's PATH) in a fresh microVM. "
         "Its stdin, stdout and stderr are this command's; its status is this command's.",
     )
-    p.add_argument("--mem", metavar="MIB", type=types["mib"], default=128, help="guest RAM in MiB (default 128): bounds the program's memory and its files")
-    p.add_argument("--timeout", metavar="S", type=types["seconds"], help="stop the program after S seconds (status 124)")
-    p.add_argument("--in", dest="inputs", metavar="HOST[:GUEST]", action="append", default=[],
-                   help="a host file or directory, read-only in the sandbox at GUEST (default: /NAME, beside the working directory /)")
-    p.add_argument("--out-dir", metavar="DIR", help="where to put what the program leaves under /out (safely: nothing escapes DIR)")
-    p.add_argument("--rootfs", metavar="IMAGE|DIR", help="a whole read-only root file system (a directory, or a ustar image from vmm mkdisk)")
-    p.add_argument("--env", metavar="K=V", action="append", default=[], help="an environment variable (repeatable; default: PATH and HOME only)")
-    p.add_argument("--cwd", metavar="DIR", default="/", help="the program's working directory (default /)")
-    p.add_argument("--trace", action="store_true", help="print each system call on stderr, strace style")
-    p.add_argument("--max-output", metavar="BYTES", type=types["count"], help="cut stdout and stderr after this many bytes each (with a note)")
-    p.add_argument("--deterministic", action="store_true", help="a fixed start time and seeded random numbers: the same run every time")
-    p.add_argument("--seed", metavar="N", type=types["count"], help="the seed for --deterministic (default: a fresh one, printed)")
-    p.add_argument("--stats", action="store_true", help="print the VM exit counts on stderr when the sandbox ends")
-    how = p.add_mutually_exclusive_group()
-    # By default the program runs in a clone of a snapshot of the booted guest,
-    # kept on disk by the first run (vmm/sandbox/image_cache.py): no guest boot.
-    how.add_argument("--cold", dest="warm", action="store_false", default=None,
-                     help="boot a fresh guest for the program instead of restoring the kept snapshot of a booted one")
-    how.add_argument("--warm", dest="warm", action="store_true",
-                     help="restore a snapshot of the booted guest (the default; not with --jail, which boots)")
-    from ..cli import add_seccomp_option
-
-    add_seccomp_option(p)
+    add_options(p, OPTIONS)
     p.add_argument("program", metavar="PROGRAM", help="the program (after --)")
     p.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments (everything after PROGRAM)")
+
+
+def parse_plain(argv: list[str]) -> Parsed | None:
+    """`vmm exec`'s arguments (``argv`` after "exec") without argparse, or None where
+    argparse must parse them (vmm/arguments.py)."""
+    values = parse_program_line(argv, OPTIONS)
+    return None if values is None else Parsed(command="exec", **values)
 
 
 def _inputs(specs: list[str]) -> dict[str, str]:
