@@ -8,10 +8,13 @@ forever) and lets the host wait for a pattern in it, the way pexpect does.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import re  # (at run time only where expect() is called: `vmm exec` starts without re)
 
 from .console import write_all
 
@@ -65,6 +68,8 @@ class OutputCapture:
         """
         if isinstance(pattern, str):
             pattern = pattern.encode()
+        import re  # here: a `vmm exec` never waits for a pattern
+
         literal = not isinstance(pattern, re.Pattern)
         regex = re.compile(re.escape(pattern)) if literal else pattern
         deadline = time.monotonic() + timeout

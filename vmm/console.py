@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import select
-import termios
-import tty
 
 ESCAPE = 0x01  # Ctrl-A
 HELP = (
@@ -59,12 +57,17 @@ class RawTerminal:
 
     def __enter__(self):
         if os.isatty(self.fd):
+            import termios  # here: `vmm exec` never needs a raw terminal
+            import tty
+
             self._saved = termios.tcgetattr(self.fd)
             tty.setraw(self.fd, termios.TCSANOW)
         return self
 
     def __exit__(self, *exc):
         if self._saved is not None:
+            import termios
+
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             self._saved = None
         return False

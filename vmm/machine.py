@@ -10,9 +10,12 @@ input, output and pause/resume to its user.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import re  # (at run time only where expect() is called: `vmm exec` starts without re)
 
 from . import builder
 from .capture import DEFAULT_CAPTURE_LIMIT, OutputCapture, OutputFanout

@@ -159,7 +159,7 @@ class _FilterSet:
 
 _filters: _FilterSet | None = None
 _CACHE_MAGIC = b"VMMSECC1"
-_RULES_VERSION = 2  # bump when _build_filter makes different rules from the same lists
+_RULES_VERSION = 3  # bump when _build_filter makes different rules from the same lists
 
 
 def _filter_set() -> _FilterSet:
@@ -177,14 +177,16 @@ def _log_only() -> bool:
 
 
 def _policy_key() -> str:
-    """A hash of everything a filter is made from: the lists, the ioctl numbers, the
-    mode and the architecture."""
+    """A hash of everything a filter is made from: the lists, the mode and the
+    architecture (which fixes the ioctl numbers the names stand for: KVM's are
+    ABI, the terminal ones per architecture; their names keep termios out of
+    every start)."""
     from .user_cache import key
 
     parts = [_RULES_VERSION, _log_only(), os.uname().machine]
     for kind in sorted(policy.KINDS):
         limited = policy.IOCTLS.get(kind)
-        parts.append((kind, allowed(kind), _ioctl_numbers(limited) if limited is not None else None))
+        parts.append((kind, allowed(kind), sorted(limited) if limited is not None else None))
     return key(repr(parts).encode())
 
 

@@ -12,14 +12,13 @@ every return from KVM_RUN, so no request can be lost between the two.
 from __future__ import annotations
 
 import errno
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 
 from .errors import EXIT_GUEST_CRASHED, EXIT_VMM_FAILURE, KvmError, VmmError
-from .kvm import KICK_SIGNAL, Vcpu
+from .kvm import Vcpu, kick_thread
 from .kvm._kvm_cffi import lib
 from .log import get_logger
 from .outcome import StopReason, VmOutcome
@@ -155,10 +154,7 @@ class VcpuThread:
             if run is None:
                 return
             self.vcpu.set_immediate_exit(True)
-            try:
-                signal.pthread_kill(thread.ident, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass  # the thread has just ended
+            kick_thread(thread.ident)  # (nothing if the thread has just ended)
 
     def wake(self) -> None:
         """End an idle wait early (the host has something for the guest)."""

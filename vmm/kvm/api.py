@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import signal
 
 from ..errors import KvmError, KvmUnavailableError
 from ._kvm_cffi import ffi, lib
@@ -21,7 +20,7 @@ KVM_DEVICE = "/dev/kvm"
 # once per VM (KVM_GET_SUPPORTED_CPUID alone costs ~0.3 ms here).
 _HOST_FACTS: dict[str, dict] = {}
 # The signal that kicks a vCPU thread out of KVM_RUN (Firecracker uses SIGRTMIN too).
-KICK_SIGNAL = signal.SIGRTMIN
+KICK_SIGNAL = lib.vmm_kick_signal()
 
 
 def _check(name: str, result: int, detail: str = "") -> int:
@@ -446,4 +445,11 @@ def resident_pages(mapping, length: int) -> bytes:
 
 
 def install_kick_handler() -> None:
-    _check("sigaction", lib.vmm_install_kick_handler(int(KICK_SIGNAL)))
+    _check("sigaction", lib.vmm_install_kick_handler(KICK_SIGNAL))
+
+
+def kick_thread(ident: int) -> None:
+    """Send KICK_SIGNAL to the thread ``ident`` (threading's ident); nothing if it has ended."""
+    err = lib.vmm_kick_thread(ident)
+    if err and err != errno.ESRCH:
+        raise OSError(err, f"pthread_kill: {os.strerror(err)}")

@@ -202,6 +202,8 @@ int vmm_run(int fd, struct kvm_run *run, struct vmm_exit *exit, struct vmm_fastp
 void vmm_complete_read(struct kvm_run *run, uint64_t value);
 size_t vmm_io_data_offset(struct kvm_run *run);
 int vmm_install_kick_handler(int signo);
+int vmm_kick_signal(void);
+int vmm_kick_thread(unsigned long thread);
 int vmm_emulation_failure(struct kvm_run *run, uint8_t *bytes, uint64_t *flags);
 void vmm_debug_exit(struct kvm_run *run, uint64_t *out);
 int vmm_queue_exception(int fd, struct vmm_exception_event *ev);
@@ -210,6 +212,7 @@ int vmm_queue_exception(int fd, struct vmm_exception_event *ev);
 SOURCE = r"""
 #define _GNU_SOURCE  /* clone() */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <stdint.h>
@@ -411,6 +414,14 @@ static int vmm_install_kick_handler(int signo)
     sigemptyset(&sa.sa_mask);
     return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
 }
+
+/* SIGRTMIN as glibc has it (Python's signal.SIGRTMIN): here, so that a `vmm exec`
+   starts without the signal module (and enum, which it imports). */
+static int vmm_kick_signal(void) { return SIGRTMIN; }
+
+/* Kick one thread (a Python thread ident is its pthread_t): pthread_kill's
+   error number, ESRCH once the thread has ended. */
+static int vmm_kick_thread(unsigned long thread) { return pthread_kill((pthread_t)thread, SIGRTMIN); }
 """
 
 # ---- virtio fast path (issue 15): its own declarations and C file ----
