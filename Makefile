@@ -11,7 +11,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Editable in compat mode (a plain path entry): the default import-hook
 # finder costs ~14 ms at every Python start, a tenth of vmm's start-up.
-$(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/kvm/virtio_fast_build.py vmm/kvm/virtio_fast.c vmm/_build/backend.py
+$(INSTALLED): pyproject.toml vmm/kvm/ffi_build.py vmm/kvm/virtio_fast_build.py vmm/kvm/virtio_fast.c vmm/_build/backend.py vmm/_build/scripts/vmm
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 	touch $@

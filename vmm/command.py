@@ -1,4 +1,4 @@
-"""The `vmm` command's entry point (pyproject.toml's [project.scripts], and
+"""The `vmm` command's entry point (the script vmm/_build/scripts/vmm, and
 ``python -m vmm``): garbage collection paused while it starts (vmm/startup.py)."""
 
 from .startup import pause_collection

@@ -2,19 +2,22 @@
 
 The project keeps no setup.py, and pyproject.toml cannot pass setuptools the
 ``cffi_modules`` keyword, so this thin in-tree backend runs setuptools' own
-backend with that one keyword added. Everything else is stock setuptools.
+backend with that keyword added, and the `vmm` command as a script file
+(scripts/vmm: leaner than the wrapper an installer writes for an entry point).
+Everything else is stock setuptools.
 """
 
 from setuptools import build_meta as _setuptools
 
 _CFFI_MODULES = ["vmm/kvm/ffi_build.py:ffibuilder"]
+_SCRIPTS = ["vmm/_build/scripts/vmm"]
 
 
 class _Backend(_setuptools._BuildMetaBackend):
     def run_setup(self, setup_script="setup.py"):
         from setuptools import setup
 
-        setup(cffi_modules=_CFFI_MODULES)
+        setup(cffi_modules=_CFFI_MODULES, scripts=_SCRIPTS)
 
 
 _backend = _Backend()
