@@ -60,6 +60,22 @@ def run_vmm():
     return run
 
 
+# What a `vmm exec` or `vmm run` start does without (each costs 1-4 ms of a ~30 ms command;
+# vmm/arguments.py, vmm/outcome.py, vmm/_build/scripts/vmm): one creeping back in shows in the benchmarks.
+HEAVY_MODULES = {"argparse", "re", "enum", "signal", "gettext", "typing", "dataclasses", "termios", "tty", "shutil",
+                 "subprocess", "tempfile", "tarfile", "construct", "ctypes", "logging", "inspect", "pathlib"}
+
+
+def vmm_importing(*args, stdin: bytes = b"", timeout: float = 60):
+    """Run the vmm command as installed (make test: .venv/bin/vmm; else python -m vmm)
+    under -X importtime: (the CompletedProcess, the modules it imported)."""
+    script = os.path.join(os.path.dirname(sys.executable), "vmm")
+    command = [sys.executable, "-X", "importtime", *([script] if os.path.exists(script) else ["-m", "vmm"])]
+    result = subprocess.run([*command, *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT)
+    lines = result.stderr.decode(errors="replace").splitlines()
+    return result, {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+
+
 def without_permission_override(command: list[str]) -> list[str]:
     """``command`` as a process that file modes apply to. Root keeps its uid but
     loses CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (setpriv), so a mode-000 file

@@ -2,13 +2,12 @@
 
 The types (mib, seconds, count, cmdline, disk) check one value each. An
 ``Option`` declares a command-line option once: ``add_options`` adds it to
-an argparse parser (vmm/cli_parser.py), and ``parse_program_line`` reads the
-plain form of a `vmm exec` command line with it, without importing argparse,
-re and gettext (~5 ms of every start, an eighth of a `vmm exec` hello).
-``parse_program_line`` gives up (None) on anything not plainly its own, and
-argparse then parses the line and reports its errors: a test holds the two
-to the same result on every line the fast one accepts
-(tests/unit/test_arguments.py).
+an argparse parser (vmm/cli_parser.py), and ``parse_line`` reads the plain
+form of a `vmm exec` or `vmm run` command line with it, without importing
+argparse, re and gettext (~5 ms of every start, a seventh of either).
+``parse_line`` gives up (None) on anything not plainly its own, and argparse
+then parses the line and reports its errors: a test holds the two to the
+same result on every line the fast one accepts (tests/unit/test_arguments.py).
 """
 
 from __future__ import annotations
@@ -94,11 +93,12 @@ class Option:
     ``group`` exclude each other. Where two options share a dest, the first one's
     default is the value, as in argparse."""
 
-    __slots__ = ("flag", "dest", "action", "type", "default", "metavar", "help", "group")
+    __slots__ = ("flag", "dest", "action", "type", "default", "metavar", "help", "group", "choices")
 
     def __init__(self, flag: str, *, dest: str | None = None, action: str = "store", type=None, default=_UNSET,
-                 metavar: str | None = None, help: str = "", group: str | None = None):
+                 metavar: str | None = None, help: str = "", group: str | None = None, choices: tuple | None = None):
         self.flag, self.action, self.type, self.metavar, self.help, self.group = flag, action, type, metavar, help, group
+        self.choices = choices
         self.dest = dest or flag[2:].replace("-", "_")
         if default is _UNSET:
             default = action == "store_false" if action in ("store_true", "store_false") else None
@@ -126,7 +126,7 @@ def add_options(parser, options) -> None:
             if option.group not in groups:
                 groups[option.group] = parser.add_mutually_exclusive_group()
             target = groups[option.group]
-        extra = {"type": option.type, "metavar": option.metavar} if option.takes_value else {}
+        extra = {"type": option.type, "metavar": option.metavar, "choices": option.choices} if option.takes_value else {}
         target.add_argument(option.flag, dest=option.dest, action=option.action, default=option.initial(),
                             help=option.help, **{k: v for k, v in extra.items() if v is not None})
 
@@ -149,13 +149,14 @@ def _ambiguous(token: str, flags: list[str]) -> bool:
     return prefix not in flags and sum(flag.startswith(prefix) for flag in flags) > 1
 
 
-def parse_program_line(argv: list[str], options) -> dict | None:
-    """``OPTION... [--] PROGRAM ARG...`` read with ``options``: the values by dest, with
-    ``program`` and ``args`` (everything after PROGRAM, as argparse.REMAINDER takes it).
-    None for whatever argparse should parse instead: an unknown or abbreviated option,
-    a missing value or one that looks like an option, a value its type refuses,
-    two options of one group, no PROGRAM, a PROGRAM that starts with '-', a '--'
-    after PROGRAM, an ambiguous abbreviation after PROGRAM unless a '--' came before it."""
+def parse_line(argv: list[str], options, *, program: bool) -> dict | None:
+    """``OPTION...``, or with ``program`` ``OPTION... [--] PROGRAM ARG...``, read with
+    ``options``: the values by dest, with ``program`` and ``args`` (everything after
+    PROGRAM, as argparse.REMAINDER takes it). None for whatever argparse should parse
+    instead: an unknown or abbreviated option, a missing value or one that looks like
+    an option, a value its type or choices refuse, two options of one group; without
+    ``program`` any other word; with it no PROGRAM, a PROGRAM that starts with '-', a
+    '--' after PROGRAM, an ambiguous abbreviation after PROGRAM unless a '--' came first."""
     by_flag = {option.flag: option for option in options}
     values: dict = {}
     for option in options:
@@ -189,12 +190,16 @@ def parse_program_line(argv: list[str], options) -> dict | None:
                     value = option.type(value)
                 except Exception:  # argparse says what is wrong with it
                     return None
+            if option.choices is not None and value not in option.choices:
+                return None
             if option.action == "append":
                 values[option.dest].append(value)
             else:
                 values[option.dest] = value
         else:
             values[option.dest] = option.action == "store_true"
+    if not program:
+        return values if i == len(argv) and not separated else None
     if i == len(argv) or argv[i].startswith("-") or "--" in argv[i + 1:]:
         return None
     flags = [*by_flag, "--help"]

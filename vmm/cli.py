@@ -12,14 +12,43 @@ import os
 import select
 import sys
 
-from .config import VmConfig
+from .arguments import SECCOMP, Option, Parsed, cmdline, count, disk, mib, parse_line, seconds
+from .config import DEFAULT_MEM_MIB, VmConfig
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import ConfigError, VmmError
+from .jail import OPTIONS as JAIL_OPTIONS
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot", "exec")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
 EXIT_CODE_STYLES = ("vmm", "qemu")
 QEMU_STYLE_TIMEOUT = 124  # timeout(1)'s status
+
+
+# vmm run's and vmm restore's: SIGUSR1/SIGUSR2 or C-a s take a snapshot (_SnapshotTrigger)
+SNAPSHOT_OPTIONS = (
+    Option("--snapshot-path", metavar="STATE", help="where SIGUSR1, SIGUSR2 or C-a s write a snapshot's state file"),
+    Option("--mem-file-path", metavar="MEM", help="where they write its memory file"),
+)
+
+
+# vmm run's, for its argparse parser (vmm/cli_parser.py) and read without it (vmm/arguments.py)
+RUN_OPTIONS = (
+    Option("--kernel", metavar="FILE", help="kernel: a PVH ELF, a Multiboot v1 image or a Linux bzImage (default: the bundled guest)"),
+    Option("--cmdline", metavar="STR", type=cmdline, help="kernel command line, UTF-8, at most 2047 bytes with the VMM's disk entries (default: console=ttyS0)"),
+    Option("--initrd", metavar="PATH", help="initial ramdisk: the first PVH or Multiboot module, or Linux's initrd"),
+    Option("--mem", metavar="MIB", type=mib, default=DEFAULT_MEM_MIB, help=f"guest RAM in MiB, decimal, or with a G suffix in GiB (default {DEFAULT_MEM_MIB})"),
+    Option("--cpus", metavar="N", type=count, default=1, help="vCPUs, each on a thread of its own (default 1; the bundled guest runs on the first)"),
+    Option("--timeout", metavar="S", type=seconds, help="stop the guest after S seconds (at most a year)"),
+    Option("--serial-log", metavar="PATH", help="also append serial output to PATH"),
+    Option("--disk", metavar="PATH[,ro]", type=disk, action="append", help="a virtio-blk disk backed by PATH (repeatable); ',ro' makes it read-only; write a comma in PATH as ',,'"),
+    Option("--no-ioeventfd", dest="ioeventfd", action="store_false", help="handle virtio queue notifications on the vCPU thread, always (default: by ioeventfd on an I/O thread, moving a queue to the vCPU thread while that thread is late for it)"),
+    Option("--stats", action="store_true", help="print the boot protocol found and the VM exit counts on stderr when the VM stops"),
+    Option("--exit-code-style", choices=EXIT_CODE_STYLES, default="vmm", help="vmm: the guest's status as is; qemu: as QEMU's isa-debug-exit reports it, (status << 1) | 1, and 124 for --timeout"),
+    *SNAPSHOT_OPTIONS,
+    *JAIL_OPTIONS,
+    SECCOMP,
+)
+
 
 
 def one_line(message: str) -> str:
@@ -45,6 +74,15 @@ def filter_main_thread() -> None:
     resume_collection()
 
 
+def _signals():
+    """The signal module's functions without its IntEnum wrappers, which import enum
+    (~2.5 ms of every `vmm run` start). Every handler is set and restored through
+    it, so a previous handler comes back as the plain value it takes."""
+    import _signal
+
+    return _signal
+
+
 class _SnapshotTrigger:
     """SIGUSR1: snapshot and go on; SIGUSR2: snapshot and stop (status 0); C-a s as SIGUSR1.
     The handler only sets a flag: the input loop takes the snapshot."""
@@ -63,7 +101,7 @@ class _SnapshotTrigger:
     def install(self) -> dict:
         if not self.enabled:
             return {}
-        import signal
+        signal = _signals()
 
         def on_signal(signum, frame):
             self.pending = "stop" if signum == signal.SIGUSR2 else "continue"
@@ -174,16 +212,16 @@ def cmd_restore(args) -> int:
 
 def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
     """Run ``vm`` (new, or restored and paused) with its console on this terminal until it stops."""
-    import signal  # here, not at the top: `vmm exec` starts without it (and enum, which it imports)
-
     from .machine import StopReason, VmOutcome
 
     interactive = os.isatty(0)
+    signal = _signals()
+    names = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
     def terminate(signum, frame):
-        vm.stop(VmOutcome(128 + signum, StopReason.QUIT, f"stopped by signal {signal.Signals(signum).name}"))
+        vm.stop(VmOutcome(128 + signum, StopReason.QUIT, f"stopped by signal {names[signum]}"))
 
-    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, terminate) for sig in names}
     try:
         previous.update(snapshots.install())
         with RawTerminal(0):
@@ -281,13 +319,17 @@ def console_main() -> None:
 
 
 def _parse(argv: list[str]):
-    """The command line's arguments: a plain `vmm exec` line without argparse (vmm/arguments.py)."""
+    """The command line's arguments: a plain `vmm exec` or `vmm run` line without argparse (vmm/arguments.py)."""
     if argv[:1] == ["exec"]:
         from .sandbox.cli import parse_plain
 
         args = parse_plain(argv[1:])
         if args is not None:
             return args
+    if argv[:1] == ["run"]:
+        values = parse_line(argv[1:], RUN_OPTIONS, program=False)
+        if values is not None:
+            return Parsed(command="run", **values)
     from .cli_parser import build_parser
 
     return build_parser(argv).parse_args(argv)

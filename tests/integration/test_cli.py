@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import HEAVY_MODULES, ROOT, vmm_importing
 from vmm.errors import EXIT_GUEST_CRASHED, EXIT_TIMEOUT
 
 pytestmark = pytest.mark.kvm
@@ -30,6 +30,14 @@ def test_piped_shell_lines_and_exit_status(run_vmm, guest_elf):
     assert result.returncode == 7, result.stderr
     assert b"hello\r\n" in result.stdout
     assert result.stderr == b""
+
+
+def test_run_starts_without_heavy_modules(guest_elf):
+    for _ in range(2):  # the first may build the seccomp filters' cache (vmm/seccomp.py)
+        result, imported = vmm_importing("run", "--mem", "64", stdin=b"exit 3\n")
+        assert result.returncode == 3, result.stderr[-2000:]
+    assert "vmm.machine" in imported  # the trace is there
+    assert imported & HEAVY_MODULES == set()
 
 
 def test_serial_log_and_stats(run_vmm, guest_elf, tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import HEAVY_MODULES, ROOT, vmm_importing
 from vmm.sandbox import ProgramError
 
 pytestmark = pytest.mark.kvm
@@ -75,20 +75,10 @@ def test_the_command_ends_at_once_and_its_teardown_leaves_nothing(compile_prog, 
     assert _processes_running(program) == []
 
 
-# What a `vmm exec` start does without (each costs 1-4 ms of a ~35 ms command; vmm/arguments.py,
-# vmm/outcome.py, vmm/_build/scripts/vmm): a module here creeping back in shows in the density benchmark.
-HEAVY_MODULES = {"argparse", "re", "enum", "signal", "gettext", "typing", "dataclasses", "termios", "tty", "shutil",
-                 "subprocess", "tempfile", "tarfile", "construct", "ctypes", "logging", "inspect", "pathlib"}
-
-
 def test_the_command_starts_without_heavy_modules(compile_prog):
-    script = os.path.join(os.path.dirname(sys.executable), "vmm")  # the command as installed (make test: .venv)
-    command = [sys.executable, "-X", "importtime", script] if os.path.exists(script) else [sys.executable, "-X", "importtime", "-m", "vmm"]
     for _ in range(2):  # the first may build the kept snapshot (vmm/sandbox/image_cache.py)
-        result = subprocess.run([*command, "exec", "--mem", "64", "--", compile_prog("exitcode"), "3"], capture_output=True,
-                                timeout=60, cwd=ROOT)
+        result, imported = vmm_importing("exec", "--mem", "64", "--", compile_prog("exitcode"), "3")
         assert result.returncode == 3, result.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.decode().splitlines() if line.startswith("import time:")}
     assert "vmm.sandbox.runner" in imported  # the trace is there
     assert imported & HEAVY_MODULES == set()
 

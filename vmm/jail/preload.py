@@ -17,7 +17,7 @@ PROBE_ENV = "VMM_JAIL_PROBE"
 STDLIB_MODULES = (
     "encodings.ascii", "encodings.latin_1", "encodings.unicode_escape", "encodings.utf_8",
     "copy", "errno", "resource", "fcntl", "io", "linecache", "mmap", "queue", "select",
-    "signal", "stat", "struct", "termios", "threading", "time", "traceback", "tty", "weakref",
+    "_signal", "signal", "stat", "struct", "termios", "threading", "time", "traceback", "tty", "weakref",
     "logging",  # vmm.log imports it on the first message: a vCPU's failure must still be logged
     "concurrent.futures.thread",  # virtio-blk's worker pool, made on the first busy queue
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..arguments import SECCOMP, Option, Parsed, count, mib, parse_program_line, seconds
+from ..arguments import SECCOMP, Option, Parsed, count, mib, parse_line, seconds
 from ..jail import OPTIONS as JAIL_OPTIONS
 
 EXEC_TIMEOUT, EXEC_SANDBOX_FAILED = 124, 125
@@ -62,7 +62,7 @@ def add_parser(commands) -> None:
 def parse_plain(argv: list[str]) -> Parsed | None:
     """`vmm exec`'s arguments (``argv`` after "exec") without argparse, or None where
     argparse must parse them (vmm/arguments.py)."""
-    values = parse_program_line(argv, OPTIONS)
+    values = parse_line(argv, OPTIONS, program=True)
     return None if values is None else Parsed(command="exec", **values)
 
 
