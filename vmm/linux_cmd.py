@@ -175,7 +175,7 @@ def linux_config(args):
 # --- the `vmm linux` command -------------------------------------------------
 def add_parser(commands) -> None:
     """The `linux` subcommand."""
-    from .arguments import count as _count, disk as _disk, mib as _mib, seconds as _seconds
+    from .arguments import count, disk, mib, seconds
 
     linux = commands.add_parser("linux", help="boot a Linux kernel, run one command in it, return its exit status")
     linux.add_argument("--kernel", metavar="K", required=True, help="Linux bzImage (or vmlinux with a PVH note)")
@@ -183,12 +183,12 @@ def add_parser(commands) -> None:
     linux.add_argument("--initrd", metavar="I", help="boot this initramfs instead of building one (it must run the command itself)")
     linux.add_argument("--modules", metavar="DIR", help="the kernel's /lib/modules/VERSION tree (default: lib/modules/VERSION beside a vmlinuz-VERSION)")
     linux.add_argument("--no-busybox", action="store_true", help="leave the host's static busybox out of the initramfs")
-    linux.add_argument("--disk", metavar="PATH[,ro]", type=_disk, action="append", default=[], help="a virtio-blk disk (repeatable): /dev/vda, /dev/vdb...")
+    linux.add_argument("--disk", metavar="PATH[,ro]", type=disk, action="append", default=[], help="a virtio-blk disk (repeatable): /dev/vda, /dev/vdb...")
     linux.add_argument("--root", metavar="DEV", help="mount DEV (ext4, e.g. /dev/vda) and run the command inside it")
     linux.add_argument("--append", metavar="STR", help="more kernel command line")
-    linux.add_argument("--cpus", metavar="N", type=_count, default=1, help="vCPUs (default 1)")
-    linux.add_argument("--mem", metavar="MIB", type=_mib, default=256, help="guest RAM in MiB (default 256)")
-    linux.add_argument("--timeout", metavar="S", type=_seconds, help="stop the guest after S seconds")
+    linux.add_argument("--cpus", metavar="N", type=count, default=1, help="vCPUs (default 1)")
+    linux.add_argument("--mem", metavar="MIB", type=mib, default=256, help="guest RAM in MiB (default 256)")
+    linux.add_argument("--timeout", metavar="S", type=seconds, help="stop the guest after S seconds")
     linux.add_argument("--serial-log", metavar="PATH", help="also append serial output to PATH")
     linux.add_argument("--stats", action="store_true", help="print the boot protocol, VM exit counts and instruction fallbacks on stderr")
     from .cli_parser import add_seccomp_option

@@ -80,7 +80,7 @@ def _cpus(text: str) -> float:
     return value
 
 
-# Every command that runs a VM has these (vmm/cli_parser.py; vmm exec's plain parser too).
+# Every command that runs a VM has these (vmm/cli_parser.py; the plain parsers of vmm exec and run too).
 OPTIONS = (
     Option("--jail", action="store_true",
            help="run the VMM in namespaces of its own with only the VM's files, no capabilities and rlimits (default off)"),
