@@ -159,7 +159,7 @@ class _FilterSet:
 
 _filters: _FilterSet | None = None
 _CACHE_MAGIC = b"VMMSECC1"
-_RULES_VERSION = 3  # bump when _build_filter makes different rules from the same lists
+_RULES_VERSION = 2  # bump when _build_filter makes different rules from the same lists
 
 
 def _filter_set() -> _FilterSet:
