@@ -17,6 +17,7 @@ from .config import DEFAULT_MEM_MIB, VmConfig
 from .console import HELP, EscapeFilter, RawTerminal, write_all
 from .errors import ConfigError, VmmError
 from .jail import OPTIONS as JAIL_OPTIONS
+from .startup import vm_running
 
 BENCH_CASES = ("boot", "exits", "serial", "blk", "blk-busy", "memory", "density", "snapshot", "exec")
 INPUT_BACKLOG_LIMIT = 1 << 16  # stop reading stdin while this much waits for the guest
@@ -62,16 +63,6 @@ def one_line(message: str) -> str:
 
 def print_error(message: str) -> None:
     print(f"vmm: {one_line(message)}", file=sys.stderr)
-
-
-def filter_main_thread() -> None:
-    """The VM runs: the main thread's seccomp filter, where the process switch is
-    on (vmm/seccomp.py), and the end of the command's start-up (vmm/startup.py)."""
-    from .seccomp import filter_main_thread
-    from .startup import resume_collection
-
-    filter_main_thread()
-    resume_collection()
 
 
 def _signals():
@@ -229,7 +220,7 @@ def _run_on_terminal(vm, args, snapshots: _SnapshotTrigger) -> int:
                 vm.resume()
             else:
                 vm.start()
-            filter_main_thread()  # the vCPU and I/O threads run: from here on, the main thread's list
+            vm_running()  # the vCPU and I/O threads run: from here on, the main thread's list
             try:
                 _pump_input(vm, interactive, snapshots)
             except KeyboardInterrupt:

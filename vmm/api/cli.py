@@ -99,9 +99,9 @@ def cmd_serve(args) -> int:
         if stop.is_set() and instance.vm is not None:
             instance.vm.stop(ended[0])  # a signal that came while InstanceStart was under way
         if instance.vm is not None:
-            from ..cli import filter_main_thread
+            from ..startup import vm_running
 
-            filter_main_thread()
+            vm_running()
             with RawTerminal(0):
                 _pump_input(instance.vm, interactive)
             outcome = instance.vm.wait()

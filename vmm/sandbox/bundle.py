@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 
 from ..errors import ConfigError
+from .placement import PAGE
 
 # Options the guest understands, and how each value is checked.
 _U64_OPTIONS = ("seed", "clock", "now", "entropy")
@@ -114,7 +115,6 @@ def _read_host(path: str | os.PathLike) -> bytes:
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile pads the archive to a whole record
 _REGTYPE, _DIRTYPE = b"0", b"5"
-PAGE = 4096
 
 
 def _octal(value: int, width: int) -> bytes:

@@ -13,7 +13,6 @@ guest then refuses the program with its own message.
 
 from __future__ import annotations
 
-
 PAGE = 4096
 STATIC_PIE_BASE = 0x1000000  # guest/lx_elf.c: the first base tried for static-PIE
 # Under the bundle the guest keeps its stack (8 MiB), the guard below it and a

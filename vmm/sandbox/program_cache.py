@@ -25,8 +25,8 @@ import stat
 import threading
 
 from .. import user_cache
+from .placement import PAGE
 
-PAGE = 4096
 MAGIC = b"VMMPROG1"
 HEADER = 32  # magic, program size, span start, span end (u64 each, little-endian)
 MAX_PROGRAM = 256 << 20  # larger programs are copied every run

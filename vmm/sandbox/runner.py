@@ -292,8 +292,7 @@ class Sandbox:
                 warm_image=None, seccomp: bool | None = None):
         """Run the bundle: in a clone of ``warm_image`` when given, else in a fresh boot.
         ``seccomp`` filters the VM's own threads (None: as the process switch says)."""
-        from ..seccomp import filter_main_thread
-        from ..startup import resume_collection
+        from ..startup import vm_running
 
         vm = self._cold_vm(seccomp) if warm_image is None else self._warm_vm(warm_image, seccomp)
         try:
@@ -312,8 +311,7 @@ class Sandbox:
             else:
                 self._send_header(warm_image.place(vm, bundle))  # paused: it all waits for the guest
                 vm.resume()
-            filter_main_thread()  # `vmm exec` only (the process switch): the VM's threads run; the feeder starts under it
-            resume_collection()  # the command's start-up is over (vmm/startup.py)
+            vm_running()  # the main thread's filter (`vmm exec` only: the process switch); the feeder starts under it
             if feed:
                 feeder = threading.Thread(target=self._feed_stdin, args=(vm, stdin, stdin_fd), name="sandbox-stdin", daemon=True)
                 feeder.start()

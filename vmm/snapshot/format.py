@@ -18,12 +18,12 @@ import hashlib
 
 import construct as cs
 
+from .records import DEVICE_KINDS, NO_SIGNALLED_USED, VCPU_BLOBS, SnapshotError, kvm_sizes  # noqa: F401 (re-exported)
 
 MAGIC = b"VMMSNAP\x00"
 FORMAT_VERSION = 1
 STATE_FILE_MAX = 64 << 20  # a UART backlog (1 MiB) and console backlogs fit many times over
 SNAPSHOT_ID_BYTES = 16
-from .records import DEVICE_KINDS, NO_SIGNALLED_USED, VCPU_BLOBS, SnapshotError, kvm_sizes  # noqa: F401 (re-exported)
 
 
 # Sizes of the KVM structures saved whole: this host's <linux/kvm.h>. A file
