@@ -165,28 +165,38 @@ def test_a_program_run_again_is_mapped_and_a_rebuilt_one_is_not_served_stale(com
     """From a program's second run its file and laid-out segments are kept in the
     user's cache (vmm/sandbox/program_cache.py) and later clones map them;
     replacing the file on disk (same path, same inode, rewritten) must give the
-    new program, not the kept one."""
+    new program, not the kept one. A program with an entry ran here, so its ELF
+    checks are skipped; a rewritten one is checked again."""
     import os
     import shutil
 
-    from vmm.sandbox import warm
+    from vmm.sandbox import runner, warm
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    mapped = []
+    mapped, checked = [], []
     real = warm._map_program
     monkeypatch.setattr(warm, "_map_program", lambda *a: mapped.append(real(*a)) or mapped[-1])
+    real_check = runner.check_static_elf
+    monkeypatch.setattr(runner, "check_static_elf", lambda path: checked.append(path) or real_check(path))
     program = tmp_path / "prog"
     shutil.copy(compile_prog("exitcode"), program)
     for code in ("3", "4", "5"):
         result = run([str(program), code])
         assert result.returncode == int(code), result
     assert [span is not None for span in mapped] == [False, False, True]  # a marker, the entry, then mapped
+    assert len(checked) == 2  # not the third run's: its entry says it ran
     kept = os.listdir(tmp_path / "cache" / "vmm" / "programs")
     assert len(kept) == 1 and not kept[0].endswith(".seen")
     shutil.copy(compile_prog("showargs"), program)  # rewritten in place: new size and times
     result = run([str(program), "fresh"])
     assert result.returncode == 0 and b"fresh" in result.stdout, result
-    assert mapped[-1] is None
+    assert mapped[-1] is None and len(checked) == 3
+    for code in ("1", "2"):  # showargs gets its own entry
+        run([str(program), code])
+    program.write_bytes(b"#!/bin/sh\necho not ELF\n")
+    with pytest.raises(ProgramError) as refused:
+        run([str(program)])
+    assert refused.value.exit_status == 126 and "not an ELF" in str(refused.value)
 
 
 def test_a_mapped_program_reads_its_own_file_whole(tmp_path, monkeypatch):

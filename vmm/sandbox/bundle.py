@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 
 from ..errors import ConfigError
+from . import program_cache
 from .placement import PAGE
 
 # Options the guest understands, and how each value is checked.
@@ -289,8 +290,7 @@ def _host_member(path) -> tuple[object, int, int]:
     except OSError as e:
         raise BundleError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
     if stat.S_ISREG(st.st_mode):
-        identity = (os.fsdecode(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        data = _HostFile(path, st.st_size, identity)
+        data = _HostFile(path, st.st_size, program_cache.file_identity(path, st))
     else:
         data = _read_host(path)
     return data, st.st_mode & 0o777, int(st.st_mtime)

@@ -59,6 +59,21 @@ def _base() -> str:
     return user_cache.cache_dir("programs")
 
 
+def file_identity(path, st: os.stat_result) -> tuple:
+    """What names a regular file's bytes here: path, device, inode, size, modification and change times."""
+    return (os.fsdecode(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def ran_before(path) -> bool:
+    """Whether the file at ``path``, unchanged, has an entry: it ran in a sandbox
+    here, so it passed the runner's checks (an ELF the guest can run)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and lookup(file_identity(path, st)) is not None
+
+
 def _key(identity: tuple) -> str:
     return user_cache.key(repr(identity).encode())
 
