@@ -94,6 +94,7 @@ struct lx_opts {
     bool trace;
     bool dumpout;               /* print /out as a base64 ustar at exit */
     bool noout;                 /* the host keeps no /out: send none (skips an 8 MiB buffer and a transfer) */
+    bool drained;               /* the host serves every queue notified before the power-off: no waiting at exit */
     char cwd[256];
 };
 extern struct lx_opts lx_opts;

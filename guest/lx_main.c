@@ -140,6 +140,8 @@ static void parse_opts(const char *p, u64 len)
             lx_opts.dumpout = v[0] == '1';
         } else if (!strcmp(k, "noout")) {
             lx_opts.noout = v[0] == '1';
+        } else if (!strcmp(k, "drained")) {
+            lx_opts.drained = v[0] == '1';
         } else if (!strcmp(k, "cwd") && v[0] == '/' && strlen(v) < sizeof(lx_opts.cwd)) {
             memcpy(lx_opts.cwd, v, strlen(v) + 1);
         }

@@ -96,10 +96,14 @@ s64 stream_write(int fd, const void *buf, u64 len)
     return (s64)len;
 }
 
+/* Before the exit: every port's data sent. vcon_write has notified the
+   device of all of it; a VMM that serves every notification before it acts
+   on the power-off (vmm: the "drained" option) needs no more, others (QEMU,
+   whose debug exit ends it at once) are waited for. */
 void stream_flush(void)
 {
     console_flush();
-    if (use_ports) {
+    if (use_ports && !lx_opts.drained) {
         vcon_flush(port_out);
         vcon_flush(port_err);
     }
@@ -218,7 +222,8 @@ static void control_outcome(const char *line)
 {
     stream_flush();
     vcon_write(port_ctl, line, strlen(line));
-    vcon_flush(port_ctl);
+    if (!lx_opts.drained)
+        vcon_flush(port_ctl);
 }
 
 void stream_outcome_status(int status)
@@ -252,7 +257,8 @@ void stream_outcome_cannot_execute(const char *why)
     if (use_ports) {
         stream_flush();
         control_printf_line("error 126", why);
-        vcon_flush(port_ctl);
+        if (!lx_opts.drained)
+            vcon_flush(port_ctl);
         return;
     }
     own_line();

@@ -28,7 +28,13 @@ from .kvm._kvm_cffi import lib
 from .memory import GuestMemory
 from .x86 import layout
 from .x86.cpu import LINUX_HIDDEN_FEATURES, configure_vcpu
-from .virtio_slots import VirtioSlot, _add_virtio_device, _coalesce_queue_setup, _idle_serving_late_notifies  # noqa: F401 (VirtioSlot: re-exported)
+from .virtio_slots import (  # noqa: F401 (VirtioSlot: re-exported)
+    VirtioSlot,
+    _add_virtio_device,
+    _coalesce_queue_setup,
+    _idle_serving_late_notifies,
+    _power_off_serving_notifies,
+)
 
 COM1_PORT, COM1_IRQ, UART_SPAN = 0x3F8, 4, 8
 POST_CODE_PORT = 0x80
@@ -321,7 +327,8 @@ def _add_platform_devices(parts: AssembledVm, hooks: MachineHooks, uart_state=No
         parts.uart = Uart16550.from_state(uart_state, *uart_args, **uart_kwargs)
     parts.pio_bus.register(COM1_PORT, UART_SPAN, parts.uart)
     idle = _idle_serving_late_notifies(parts.notify_queues, hooks.idle)
-    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, hooks.power_off, hooks.fault, idle))
+    power_off = _power_off_serving_notifies(parts.notify_queues, hooks.power_off)
+    parts.pio_bus.register(EXIT_PORT, EXIT_PORT_SPAN, ExitDevice(parts.memory, power_off, hooks.fault, idle))
     parts.pio_bus.register(POST_CODE_PORT, 1, NullDevice())
 
 

@@ -113,6 +113,24 @@ def _coalesce_queue_setup(parts: AssembledVm) -> None:
         slot.transport.before_notify = ring.drain
 
 
+def _serve_pending(notify_queues: list, late: bool) -> bool:
+    """Serve, on this (vCPU) thread, every queue whose ioeventfd holds a
+    notification the I/O thread has not taken; whether there was one."""
+    served = False
+    for fd, transport, queue_index, route in notify_queues:
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            continue
+        start = time.perf_counter()
+        transport.notify(queue_index)
+        route.served(time.perf_counter() - start)
+        if late:
+            route.late()
+        served = True
+    return served
+
+
 def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], None]) -> Callable[[float], None]:
     """The guest's idle exit. A guest idles when it has nothing left but to
     wait; if a queue's ioeventfd still holds a notification then, the I/O
@@ -120,21 +138,24 @@ def _idle_serving_late_notifies(notify_queues: list, idle: Callable[[float], Non
     once (the guest finds its answers), and tell the queue's route."""
 
     def on_idle(seconds: float) -> None:
-        served = False
-        for fd, transport, queue_index, route in notify_queues:
-            try:
-                os.eventfd_read(fd)
-            except BlockingIOError:
-                continue
-            start = time.perf_counter()
-            transport.notify(queue_index)
-            route.served(time.perf_counter() - start)
-            route.late()
-            served = True
-        if not served:
+        if not _serve_pending(notify_queues, late=True):
             idle(seconds)
 
     return on_idle
+
+
+def _power_off_serving_notifies(notify_queues: list, power_off: Callable[[int], None]) -> Callable[[int], None]:
+    """The guest's power-off. Every notification it made before is served
+    first: what it sent (the sandbox's last output and its exit line) is never
+    lost to the I/O thread being late, so the guest need not wait for its
+    queues before it powers off. One the I/O thread took already is finished
+    by the time the VM is closed (closing joins that thread)."""
+
+    def on_power_off(status: int) -> None:
+        _serve_pending(notify_queues, late=False)
+        power_off(status)
+
+    return on_power_off
 
 
 def _notifier(fd: int, transport, queue_index: int, wake: Callable[[], None], route) -> Callable[[], None]:

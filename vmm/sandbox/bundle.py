@@ -25,7 +25,7 @@ from .placement import PAGE
 
 # Options the guest understands, and how each value is checked.
 _U64_OPTIONS = ("seed", "clock", "now", "entropy")
-_FLAG_OPTIONS = ("trace", "dumpout", "noout")
+_FLAG_OPTIONS = ("trace", "dumpout", "noout", "drained")
 _NAME_LIMIT = 255  # ustar: 155-byte prefix + 100-byte name
 
 

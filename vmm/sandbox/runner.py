@@ -432,7 +432,10 @@ def run_program(
         exec_path = "/bin/" + os.path.basename(program)
     if isinstance(input, str):
         input = input.encode()
-    options: dict[str, str] = {}
+    # "drained": this VMM serves every queue the guest notified before it powers
+    # off (virtio_slots.py), and nothing here pauses the console's output, so the
+    # guest sends its last output and exit line without waiting for them (~0.3 ms).
+    options: dict[str, str] = {"drained": "1"}
     if deterministic or seed is not None:
         if seed is None:
             import secrets
