@@ -10,7 +10,8 @@ construct, so the tests check these against a second reading of the specs.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
+
+from .record import record
 
 
 class Layout:
@@ -26,11 +27,10 @@ class Layout:
 
     @property
     def fields(self):
-        """The record type, made on first use: namedtuple() costs ~0.1 ms each,
-        and most layouts are never used in a given run."""
+        """The record type, made on first use: most layouts are never used in a given run."""
         if self._fields is None:
             name, names, defaults = self._spec
-            self._fields = namedtuple(name, names, defaults=defaults)
+            self._fields = record(name, names, defaults=defaults)
         return self._fields
 
     def pack(self, **values) -> bytes:

@@ -13,7 +13,6 @@ kernel through its boot protocol and sets up every vCPU. The result is an
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 from collections.abc import Callable, Sequence
 
 from .config import DiskConfig, VmConfig, check_host_memory
@@ -26,6 +25,7 @@ from .kvm import Kvm
 from .kvm.api import KVM_DEVICE
 from .kvm._kvm_cffi import lib
 from .memory import GuestMemory
+from .record import record
 from .x86 import layout
 from .x86.cpu import LINUX_HIDDEN_FEATURES, configure_vcpu
 from .virtio_slots import (  # noqa: F401 (VirtioSlot: re-exported)
@@ -51,7 +51,7 @@ REQUIRED_CAPABILITIES = (
 )
 
 # What the machine does when a device reports something (all called on vCPU threads).
-MachineHooks = namedtuple("MachineHooks", "power_off fault idle wake input_space plain_transmit serial_output")
+MachineHooks = record("MachineHooks", "power_off fault idle wake input_space plain_transmit serial_output")
 
 
 class PreparedVm:

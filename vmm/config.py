@@ -6,11 +6,10 @@ a sizeable part of a vmm start.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from _thread import TIMEOUT_MAX as _THREAD_TIMEOUT_MAX
 
 from .errors import ConfigError
+from .record import record
 from .x86 import layout
 
 DEFAULT_MEM_MIB = 128
@@ -23,7 +22,7 @@ TIMEOUT_MAX = min(365 * 24 * 3600, int(_THREAD_TIMEOUT_MAX))
 COMMAND_LINE_MAX = layout.COMMAND_LINE_SIZE - 1  # bytes of command line the guest keeps
 
 
-class DiskConfig(namedtuple("DiskConfig", "path read_only", defaults=(False,))):
+class DiskConfig(record("DiskConfig", "path read_only", defaults=(False,))):
     """A virtio-blk disk backed by a host file (or block device)."""
 
     __slots__ = ()
@@ -46,7 +45,7 @@ _VM_FIELDS = (
 )
 
 
-class VmConfig(namedtuple("VmConfig", [name for name, _ in _VM_FIELDS], defaults=[d for _, d in _VM_FIELDS])):
+class VmConfig(record("VmConfig", [name for name, _ in _VM_FIELDS], defaults=[d for _, d in _VM_FIELDS])):
     __slots__ = ()
 
     def validate(self) -> "VmConfig":

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections import namedtuple
+
+from .record import record
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DEVICE_ENV = "VMM_KVM_DEVICE"
@@ -33,7 +34,7 @@ NO_VIRT_FIX = (
     "(for example a GitHub-hosted Linux runner, which offers it)"
 )
 
-Check = namedtuple("Check", "name status detail fix", defaults=("",))
+Check = record("Check", "name status detail fix", defaults=("",))
 
 
 def kvm_device() -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections import namedtuple
 
 from .errors import GuestMemoryError
+from .record import record
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _MAP_FIXED = 0x10
@@ -29,7 +29,7 @@ POPULATE_MIN = 64 << 10
 _MADV_POPULATE_WRITE = 23
 
 
-class MemoryRegion(namedtuple("MemoryRegion", "guest_addr size mapping")):
+class MemoryRegion(record("MemoryRegion", "guest_addr size mapping")):
     __slots__ = ()
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .record import record
 
 
 class StopReason(str):
@@ -37,7 +37,7 @@ for _reason in _REASONS:
     setattr(StopReason, _reason.upper(), StopReason(_reason))
 
 
-class VmOutcome(namedtuple("VmOutcome", "status reason message", defaults=("",))):
+class VmOutcome(record("VmOutcome", "status reason message", defaults=("",))):
     """``status`` is the process exit status the CLI uses; ``reason`` a StopReason."""
 
     __slots__ = ()

@@ -8,10 +8,10 @@ entry note (XEN_ELFNOTE_PHYS32_ENTRY).
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
 
 from ..binary import Layout
 from ..errors import KernelImageError, NoPvhNoteError
+from ..record import record
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -33,7 +33,7 @@ Elf32ProgramHeader = Layout(
 NoteHeader = Layout("NoteHeader", "namesz:I descsz:I type:I")
 
 # file contents at guest_addr; memsz - len(data) bytes of zeroes follow
-Segment = namedtuple("Segment", "guest_addr data memsz")
+Segment = record("Segment", "guest_addr data memsz")
 
 ADDRESS_LIMIT = 1 << 64
 PVH_ENTRY_LIMIT = 1 << 32  # the PVH entry runs in 32-bit protected mode

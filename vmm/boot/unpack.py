@@ -17,15 +17,15 @@ Formats: gzip, xz, lzma, bzip2 (the standard library) and LZ4's legacy frame
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
 
 from ..errors import KernelImageError
+from ..record import record
 
 LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
 MAX_UNPACKED = 1 << 30  # a kernel image, not a disk: refuse to allocate more for one
 
-ElfSegment = namedtuple("ElfSegment", "paddr data memsz")
-Vmlinux = namedtuple("Vmlinux", "entry segments")  # entry: a physical address
+ElfSegment = record("ElfSegment", "paddr data memsz")
+Vmlinux = record("Vmlinux", "entry segments")  # entry: a physical address
 
 
 def _lz4_block(src: bytes, pos: int, end: int, out: bytearray, limit: int) -> None:

@@ -15,11 +15,11 @@ business, given as callables.
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Callable
 
 from ..binary import Layout
 from ..errors import GUEST_STATUS_MAX, GuestMemoryError
+from ..record import record
 
 EXIT_PORT = 0xF4
 EXIT_PORT_SPAN = 12
@@ -41,7 +41,7 @@ EXCEPTION_NAMES = {
 }
 
 
-class GuestFault(namedtuple("GuestFault", "vector error_code rip rsp")):
+class GuestFault(record("GuestFault", "vector error_code rip rsp")):
     __slots__ = ()
 
     def describe(self) -> str:

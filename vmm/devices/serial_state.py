@@ -7,9 +7,8 @@ snapshot), field by field, against the limits the device itself keeps.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ..errors import ConfigError
+from ..record import record
 
 REGISTER_SPAN = 8  # offsets 0-7 from the base port
 RX_FIFO_SIZE = 16  # the 16550's receive FIFO; one byte with FIFOs off (16450 mode)
@@ -64,7 +63,7 @@ _SERIAL_FIELDS = (
 )
 
 
-class SerialState(namedtuple("SerialState", [name for name, _ in _SERIAL_FIELDS], defaults=[d for _, d in _SERIAL_FIELDS])):
+class SerialState(record("SerialState", [name for name, _ in _SERIAL_FIELDS], defaults=[d for _, d in _SERIAL_FIELDS])):
     """Everything needed to rebuild a Uart16550 exactly. Defaults are the reset state.
 
     There is no TX FIFO field: transmission is instant, so it is always empty.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections import namedtuple
 
 from ...binary import Layout
 from ...errors import ConfigError
 from ...log import get_logger
+from ...record import record
 from ...writeback import WriteBehind
 from . import constants as c
 from .device import VirtioDevice
@@ -82,7 +82,7 @@ def _total(views: list[memoryview]) -> int:
     return sum(len(v) for v in views)
 
 
-class BlockState(namedtuple("BlockState", "path size read_only disk_id")):
+class BlockState(record("BlockState", "path size read_only disk_id")):
     """What a restore checks to know it reopened the same disk (the fd is
     reopened, not saved; the image's contents are the file's business)."""
 

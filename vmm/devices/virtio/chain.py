@@ -8,9 +8,8 @@ it guard state records restored from snapshot files.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ...errors import ConfigError, VmmError
+from ...record import record
 
 
 class VirtioError(VmmError):
@@ -75,7 +74,7 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
-class Buffer(namedtuple("Buffer", "addr length writable view")):
+class Buffer(record("Buffer", "addr length writable view")):
     """One guest buffer: its range, whether it is device-writable
     (VIRTQ_DESC_F_WRITE), and a view straight into guest RAM."""
 

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections import deque, namedtuple
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from ...errors import ConfigError, GuestMemoryError, VmmError
 from ...log import get_logger
 from ...memory import GuestMemory
+from ...record import record
 from . import constants as c
 from .device import VirtioDevice
 from .queue import DescriptorChain, QueueError, SplitQueue, StateError, check_bool, check_uint
@@ -117,14 +118,14 @@ def control_message(port: int, event: int, value: int = 0, extra: bytes = b"") -
     return CONTROL.pack(port, event, value) + extra
 
 
-class PortState(namedtuple("PortState", "name guest_ready guest_open host_open eof_sent backlog")):
+class PortState(record("PortState", "name guest_ready guest_open host_open eof_sent backlog")):
     """One port in a snapshot. ``eof_sent``: PORT_OPEN(0) went to the guest."""
 
     __slots__ = ()
 
 
 class ConsoleState(
-    namedtuple(
+    record(
         "ConsoleState",
         "cols rows max_input_backlog console_port acked_features device_ready ports control_pending",
     )

@@ -7,8 +7,7 @@ register values the transport's state machine could never have reached;
 
 from __future__ import annotations
 
-from collections import namedtuple
-
+from ...record import record
 from . import constants as c
 from .queue import StateError, check_bool, check_uint
 
@@ -26,7 +25,7 @@ _INTERRUPT_BITS = c.MMIO_INT_VRING | c.MMIO_INT_CONFIG
 
 
 class TransportState(
-    namedtuple(
+    record(
         "TransportState",
         "status device_features_sel driver_features_sel driver_features unknown_feature_bits "
         "queue_sel interrupt_status config_generation acked_features queues",

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections import namedtuple
 
 from ...errors import GuestMemoryError
 from ...memory import GuestMemory
+from ...record import record
 from .chain import (  # re-exported: devices and tests import them from here
     BadIndirect,
     Buffer,
@@ -91,7 +91,7 @@ BATCH_BUFFERS = 2048
 
 
 class QueueState(
-    namedtuple(
+    record(
         "QueueState",
         "size ready desc_addr avail_addr used_addr next_avail next_used event_idx indirect signalled_used",
     )
