@@ -195,14 +195,36 @@ static void receive_bundle(void)
     bundle_size = size;
 }
 
+/* Nothing below 64 KiB: a NULL dereference must fault.  The kernel's text
+   and rodata become read-only, so a stray write by the program faults instead
+   of changing the code that reports its outcome.  A warm guest does it
+   before it waits for its bundle, so its snapshot has it done: the TLB flush
+   is a trip through the ring-0 gate, ~20 shadow page walks a run on a
+   software KVM. */
+static void protect_kernel(void)
+{
+    /* int3 to the ring-0 gate, on its own ring-0 stack */
+    u64 rsp0 = (u64)(uintptr_t)lx_ring0_stack_top;
+    memcpy(tss + 4, &rsp0, sizeof(rsp0));
+    gate(3, (u64)(uintptr_t)lx_ring0_gate, SEL_KCODE, 0);
+    for (unsigned i = 0; i < LX_LOW_UNMAPPED / LX_PAGE; i++)
+        pt_low[i] = 0;
+    extern char __image_start[], __rodata_end[];
+    for (u64 a = (u64)(uintptr_t)__image_start; a < (u64)(uintptr_t)__rodata_end && a < (2ull << 20); a += LX_PAGE)
+        pt_low[a / LX_PAGE] &= ~2ull;   /* clear RW */
+    lx_ring0_flush_tlb();
+}
+
 void lx_run(void)
 {
     static struct lx_regs regs;
     u64 len;
 
     stream_init();
-    if (warm)
+    if (warm) {
+        protect_kernel();       /* in the snapshot the host takes at "ready" */
         receive_bundle();
+    }
     lx_mem_init(bundle_pa, bundle_pa + bundle_size, placed_lo, placed_hi);
     lx_fs_init((const u8 *)(uintptr_t)bundle_pa, bundle_size);
 
@@ -235,27 +257,17 @@ void lx_run(void)
     if (!image)
         lx_cannot_execute("no such file");
 
-    /* Exceptions to the personality's stubs; int3 to the ring-0 gate. */
-    u64 rsp0 = (u64)(uintptr_t)lx_ring0_stack_top;
-    memcpy(tss + 4, &rsp0, sizeof(rsp0));
-    /* #PF and #DF on their own stack (IST1): a stack overflow into the
-       guard below the program's stack must still be reported. */
+    /* The program's exceptions to the personality's stubs (int3 stays the
+       ring-0 gate's). #PF and #DF on their own stack (IST1): a stack overflow
+       into the guard below the program's stack must still be reported. */
     extern u8 lx_ist_stack_top[];
     u64 ist1 = (u64)(uintptr_t)lx_ist_stack_top;
     memcpy(tss + 36, &ist1, sizeof(ist1));
     for (unsigned v = 0; v < 32; v++)
-        gate(v, lx_exc_table[v], SEL_UCODE, v == 8 || v == 14 ? 1 : 0);
-    gate(3, (u64)(uintptr_t)lx_ring0_gate, SEL_KCODE, 0);
-
-    /* Nothing below 64 KiB: a NULL dereference must fault.  The kernel's
-       text and rodata become read-only, so a stray write by the program
-       faults instead of changing the code that reports its outcome. */
-    for (unsigned i = 0; i < LX_LOW_UNMAPPED / LX_PAGE; i++)
-        pt_low[i] = 0;
-    extern char __image_start[], __rodata_end[];
-    for (u64 a = (u64)(uintptr_t)__image_start; a < (u64)(uintptr_t)__rodata_end && a < (2ull << 20); a += LX_PAGE)
-        pt_low[a / LX_PAGE] &= ~2ull;   /* clear RW */
-    lx_ring0_flush_tlb();
+        if (v != 3)
+            gate(v, lx_exc_table[v], SEL_UCODE, v == 8 || v == 14 ? 1 : 0);
+    if (!warm)
+        protect_kernel();       /* now: the allocator read the boot's memory map, below 64 KiB */
 
     memset(&regs, 0, sizeof(regs));
     lx_load_program(image, size, lx_exec_path, argv, argv_len, envp, envp_len, &regs);
