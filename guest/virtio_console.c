@@ -401,6 +401,14 @@ static bool input_waiting(const struct port *p)
     return p->cur_id != NO_BUFFER || used_ready(&p->rx);
 }
 
+void vcon_open(int port)
+{
+    struct port *p = get_port(port);
+
+    if (p)
+        ensure_open(port, p);
+}
+
 long vcon_read(int port, void *buf, size_t len)
 {
     struct port *p = get_port(port);

@@ -51,6 +51,8 @@ bool vcon_init(bool await_names);
 /* Port id by name, or -1. */
 int vcon_find_port(const char *name);
 /* All of buf (one notify per batch of transmit slots); len or -errno. */
+/* Tell the host the port is open (PORT_OPEN 1), as its first read or write would. */
+void vcon_open(int port);
 long vcon_write(int port, const void *buf, size_t len);
 /* Waits for >= 1 byte; returns the count, 0 at EOF (host closed the port), or -errno. */
 long vcon_read(int port, void *buf, size_t len);
