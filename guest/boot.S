@@ -7,7 +7,8 @@
  * where the C kernel (kmain) runs with IOPL=3 and IF=0.
  *
  * Ring-0 instruction count: 50 (14 in 32-bit mode, 36 in 64-bit mode),
- * numbered [n] below.  Keep it that way.
+ * numbered [n] below, plus the syscall MSRs [s1-s11] and the CPUID probes
+ * [+1-+20] (TSC rate, FSGSBASE).  Keep it that way.
  */
 #include "gdt.h"
 
@@ -81,6 +82,23 @@ long_mode:
         cpuid                           /* [+6] */
         movl    %eax, boot_tsc_khz      /* [+7] */
 1:
+        /* CR4.FSGSBASE where the CPU has it (CPUID.7.0:EBX bit 0): the Linux
+           personality then sets a program's FS and GS bases with wrfsbase and
+           wrgsbase, not by a trip through its emulated ring-0 gate. */
+        xorl    %eax, %eax              /* [+8] */
+        cpuid                           /* [+9] max basic leaf */
+        cmpl    $7, %eax                /* [+10] */
+        jb      2f                      /* [+11] */
+        movl    $7, %eax                /* [+12] */
+        xorl    %ecx, %ecx              /* [+13] */
+        cpuid                           /* [+14] */
+        testb   $1, %bl                 /* [+15] FSGSBASE */
+        jz      2f                      /* [+16] */
+        movq    %cr4, %rax              /* [+17] */
+        btsq    $16, %rax               /* [+18] CR4.FSGSBASE */
+        movq    %rax, %cr4              /* [+19] */
+        movb    $1, boot_fsgsbase       /* [+20] */
+2:
 
         iretq                           /* [32] -> ring 3, never returns */
 
@@ -169,6 +187,9 @@ pt_low:
         .globl  boot_tsc_khz
 boot_tsc_khz:                           /* CPUID 0x40000010 EAX, read in ring 0 */
         .skip   4
+        .globl  boot_fsgsbase
+boot_fsgsbase:                          /* 1: CR4.FSGSBASE set, wrfsbase and wrgsbase work */
+        .skip   1
         .balign 4096
         .globl  idt
 idt:

@@ -10,8 +10,6 @@
 #include "io.h"
 #include "lib.h"
 
-#define MSR_FS_BASE 0xc0000100
-#define MSR_GS_BASE 0xc0000101
 
 /*
  * Name and argument kinds for the trace: d signed, u unsigned, x hex,
@@ -384,7 +382,7 @@ static s64 do_arch_prctl(u64 code, u64 addr)
         if (addr >= (1ull << 47))
             return -EPERM;
         gs_base = addr;
-        lx_ring0_wrmsr(MSR_GS_BASE, addr);
+        lx_set_gs_base(addr);
         return 0;
     case 0x1004: return put_user(addr, &gs_base, 8);        /* ARCH_GET_GS */
     default: return -EINVAL;

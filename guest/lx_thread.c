@@ -22,7 +22,6 @@
 #include "io.h"
 #include "lib.h"
 
-#define MSR_FS_BASE 0xc0000100
 
 #define CLONE_VM             0x00000100ull
 #define CLONE_FS             0x00000200ull
@@ -99,7 +98,7 @@ void lx_thread_set_fs_base(u64 base)
 {
     lx_threads[cur].fs_base = base;
     if (base != hw_fs_base) {
-        lx_ring0_wrmsr(MSR_FS_BASE, base);
+        lx_set_fs_base(base);
         hw_fs_base = base;
     }
 }
@@ -401,7 +400,7 @@ int lx_thread_switch(struct lx_regs *r)
     slice_start = lx_monotonic_ns();
     *r = n->regs;
     if (n->fs_base != hw_fs_base) {
-        lx_ring0_wrmsr(MSR_FS_BASE, n->fs_base);
+        lx_set_fs_base(n->fs_base);
         hw_fs_base = n->fs_base;
     }
     lx_signal_load(&n->sig);

@@ -15,9 +15,9 @@ QEMU = "qemu-system-x86_64"
 INPUT = b"alpha\nbeta\ngamma\n"
 
 
-def run_tcg(guest_elf, bundle_path):
+def run_tcg(guest_elf, bundle_path, cpu="qemu64"):
     argv = [
-        QEMU, "-M", "microvm,acpi=off", "-accel", "tcg", "-m", "128",
+        QEMU, "-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", cpu, "-m", "128",
         "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
         "-kernel", str(guest_elf), "-initrd", str(bundle_path), "-append", "console=ttyS0",
@@ -66,3 +66,17 @@ def test_tcg_stack_overflow_is_sigsegv(guest_elf, compile_prog, tmp_path):
     tcg = run_tcg(guest_elf, path)
     assert tcg.outcome.startswith("signal 11 addr 0x"), tcg.serial
     assert tcg.status == 125
+
+
+@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"{QEMU} not installed")
+@pytest.mark.parametrize("argv", [["threads", "tls"], ["threads", "counter"], ["faults", "handler"]], ids=" ".join)
+def test_tcg_with_fsgsbase_equals_kvm(guest_elf, compile_prog, tmp_path, argv):
+    """-cpu max has FSGSBASE: the guest sets a program's FS base with wrfsbase
+    (boot.S, lx_main.c) in real ring 0 and ring 3 (qemu64 takes the ring-0 gate)."""
+    bundle = build_bundle(compile_prog(argv[0]), argv, {"LANG": "C"}, {}, {"clock": 10**18, "seed": 7})
+    kvm = boot_bundle(bundle, tmp_path)
+    path = tmp_path / "tcg.tar"
+    path.write_bytes(bundle)
+    tcg = run_tcg(guest_elf, path, cpu="max")
+    assert kvm.outcome == ("status 42" if argv[0] == "faults" else "status 0"), kvm.serial  # the handler exits 42
+    assert (tcg.outcome, tcg.output, tcg.status) == (kvm.outcome, kvm.output, kvm.status), tcg.serial
