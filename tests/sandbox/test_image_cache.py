@@ -132,8 +132,46 @@ def test_the_key_covers_what_a_snapshot_depends_on(monkeypatch):
     others.add(image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b")))
     assert base not in others and len(others) == 5
     monkeypatch.setattr(image_cache, "_sources", None)
-    monkeypatch.setattr(os, "scandir", lambda path: (_ for _ in ()).throw(OSError("gone")))
+    monkeypatch.setattr(image_cache, "_tree", lambda: (b"/nonexistent/vmm", b""))
     assert image_cache.entry_key(128, guest, "console=ttyS0", ("a", "b")) is None  # (a jail's empty root)
+
+
+def test_the_walk_of_vmms_files_in_c(tmp_path):
+    """vmm_tree_stats (vmm/kvm/ffi_build.py), on the calling thread or on its own:
+    .py and .so files with their sizes and times, in path order; directories
+    with a dot in their name, skipped ones and symlinked ones left out; any
+    edit shows."""
+    from vmm.kvm._kvm_cffi import ffi, lib
+
+    root = tmp_path / "vmm"
+    for name in ("a.py", "sub/b.py", "sub/c.so", "sub/notes.txt", "api/x.py", "__pycache__/a.cpython-311.pyc",
+                 "pkg.d/y.py", "z/deeper/w.py"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x" * len(name))
+    (root / "linked").symlink_to(root / "sub", target_is_directory=True)
+    skip = b"api\n__pycache__\n"
+
+    def walk(background=False, cap=1 << 16):
+        out = ffi.new("char[]", cap)
+        if background:
+            assert lib.vmm_tree_stats_start(bytes(root), skip, cap) == 0
+            assert lib.vmm_tree_stats_start(bytes(root), skip, cap) < 0  # one at a time
+            length = lib.vmm_tree_stats_finish(out, cap)
+        else:
+            length = lib.vmm_tree_stats(bytes(root), skip, out, cap)
+        return length if length < 0 else ffi.buffer(out, length)[:].decode()
+
+    text = walk()
+    paths = [line.split("\t")[0] for line in text.splitlines()]
+    assert paths == [str(root / p) for p in ("a.py", "sub/b.py", "sub/c.so", "z/deeper/w.py")]
+    st = os.stat(root / "sub/b.py")
+    assert f"{root / 'sub/b.py'}\t{st.st_size}\t{st.st_mtime_ns}\n" in text
+    assert walk(background=True) == text
+    assert lib.vmm_tree_stats_finish(ffi.new("char[]", 16), 16) == -3  # none running
+    assert walk(cap=16) == -2 and walk(background=True, cap=16) == -2
+    (root / "sub/b.py").write_bytes(b"edited in place")
+    assert walk() != text
+    assert lib.vmm_tree_stats(bytes(tmp_path / "missing"), skip, ffi.new("char[]", 16), 16) == -1
 
 
 def test_old_entries_and_abandoned_builds_are_removed(tmp_path, monkeypatch):

@@ -116,6 +116,11 @@ class _Limited:
 
 
 def cmd_exec(args) -> int:
+    warm = args.warm if args.warm is not None else not args.jail  # the jail's root has no snapshot
+    if warm and not args.jail:
+        from .image_cache import start_source_identity
+
+        start_source_identity()  # the kept snapshot's key: walked while the imports below run
     from ..jail import JailError, jail_exec
     from . import runner
 
@@ -148,7 +153,7 @@ def cmd_exec(args) -> int:
             stdin_fd=0,
             rootfs=args.rootfs,
             cwd=args.cwd,
-            warm=args.warm if args.warm is not None else not args.jail,  # the jail's root has no snapshot
+            warm=warm,
         )
     except runner.ProgramTimeout:
         print(f"vmm: {args.program}: timed out after {args.timeout:g} s", file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 from .. import user_cache
 
@@ -43,30 +44,50 @@ def cache_base() -> str:
 UNRELATED_SUBPACKAGES = ("api", "bench", "jail", "_build", "__pycache__")
 
 
+_SOURCES_CAP = 1 << 18  # bytes of "path, size, mtime" lines: ~100 files take ~6 KB
+_sources_lock = threading.Lock()
+_walking = False  # start_source_identity() began a walk no one has taken yet
+
+
+def _tree() -> tuple[bytes, bytes]:
+    """(vmm's directory, the subpackages to leave out) for vmm_tree_stats."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.fsencode(root), "".join(name + "\n" for name in UNRELATED_SUBPACKAGES).encode()
+
+
+def start_source_identity() -> None:
+    """Begin the walk _source_identity() needs on a thread of C's own, without
+    the GIL: `vmm exec` calls this as it starts, and its imports hide the walk."""
+    global _walking
+    from ..kvm._kvm_cffi import lib
+
+    with _sources_lock:
+        if _sources is None and not _walking:
+            _walking = lib.vmm_tree_stats_start(*_tree(), _SOURCES_CAP) == 0
+
+
 def _source_identity() -> bytes | None:
     """(path, size, mtime) of every module and extension of the vmm package that
-    a restore can run (~90 stats, ~0.5 ms here): a change to any of them (a device
-    model's state, the restore path) makes new keys."""
-    import marshal
+    a restore can run (~100 files, walked in C: vmm/kvm/ffi_build.py): a change
+    to any of them (a device model's state, the restore path) makes new keys."""
+    global _sources, _walking
+    from ..kvm._kvm_cffi import ffi, lib
 
-    global _sources
-    if _sources is None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        found, pending = [], [root]
-        try:
-            while pending:
-                with os.scandir(pending.pop()) as entries:
-                    for entry in entries:
-                        name = entry.name
-                        if name.endswith((".py", ".so")):
-                            st = entry.stat()
-                            found.append((entry.path, st.st_size, st.st_mtime_ns))
-                        elif "." not in name and name not in UNRELATED_SUBPACKAGES and entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-        except OSError:
-            return None  # the sources are out of sight (a jail's empty root): no key, no cache
-        _sources = marshal.dumps(sorted(found))
-    return _sources
+    with _sources_lock:
+        if _sources is None:
+            cap = _SOURCES_CAP
+            out = ffi.new("char[]", cap)
+            length = lib.vmm_tree_stats_finish(out, cap) if _walking else -3
+            _walking = False
+            while length in (-2, -3):  # not started, or more files than room: walk here
+                if length == -2:
+                    cap *= 4
+                    out = ffi.new("char[]", cap)
+                length = lib.vmm_tree_stats(*_tree(), out, cap)
+            if length < 0:
+                return None  # the sources are out of sight (a jail's empty root): no key, no cache
+            _sources = ffi.buffer(out, length)[:]
+        return _sources
 
 
 def entry_key(mem_mib: int, guest: tuple, cmdline: str, ports: tuple) -> str | None:
