@@ -101,16 +101,22 @@ s64 stream_write(int fd, const void *buf, u64 len)
     return (s64)len;
 }
 
-/* Before the exit: every port's data sent. vcon_write has notified the
-   device of all of it; a VMM that serves every notification before it acts
-   on the power-off (vmm: the "drained" option) needs no more, others (QEMU,
-   whose debug exit ends it at once) are waited for. */
+/* Before the exit: a port's data sent. vcon_write has notified the device of
+   all of it; a VMM that serves every notification before it acts on the
+   power-off (vmm: the "drained" option) needs no more, others (QEMU, whose
+   debug exit ends it at once) are waited for. */
+static void flush_at_exit(int port)
+{
+    if (!lx_opts.drained)
+        vcon_flush(port);
+}
+
 void stream_flush(void)
 {
     console_flush();
-    if (use_ports && !lx_opts.drained) {
-        vcon_flush(port_out);
-        vcon_flush(port_err);
+    if (use_ports) {
+        flush_at_exit(port_out);
+        flush_at_exit(port_err);
     }
 }
 
@@ -227,8 +233,7 @@ static void control_outcome(const char *line)
 {
     stream_flush();
     vcon_write(port_ctl, line, strlen(line));
-    if (!lx_opts.drained)
-        vcon_flush(port_ctl);
+    flush_at_exit(port_ctl);
 }
 
 void stream_outcome_status(int status)
@@ -262,8 +267,7 @@ void stream_outcome_cannot_execute(const char *why)
     if (use_ports) {
         stream_flush();
         control_printf_line("error 126", why);
-        if (!lx_opts.drained)
-            vcon_flush(port_ctl);
+        flush_at_exit(port_ctl);
         return;
     }
     own_line();

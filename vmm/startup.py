@@ -7,8 +7,8 @@ pauses of up to a millisecond. vmm/command.py (the command's entry point)
 pauses collection before the first import; ``vm_running`` (the main thread's
 seccomp filter, then ``resume_collection``) is called once the VM runs, and
 ``resume_collection`` alone by commands without a VM: what exists then is
-frozen (never walked again) and collection goes on for what the run creates. A process that imports vmm as
-a library is left alone: only the command pauses.
+frozen (never walked again) and collection goes on for what the run creates.
+A process that imports vmm as a library is left alone: only the command pauses.
 """
 
 from __future__ import annotations

@@ -421,7 +421,7 @@ static int vmm_kick_signal(void) { return SIGRTMIN; }
 
 /* Kick one thread (a Python thread ident is its pthread_t): pthread_kill's
    error number, ESRCH once the thread has ended. */
-static int vmm_kick_thread(unsigned long thread) { return pthread_kill((pthread_t)thread, SIGRTMIN); }
+static int vmm_kick_thread(unsigned long thread) { return pthread_kill((pthread_t)thread, vmm_kick_signal()); }
 """
 
 # ---- virtio fast path (issue 15): its own declarations and C file ----
