@@ -113,6 +113,7 @@ void lx_syscall_entry(void);
 extern const u64 lx_exc_table[32];
 extern u8 lx_ring0_stack_top[];
 void lx_set_fs_base(u64 base);
+bool lx_get_fs_base(u64 *base);     /* false: without FSGSBASE (only arch_prctl sets it) */
 void lx_set_gs_base(u64 base);
 void lx_ring0_flush_tlb(void);
 u64 lx_ring0_read_cr2(void);

@@ -94,6 +94,14 @@ void lx_set_fs_base(u64 base)
         lx_ring0_wrmsr(MSR_FS_BASE, base);
 }
 
+bool lx_get_fs_base(u64 *base)
+{
+    if (!boot_fsgsbase)
+        return false;           /* then only arch_prctl sets it: the caller knows it */
+    __asm__ volatile("rdfsbase %0" : "=r"(*base));
+    return true;
+}
+
 void lx_set_gs_base(u64 base)
 {
     if (boot_fsgsbase)

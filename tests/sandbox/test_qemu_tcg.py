@@ -69,7 +69,8 @@ def test_tcg_stack_overflow_is_sigsegv(guest_elf, compile_prog, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"{QEMU} not installed")
-@pytest.mark.parametrize("argv", [["threads", "tls"], ["threads", "counter"], ["faults", "handler"]], ids=" ".join)
+@pytest.mark.parametrize("argv", [["threads", "tls"], ["threads", "counter"], ["faults", "handler"], ["fsbase", "threads"]],
+                         ids=" ".join)
 def test_tcg_with_fsgsbase_equals_kvm(guest_elf, compile_prog, tmp_path, argv):
     """-cpu max has FSGSBASE: the guest sets a program's FS base with wrfsbase
     (boot.S, lx_main.c) in real ring 0 and ring 3 (qemu64 takes the ring-0 gate)."""

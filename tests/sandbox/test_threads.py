@@ -31,6 +31,19 @@ def test_mutex_protected_counter(compile_prog, compiler):
 
 
 @pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("mode", ["", "threads"])
+def test_a_program_that_moves_its_own_fs_base(compile_prog, compiler, mode):
+    """Where the CPU has FSGSBASE the guest enables it (guest/boot.S), so a
+    program may set its FS base with wrfsbase itself, as on Linux: ARCH_GET_FS
+    and thread switches keep what it set (the same lines as natively)."""
+    exe = compile_prog("fsbase", compiler)
+    native = subprocess.run([exe, *filter(None, [mode])], capture_output=True, timeout=30)
+    result = run([exe, *filter(None, [mode])], timeout=60)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+    assert result.stdout in (b"get_fs ok, after switches ok\n", b"no fsgsbase\n")
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
 def test_condition_variable_ping_pong(compile_prog, compiler):
     result = threads(compile_prog, compiler, "pingpong", "50", timeout=60)
     want = "".join(f"ping {i}\npong {i}\n" for i in range(50)) + "done\n"
