@@ -22,7 +22,7 @@ from .devices.serial import Uart16550
 from .errors import ConfigError, KvmUnavailableError
 from .event_loop import EventLoop
 from .kvm import Kvm
-from .kvm.api import KVM_DEVICE
+from .kvm.api import KVM_DEVICE, start_ahead
 from .kvm._kvm_cffi import lib
 from .memory import GuestMemory
 from .record import record
@@ -244,9 +244,19 @@ def needs_syscall_completion(prepared) -> bool:
     return _runs_linux(prepared) and software_kvm()
 
 
+def _kvm_device() -> str:
+    return os.environ.get("VMM_KVM_DEVICE", KVM_DEVICE)
+
+
+def open_kvm_ahead() -> None:
+    """Begin what the next open_kvm() and create_vm() do on a thread of their own
+    (vmm.kvm.api.start_ahead), for a command with other work before its VM."""
+    start_ahead(_kvm_device())
+
+
 def open_kvm(vcpus: int = 1) -> Kvm:
     """/dev/kvm (or $VMM_KVM_DEVICE), with every capability the VMM relies on."""
-    kvm = Kvm(os.environ.get("VMM_KVM_DEVICE", KVM_DEVICE))
+    kvm = Kvm(_kvm_device())
     try:
         for name, purpose in REQUIRED_CAPABILITIES:
             if not kvm.check_extension(getattr(lib, name)):

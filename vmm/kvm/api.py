@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
 
 from ..errors import KvmError, KvmUnavailableError
 from ._kvm_cffi import ffi, lib
@@ -21,6 +22,40 @@ KVM_DEVICE = "/dev/kvm"
 _HOST_FACTS: dict[str, dict] = {}
 # The signal that kicks a vCPU thread out of KVM_RUN (Firecracker uses SIGRTMIN too).
 KICK_SIGNAL = lib.vmm_kick_signal()
+_AHEAD_CPUID_ENTRIES = 512  # as VMM_AHEAD_CPUID_ENTRIES in ffi_build.py
+_ahead_path: str | None = None  # the device start_ahead opens on its thread, until taken
+_ahead_lock = threading.Lock()
+
+
+def start_ahead(path: str = KVM_DEVICE) -> None:
+    """Open ``path``, ask its supported CPUID and create a VM on a thread of
+    their own (~0.5 ms here, no GIL held) while the caller goes on with other
+    work (`vmm exec`: its imports); the next ``Kvm(path)`` takes them, its
+    first create_vm() the VM. Whatever fails there is done again, and
+    reported, by Kvm as without this."""
+    global _ahead_path
+    with _ahead_lock:
+        if _ahead_path is None and lib.vmm_kvm_ahead_start(os.fsencode(path)) == 0:
+            _ahead_path = path
+
+
+def _take_ahead(path: str):
+    """(system fd, VM fd, supported CPUID or None) that start_ahead made for
+    ``path`` (fds -1 where it did not get them), or None."""
+    global _ahead_path
+    with _ahead_lock:
+        if _ahead_path != path:
+            return None
+        _ahead_path = None
+        kvm_fd, vm_fd = ffi.new("int *"), ffi.new("int *")
+        cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": _AHEAD_CPUID_ENTRIES, "entries": _AHEAD_CPUID_ENTRIES})
+        if lib.vmm_kvm_ahead_finish(kvm_fd, vm_fd, cpuid) != 0:
+            return None
+    return kvm_fd[0], vm_fd[0], (_cpuid_entries(cpuid) if cpuid.nent else None)
+
+
+def _cpuid_entries(cpuid) -> list[tuple[int, int, int, int, int, int, int]]:
+    return [(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx) for e in cpuid.entries[0 : cpuid.nent]]
 
 
 def _check(name: str, result: int, detail: str = "") -> int:
@@ -34,6 +69,16 @@ class Kvm:
 
     def __init__(self, path: str = KVM_DEVICE):
         self._host_facts = _HOST_FACTS.setdefault(path, {})
+        self._vm_made_ahead = -1
+        ahead = _take_ahead(path)
+        if ahead is not None and ahead[0] >= 0:  # (the thread checked the API version)
+            self.fd, self._vm_made_ahead, cpuid = ahead
+            if cpuid is not None:
+                self._host_facts.setdefault("cpuid", tuple(cpuid))
+            self.vcpu_mmap_size = _check(
+                "KVM_GET_VCPU_MMAP_SIZE", lib.vmm_ioctl_value(self.fd, lib.KVM_GET_VCPU_MMAP_SIZE, 0)
+            )
+            return
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -75,10 +120,7 @@ class Kvm:
                 count *= 2
                 continue
             _check("KVM_GET_SUPPORTED_CPUID", result)
-            return [
-                (e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
-                for e in cpuid.entries[0 : cpuid.nent]
-            ]
+            return _cpuid_entries(cpuid)
 
     def msr_index_list(self) -> list[int]:
         if "msrs" not in self._host_facts:
@@ -94,10 +136,15 @@ class Kvm:
         return list(msrs.indices[0 : msrs.nmsrs])
 
     def create_vm(self) -> "Vm":
-        fd = _check("KVM_CREATE_VM", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VM, 0))
+        fd, self._vm_made_ahead = self._vm_made_ahead, -1
+        if fd < 0:
+            fd = _check("KVM_CREATE_VM", lib.vmm_ioctl_value(self.fd, lib.KVM_CREATE_VM, 0))
         return Vm(self, fd)
 
     def close(self) -> None:
+        if self._vm_made_ahead >= 0:
+            os.close(self._vm_made_ahead)
+            self._vm_made_ahead = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

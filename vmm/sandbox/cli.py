@@ -117,6 +117,10 @@ class _Limited:
 
 def cmd_exec(args) -> int:
     warm = args.warm if args.warm is not None else not args.jail  # the jail's root has no snapshot
+    if not args.jail:  # (a jailed run opens KVM in its namespace)
+        from ..builder import open_kvm_ahead
+
+        open_kvm_ahead()  # KVM opened and the VM created while the imports below run
     if warm and not args.jail:
         from .image_cache import start_source_identity
 
