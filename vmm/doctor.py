@@ -233,6 +233,26 @@ def check_build_tools(bindings_built: bool) -> list[Check]:
     return checks
 
 
+PACK_FIX = "make bytecode   # or: python -c 'import vmm.module_pack as p; p.main()'"
+
+
+def check_module_pack(root: str | None = None) -> Check:
+    """Whether vmm's modules come from its module pack (vmm/module_pack.py): a
+    command starts ~2 ms slower without it, and works the same."""
+    from . import module_pack
+
+    root = root or os.path.dirname(os.path.abspath(__file__))
+    finder = module_pack.PackFinder.open(root)
+    if finder is None:
+        return Check("module pack", WARN, f"none usable at {module_pack.pack_path(root)}: "
+                     "each command imports vmm's modules from their files (~2 ms slower)", PACK_FIX)
+    stale = finder.stale_modules()
+    if stale:
+        return Check("module pack", WARN, f"{len(stale)} of its {len(finder)} modules changed since it was built "
+                     f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}): imported from their files", PACK_FIX)
+    return Check("module pack", OK, f"vmm's {len(finder)} modules imported from {module_pack.pack_path(root)}")
+
+
 def diagnose() -> list[Check]:
     from .config import DEFAULT_MEM_MIB
 
@@ -250,6 +270,7 @@ def diagnose() -> list[Check]:
     checks.append(check_virtualization())
     checks.append(check_memory(DEFAULT_MEM_MIB))
     checks.extend(check_build_tools(bindings_built))
+    checks.append(check_module_pack())
     return checks
 
 

@@ -111,7 +111,7 @@ class PackFinder:
         self.root = root
         self._data = data  # the code objects' bytes (a memoryview of the mapped pack)
         self._index = index
-        self.served: set[str] = set()  # the modules imported from the pack (vmm doctor, tests)
+        self.served: set[str] = set()  # the modules imported from the pack (tests)
 
     @classmethod
     def open(cls, root: str, path: str | None = None) -> PackFinder | None:
@@ -155,6 +155,14 @@ class PackFinder:
         if stat.st_mtime_ns != mtime or stat.st_size != size:
             return None  # changed since the pack was built: its file, as always
         return spec_from_file_location(fullname, origin, loader=_PackedLoader(fullname, origin, self))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def stale_modules(self) -> list[str]:
+        """The modules in the pack whose source changed or went since it was built
+        (vmm doctor): each is imported from its file."""
+        return sorted(name for name in self._index if self.find_spec(name) is None)
 
     def code(self, fullname: str):
         """The code object of ``fullname`` from the pack (None: not in it)."""

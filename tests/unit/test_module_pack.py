@@ -167,3 +167,19 @@ def test_the_pack_holds_every_vmm_module(tmp_path):
     packages = [d for d, _, files in os.walk(root) if "__init__.py" in files]  # (vmm/_build is not one)
     modules = [f for d in packages for f in os.listdir(d) if f.endswith(".py")]
     assert build(root, "vmm", dest=str(tmp_path / "vmm.pack")) == len(modules)
+
+
+def test_vmm_doctor_says_whether_the_pack_is_used_and_fresh(package):
+    from vmm.doctor import FAIL, OK, WARN, check_module_pack
+
+    name, root = package
+    missing = check_module_pack(root)
+    assert missing.status == WARN and "none usable" in missing.detail and "make bytecode" in missing.fix
+    build(root, name)
+    fresh = check_module_pack(root)
+    assert fresh.status == OK and "5 modules" in fresh.detail
+    with open(os.path.join(root, "sub", "b.py"), "a") as source:
+        source.write("# edited\n")
+    stale = check_module_pack(root)
+    assert stale.status == WARN and "1 of its 5 modules changed" in stale.detail and f"{name}.sub.b" in stale.detail
+    assert FAIL not in (missing.status, fresh.status, stale.status)  # vmm works the same without it
