@@ -564,13 +564,14 @@ static void write_address(const struct blk_disk *d, u32 low_reg, u64 addr)
 /* Rings and per-request slots; returns false when memory runs out. */
 static bool setup_queue_memory(struct blk_disk *d, u16 size)
 {
-    d->desc = alloc_zeroed_pages(virtq_desc_bytes(size));
-    d->avail = alloc_zeroed_pages(virtq_avail_bytes(size));
-    d->used = alloc_zeroed_pages(virtq_used_bytes(size));
+    u8 *areas = alloc_zeroed_pages(virtq_area_bytes(size));
     d->slots = alloc_zeroed_pages(size * sizeof(struct blk_slot));
     d->free_heads = alloc_pages(size * sizeof(u16));
-    if (!d->desc || !d->avail || !d->used || !d->slots || !d->free_heads)
+    if (!areas || !d->slots || !d->free_heads)
         return false;
+    d->desc = (struct virtq_desc *)areas;
+    d->avail = (struct virtq_avail *)(areas + virtq_avail_offset(size));
+    d->used = (volatile struct virtq_used *)(areas + virtq_used_offset(size));
     d->free_count = 0;
     for (u16 head = size; head-- > 0;)
         d->free_heads[d->free_count++] = head;  /* pops 0, 1, 2, ... */

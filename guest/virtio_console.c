@@ -581,11 +581,12 @@ static bool setup_queue(struct vq *q, u16 index)
     while (size > max)
         size /= 2;              /* a power of two */
     q->index = index;
-    q->desc = alloc_zeroed_pages(virtq_desc_bytes(size));
-    q->avail = alloc_zeroed_pages(virtq_avail_bytes(size));
-    q->used = alloc_zeroed_pages(virtq_used_bytes(size));
-    if (!q->desc || !q->avail || !q->used)
+    u8 *areas = alloc_zeroed_pages(virtq_area_bytes(size));
+    if (!areas)
         return false;
+    q->desc = (struct virtq_desc *)areas;
+    q->avail = (struct virtq_avail *)(areas + virtq_avail_offset(size));
+    q->used = (volatile struct virtq_used *)(areas + virtq_used_offset(size));
     q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;      /* we poll */
     reg_write(VIRTIO_MMIO_QUEUE_NUM, size);
     reg_write(VIRTIO_MMIO_QUEUE_DESC_LOW, (u32)addr_of(q->desc));

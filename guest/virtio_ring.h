@@ -65,6 +65,29 @@ static inline size_t virtq_used_bytes(unsigned size)
     return 6 + 8 * (size_t)size;
 }
 
+/*
+ * The three areas laid out in one allocation, as a modern driver may
+ * (2.7: desc 16-, avail 2-, used 4-byte aligned): the descriptor table,
+ * the available ring, then the used ring on a cache line of its own (the
+ * device writes it).  A queue of up to 128 entries fits one page, so a
+ * fresh VM (each sandbox clone) takes one shadow-page fault for it, not
+ * three.  Offsets from the start; virtq_area_bytes is the whole.
+ */
+static inline size_t virtq_avail_offset(unsigned size)
+{
+    return virtq_desc_bytes(size);
+}
+
+static inline size_t virtq_used_offset(unsigned size)
+{
+    return (virtq_avail_offset(size) + virtq_avail_bytes(size) + 63) & ~(size_t)63;
+}
+
+static inline size_t virtq_area_bytes(unsigned size)
+{
+    return virtq_used_offset(size) + virtq_used_bytes(size);
+}
+
 _Static_assert(sizeof(struct virtq_desc) == 16, "virtq_desc layout");
 _Static_assert(sizeof(struct virtq_used_elem) == 8, "virtq_used_elem layout");
 
