@@ -3,7 +3,7 @@
 # Recorded in snapshots and compared on restore; equal to pyproject.toml's (tests/snapshot/test_version.py).
 __version__ = "0.1.0"
 
-# vmm's own modules from one compiled file (vmm/module_pack.py): ~2-3 ms of each command's start.
+# vmm's own modules from one compiled file (vmm/module_pack.py): ~1.5-2 ms of each command's start.
 from . import module_pack as _module_pack  # noqa: E402
 
 _module_pack.install(__path__[0])

@@ -4,7 +4,7 @@ Importing a module from its directory costs ~57 us here before a line of it
 runs: importlib's path finder checks the directory listing and the source,
 then opens, reads and closes the .pyc (system calls cost 2-4 us on this
 nested machine), with its Python around each step. `vmm exec` imports 57 of
-vmm's modules, `vmm run` 42: ~2-3 ms of either command's start.
+vmm's modules, `vmm run` 42: ~1.5-2 ms of either command's start.
 
 The pack holds every module's code object, marshalled, behind one index. A
 finder at the front of sys.meta_path (installed by vmm/__init__.py) maps the
