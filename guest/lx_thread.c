@@ -94,17 +94,12 @@ bool lx_thread_multi(void)
 /* The running thread's FS base as the CPU holds it: where boot.S enabled
    FSGSBASE a program may set it itself with wrfsbase, as on Linux, so the
    CPU, not the last arch_prctl, says what it is. */
-static u64 current_fs_base(void)
+u64 lx_thread_fs_base(void)
 {
     u64 base;
     if (lx_get_fs_base(&base))
         lx_threads[cur].fs_base = hw_fs_base = base;
     return lx_threads[cur].fs_base;
-}
-
-u64 lx_thread_fs_base(void)
-{
-    return current_fs_base();
 }
 
 void lx_thread_set_fs_base(u64 base)
@@ -175,7 +170,7 @@ static s64 do_clone(u64 flags, u64 newsp, u64 ptid, u64 ctid, u64 tls, struct lx
     t->regs.rax = 0;
     if (newsp)
         t->regs.rsp = newsp;
-    t->fs_base = (flags & CLONE_SETTLS) ? tls : current_fs_base();
+    t->fs_base = (flags & CLONE_SETTLS) ? tls : lx_thread_fs_base();
     t->clear_child_tid = (flags & CLONE_CHILD_CLEARTID) ? ctid : 0;
     /* Signal mask inherited; nothing pending; no alternate stack (Linux
        clears it for CLONE_VM children). */
@@ -389,7 +384,7 @@ int lx_thread_switch(struct lx_regs *r)
         if (t->state == T_RETRY)
             t->wait_seq = resumes;
         lx_signal_save(&t->sig);
-        current_fs_base();      /* kept with the thread: it may have changed it itself */
+        lx_thread_fs_base();    /* kept with the thread: it may have changed it itself */
     }
     int next = pick_next();
     struct lx_thread *n = &lx_threads[next];

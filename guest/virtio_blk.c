@@ -569,9 +569,7 @@ static bool setup_queue_memory(struct blk_disk *d, u16 size)
     d->free_heads = alloc_pages(size * sizeof(u16));
     if (!areas || !d->slots || !d->free_heads)
         return false;
-    d->desc = (struct virtq_desc *)areas;
-    d->avail = (struct virtq_avail *)(areas + virtq_avail_offset(size));
-    d->used = (volatile struct virtq_used *)(areas + virtq_used_offset(size));
+    virtq_place_areas(areas, size, &d->desc, &d->avail, &d->used);
     d->free_count = 0;
     for (u16 head = size; head-- > 0;)
         d->free_heads[d->free_count++] = head;  /* pops 0, 1, 2, ... */

@@ -584,9 +584,7 @@ static bool setup_queue(struct vq *q, u16 index)
     u8 *areas = alloc_zeroed_pages(virtq_area_bytes(size));
     if (!areas)
         return false;
-    q->desc = (struct virtq_desc *)areas;
-    q->avail = (struct virtq_avail *)(areas + virtq_avail_offset(size));
-    q->used = (volatile struct virtq_used *)(areas + virtq_used_offset(size));
+    virtq_place_areas(areas, size, &q->desc, &q->avail, &q->used);
     q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;      /* we poll */
     reg_write(VIRTIO_MMIO_QUEUE_NUM, size);
     reg_write(VIRTIO_MMIO_QUEUE_DESC_LOW, (u32)addr_of(q->desc));

@@ -88,6 +88,15 @@ static inline size_t virtq_area_bytes(unsigned size)
     return virtq_used_offset(size) + virtq_used_bytes(size);
 }
 
+/* The three areas of a queue of `size` entries in `areas` (virtq_area_bytes of them). */
+static inline void virtq_place_areas(u8 *areas, unsigned size, struct virtq_desc **desc,
+                                     struct virtq_avail **avail, volatile struct virtq_used **used)
+{
+    *desc = (struct virtq_desc *)areas;
+    *avail = (struct virtq_avail *)(areas + virtq_avail_offset(size));
+    *used = (volatile struct virtq_used *)(areas + virtq_used_offset(size));
+}
+
 _Static_assert(sizeof(struct virtq_desc) == 16, "virtq_desc layout");
 _Static_assert(sizeof(struct virtq_used_elem) == 8, "virtq_used_elem layout");
 

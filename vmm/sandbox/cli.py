@@ -117,14 +117,14 @@ class _Limited:
 
 def cmd_exec(args) -> int:
     warm = args.warm if args.warm is not None else not args.jail  # the jail's root has no snapshot
-    if not args.jail:  # (a jailed run opens KVM in its namespace)
+    if not args.jail:  # (a jailed run opens KVM in its namespace, and boots)
         from ..builder import open_kvm_ahead
 
         open_kvm_ahead()  # KVM opened and the VM created while the imports below run
-    if warm and not args.jail:
-        from .image_cache import start_source_identity
+        if warm:
+            from .image_cache import start_source_identity
 
-        start_source_identity()  # the kept snapshot's key: walked while the imports below run
+            start_source_identity()  # the kept snapshot's key: walked while the imports below run
     from ..jail import JailError, jail_exec
     from . import runner
 
